@@ -105,6 +105,15 @@ export class BpfProgram {
     return await this.native.testRun(options);
   }
 
+  /**
+   * Runs the program once over each packet, in one worker thread, and returns each run's return
+   * value; `errnos[i]` is non-zero (and `retvals[i]` 0) where the kernel refused packet i, e.g.
+   * EINVAL for one shorter than an Ethernet header. Throws InvalidArgumentError for a non-array.
+   */
+  async testRunEach(packets: Uint8Array[]): Promise<{ retvals: Uint32Array; errnos: Int32Array }> {
+    return await this.native.testRunEach(packets);
+  }
+
   /** The program as the kernel describes it now (run counters need enableStats()). */
   info(): ProgramInfo {
     const info = this.native.info();

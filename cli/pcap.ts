@@ -7,10 +7,16 @@ import { readFile } from 'node:fs/promises';
 //   PCAP_BAD_VERSION    the major version is not 2
 //   PCAP_BAD_RECORD     a record's captured length is impossible (larger than the maximum snapshot length)
 //   PCAP_READ           the file could not be read (cause attached)
+//   PCAP_LINK_TYPE      the capture's link type is not one the caller can use (filters need Ethernet)
 
 /** Codes a `PcapFormatError` carries. */
 export type PcapErrorCode =
-  'PCAP_BAD_MAGIC' | 'PCAP_TRUNCATED' | 'PCAP_BAD_VERSION' | 'PCAP_BAD_RECORD' | 'PCAP_READ';
+  | 'PCAP_BAD_MAGIC'
+  | 'PCAP_TRUNCATED'
+  | 'PCAP_BAD_VERSION'
+  | 'PCAP_BAD_RECORD'
+  | 'PCAP_READ'
+  | 'PCAP_LINK_TYPE';
 
 /** A capture file that cannot be read as classic pcap; `offset` is the byte where reading failed. */
 export class PcapFormatError extends Error {

@@ -100,6 +100,7 @@ export interface NativeProgram {
   readonly tag: string;
   readonly closed: boolean;
   testRun(options: NativeTestRunOptions): Promise<NativeTestRunResult>;
+  testRunEach(packets: Uint8Array[]): Promise<{ retvals: Uint32Array; errnos: Int32Array }>;
   info(): NativeProgramInfo;
   pin(path: string): void;
   close(): void;

@@ -78,6 +78,7 @@ class Program : public Napi::ObjectWrap<Program> {
   Napi::Value GetTag(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   Napi::Value TestRun(const Napi::CallbackInfo& info);
+  Napi::Value TestRunEach(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Pin(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);

@@ -1,0 +1,45 @@
+// `npm run bench`: every benchmark, each a side-by-side table against its peer, measured in this run.
+import { benchFilterCbpf } from './filter-cbpf.js';
+import { runFilterEbpfBench } from './filter-ebpf.js';
+import { runMapUpdateBench } from './map-update.js';
+import { formatTable, type BenchTable } from './table.js';
+
+type Section = () => Promise<{ tables: BenchTable[]; notes: string[] }>;
+
+const sections: Record<string, Section> = {
+  'map-update': async () => {
+    const rows = await runMapUpdateBench();
+    const target = (op: string): string => (op.includes('batch') ? '≤ 1.25 (rate ≥ 0.8×)' : '≤ 1.5');
+    return {
+      tables: [
+        {
+          title: 'map updates, 1,000,000 entries (best of 3)',
+          unit: 'ns/elem',
+          peer: 'libbpf from C',
+          rows: rows.map((r) => ({ workload: r.op, sluice: r.sluiceNs, peer: r.cNs, target: target(r.op) })),
+        },
+      ],
+      notes: [],
+    };
+  },
+  'filter-cbpf': benchFilterCbpf,
+  'filter-ebpf': async () => {
+    const result = await runFilterEbpfBench();
+    return {
+      tables: [result.table],
+      notes: [`empty XDP program on the same harness: ${result.baselineNs.toFixed(1)} ns/pkt`, ...result.notes],
+    };
+  },
+};
+
+const only = process.argv.slice(2);
+for (const name of only) {
+  if (!(name in sections)) throw new Error(`unknown benchmark "${name}"; known: ${Object.keys(sections).join(', ')}`);
+}
+for (const [name, section] of Object.entries(sections)) {
+  if (only.length && !only.includes(name)) continue;
+  const { tables, notes } = await section();
+  for (const table of tables) process.stdout.write(formatTable(table) + '\n');
+  for (const note of notes) process.stdout.write(`- ${note}\n`);
+  process.stdout.write('\n');
+}

@@ -1,0 +1,64 @@
+// `sluice compile`: print a pcap-filter expression compiled to classic BPF (tcpdump's -d/-dd/-ddd layouts) or to eBPF.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { compileFilter, formatListing } from '../../bpf/filter/index.js';
+import { compileFilterToEbpf, formatEbpfListing, type EbpfContext, type EbpfOptions } from '../../bpf/filter/ebpf.js';
+
+interface CompileOptions {
+  d: number;
+  ebpf?: boolean;
+  context: EbpfContext;
+  optimize: boolean;
+  snaplen?: number;
+}
+
+const XDP_DROP = 1;
+const XDP_PASS = 2;
+const TC_ACT_OK = 0;
+const TC_ACT_SHOT = 2;
+
+function parseSnaplen(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) > 0xffffffff) throw new InvalidArgumentError('expected a number of bytes below 2^32');
+  return Number(value);
+}
+
+/** Verdicts of the eBPF program: pass on a match, drop otherwise; a socket filter returns the length. */
+function ebpfOptions(context: EbpfContext): EbpfOptions {
+  if (context === 'xdp') return { context, verdict: { kind: 'action', match: XDP_PASS, noMatch: XDP_DROP } };
+  if (context === 'tc') return { context, verdict: { kind: 'action', match: TC_ACT_OK, noMatch: TC_ACT_SHOT } };
+  return { context, verdict: { kind: 'return' } };
+}
+
+/**
+ * The `compile` command. `-d` may be repeated as in tcpdump (`-dd`, `-ddd`);
+ * the words of the expression are joined with spaces.
+ * Its action throws the compiler's `FilterSyntaxError`, `FilterUnsupportedError`
+ * or `FilterLimitError`; the entry point prints them with a caret.
+ */
+export function compileCommand(): Command {
+  return new Command('compile')
+    .description("compile a pcap-filter(7) expression and print it in tcpdump's -d, -dd or -ddd layout, or as eBPF")
+    .option('-d', 'layout: -d (default) listing, -dd C array, -ddd decimal numbers; repeat the flag as in tcpdump', (_v: string, prev: number) => prev + 1, 0)
+    .option('-O, --no-optimize', "don't run the optimizer (tcpdump -O)")
+    .option('-s, --snaplen <bytes>', 'what an accepted packet returns (default 262144, as tcpdump)', parseSnaplen)
+    .option('--ebpf', 'print the eBPF translation instead of classic BPF')
+    .addOption(new Option('--context <context>', 'eBPF program type').choices(['xdp', 'tc', 'socket']).default('xdp'))
+    .argument('<expression...>', 'pcap-filter(7) expression; several arguments are joined with spaces')
+    .action(function (this: Command, words: string[], options: CompileOptions) {
+      const expression = words.join(' ');
+      const write = (text: string): void => {
+        const out = this.configureOutput().writeOut;
+        if (out) out(text);
+        else process.stdout.write(text);
+      };
+      if (options.ebpf) {
+        if (!options.optimize || options.snaplen !== undefined) {
+          throw new InvalidArgumentError('--ebpf compiles with the default optimizer and snaplen; drop -O and --snaplen');
+        }
+        write(formatEbpfListing(compileFilterToEbpf(expression, ebpfOptions(options.context))));
+        return;
+      }
+      const insns = compileFilter(expression, { optimize: options.optimize, snaplen: options.snaplen });
+      const layout = options.d >= 3 ? 'ddd' : options.d === 2 ? 'dd' : 'd';
+      write(formatListing(insns, layout));
+    });
+}
