@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'bpf/addon/build/', 'bench/c/build/', 'test/helpers/oracle/build/'] },
+  { ignores: ['node_modules/', '.tmp-*/', 'dist/', 'bpf/addon/build/', 'bench/c/build/', 'test/helpers/oracle/build/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -12,7 +12,7 @@ await describeKernel('sluice selfcheck', () => {
   it('counts every ping it sends and removes the namespaces it made', async () => {
     const chunks: string[] = [];
     const write = process.stdout.write;
-    process.stdout.write = ((chunk: string) => chunks.push(chunk)) as typeof process.stdout.write;
+    process.stdout.write = ((chunk: string) => chunks.push(chunk) > 0) as typeof process.stdout.write;
     let code: number;
     try {
       code = await main(['node', 'sluice', 'selfcheck', '--pings', '10', '--json']);
