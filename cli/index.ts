@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { describeFailure } from './errors.js';
+import { compileCommand } from './commands/compile.js';
 import { filterCommand } from './commands/filter.js';
 import { selfcheckCommand } from './commands/selfcheck.js';
 
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   const program = new Command('sluice')
     .description('XDP/TC data-plane controller: drop, forward, load-balance and filter packets')
     .version(packageVersion());
+  program.addCommand(compileCommand());
   program.addCommand(filterCommand());
   program.addCommand(selfcheckCommand());
   throwInsteadOfExiting(program);

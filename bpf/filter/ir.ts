@@ -1,0 +1,239 @@
+// Block graph of libpcap's code generator (struct block/stmt/edge), its and/or/not combinators, and linearization to instructions.
+import { BPF_JA, BPF_JMP, BPF_RET, bpfClass, type CbpfInsn } from './cbpf.js';
+
+/** libpcap's NOP pseudo-opcode. */
+export const NOP = -1;
+
+/** One statement; jt/jf are block-local jump targets (only protochain uses them). */
+export interface Stmt {
+  code: number;
+  k: number;
+  jt?: Stmt;
+  jf?: Stmt;
+}
+
+/** A control-flow edge (libpcap's struct edge). */
+export interface Edge {
+  id: number;
+  code: number;
+  edom: Uint32Array;
+  succ: Block | null;
+  pred: Block;
+  next: Edge | null;
+}
+
+/** A basic block: statements, then a branch or return in `s`. */
+export interface Block {
+  id: number;
+  stmts: Stmt[];
+  s: Stmt;
+  mark: number;
+  longjt: number;
+  longjf: number;
+  level: number;
+  offset: number;
+  sense: boolean;
+  et: Edge;
+  ef: Edge;
+  head: Block;
+  link: Block | null;
+  dom: Uint32Array;
+  closure: Uint32Array;
+  inEdges: Edge | null;
+  def: number;
+  kill: number;
+  inUse: number;
+  outUse: number;
+  oval: number;
+  val: number[];
+}
+
+const EMPTY = new Uint32Array(0);
+
+export function newStmt(code: number, k = 0): Stmt {
+  return { code, k };
+}
+
+/** A new block ending in `code` (a jump or return) with operand k. */
+export function newBlock(code: number, k = 0): Block {
+  const b = {
+    id: 0, stmts: [], s: { code, k }, mark: 0, longjt: 0, longjf: 0, level: 0, offset: 0, sense: false,
+    head: undefined as unknown as Block, link: null, dom: EMPTY, closure: EMPTY, inEdges: null,
+    def: 0, kill: 0, inUse: 0, outUse: 0, oval: 0, val: [],
+  } as unknown as Block;
+  b.et = { id: 0, code: 0, edom: EMPTY, succ: null, pred: b, next: null };
+  b.ef = { id: 0, code: 0, edom: EMPTY, succ: null, pred: b, next: null };
+  b.head = b;
+  return b;
+}
+
+export const JT = (b: Block): Block | null => b.et.succ;
+export const JF = (b: Block): Block | null => b.ef.succ;
+
+function backpatch(list: Block | null, target: Block): void {
+  while (list) {
+    let next: Block | null;
+    if (!list.sense) {
+      next = list.et.succ;
+      list.et.succ = target;
+    } else {
+      next = list.ef.succ;
+      list.ef.succ = target;
+    }
+    list = next;
+  }
+}
+
+function merge(b0: Block, b1: Block): void {
+  // Find the end of b0's list and concatenate b1.
+  let p = b0;
+  for (;;) {
+    const next = !p.sense ? p.et.succ : p.ef.succ;
+    if (next === null) break;
+    p = next;
+  }
+  if (!p.sense) p.et.succ = b1;
+  else p.ef.succ = b1;
+}
+
+/** b1 := b0 && b1 (libpcap's gen_and). */
+export function genAnd(b0: Block, b1: Block): void {
+  backpatch(b0, b1.head);
+  b0.sense = !b0.sense;
+  b1.sense = !b1.sense;
+  merge(b1, b0);
+  b1.sense = !b1.sense;
+  b1.head = b0.head;
+}
+
+/** b1 := b0 || b1 (libpcap's gen_or). */
+export function genOr(b0: Block, b1: Block): void {
+  b0.sense = !b0.sense;
+  backpatch(b0, b1.head);
+  b0.sense = !b0.sense;
+  merge(b1, b0);
+  b1.head = b0.head;
+}
+
+/** b := !b (libpcap's gen_not). */
+export function genNot(b: Block): void {
+  b.sense = !b.sense;
+}
+
+/** Closes the expression: true exits return `accept`, false exits return 0 (finish_parse). */
+export function finishBlocks(p: Block, accept: number): Block {
+  backpatch(p, newBlock(BPF_RET, accept));
+  p.sense = !p.sense;
+  backpatch(p, newBlock(BPF_RET, 0));
+  return p.head;
+}
+
+/** Marks for graph walks (libpcap's cur_mark). */
+export class Marker {
+  private cur = 1;
+  unmarkAll(): void {
+    this.cur++;
+  }
+  isMarked(b: Block): boolean {
+    return b.mark === this.cur;
+  }
+  mark(b: Block): void {
+    b.mark = this.cur;
+  }
+}
+
+export function slength(stmts: Stmt[]): number {
+  let n = 0;
+  for (const s of stmts) if (s.code !== NOP) n++;
+  return n;
+}
+
+/** Thrown by the linearizer when a block-local jump cannot be encoded. */
+export class ConvertError extends Error {}
+
+/**
+ * Lays the graph out as instructions exactly as libpcap's icode_to_fcode:
+ * false branches placed after true branches, blocks emitted from the tail,
+ * long branches through inserted `ja`.
+ */
+export function linearize(root: Block, marker: Marker): CbpfInsn[] {
+  for (;;) {
+    marker.unmarkAll();
+    const n = countStmts(root, marker);
+    const out: CbpfInsn[] = Array.from({ length: n }, () => ({ code: 0, jt: 0, jf: 0, k: 0 }));
+    let ftail = n;
+    marker.unmarkAll();
+    let ok = true;
+    // Iterative version of convert_code_r: visit JF, then JT, then emit the block.
+    const convert = (p: Block | null): boolean => {
+      if (p === null || marker.isMarked(p)) return true;
+      marker.mark(p);
+      if (!convert(JF(p))) return false;
+      if (!convert(JT(p))) return false;
+      const slen = slength(p.stmts);
+      ftail -= slen + 1 + p.longjt + p.longjf;
+      let dst = ftail;
+      p.offset = dst;
+      const live = p.stmts.filter((s) => s.code !== NOP);
+      live.forEach((src, off) => {
+        const ins = out[dst];
+        ins.code = src.code;
+        ins.k = src.k >>> 0;
+        if (bpfClass(src.code) === BPF_JMP && src.code !== (BPF_JMP | BPF_JA) && off !== slen - 2) {
+          const jt = src.jt ? live.indexOf(src.jt) : -1;
+          const jf = src.jf ? live.indexOf(src.jf) : -1;
+          if (jt < 0 || jf < 0 || jt - off - 1 >= 256 || jf - off - 1 >= 256) throw new ConvertError('block-local jump cannot be encoded');
+          ins.jt = jt - off - 1;
+          ins.jf = jf - off - 1;
+        }
+        dst++;
+      });
+      const ins = out[dst];
+      ins.code = p.s.code;
+      ins.k = p.s.k >>> 0;
+      const jtb = JT(p);
+      if (jtb !== null) {
+        let extrajmps = 0;
+        let off = jtb.offset - (p.offset + slen) - 1;
+        if (off >= 256) {
+          if (p.longjt === 0) {
+            p.longjt++;
+            return false;
+          }
+          ins.jt = extrajmps;
+          extrajmps++;
+          out[dst + extrajmps] = { code: BPF_JMP | BPF_JA, jt: 0, jf: 0, k: off - extrajmps };
+        } else ins.jt = off;
+        off = JF(p)!.offset - (p.offset + slen) - 1;
+        if (off >= 256) {
+          if (p.longjf === 0) {
+            p.longjf++;
+            return false;
+          }
+          ins.jf = extrajmps;
+          extrajmps++;
+          out[dst + extrajmps] = { code: BPF_JMP | BPF_JA, jt: 0, jf: 0, k: off - extrajmps };
+        } else ins.jf = off;
+      }
+      return true;
+    };
+    ok = convert(root);
+    if (ok) return out;
+  }
+}
+
+function countStmts(root: Block, marker: Marker): number {
+  let n = 0;
+  const stack: Block[] = [root];
+  while (stack.length > 0) {
+    const p = stack.pop()!;
+    if (marker.isMarked(p)) continue;
+    marker.mark(p);
+    n += slength(p.stmts) + 1 + p.longjt + p.longjf;
+    const jt = JT(p);
+    const jf = JF(p);
+    if (jt) stack.push(jt);
+    if (jf) stack.push(jf);
+  }
+  return n;
+}

@@ -1,0 +1,128 @@
+// Limits and robustness: long, deep and hostile expressions end in a filter error, never a crash or a hang.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { compileFilter, FilterLimitError, FilterSyntaxError, FilterUnsupportedError, runCbpf } from '../../../bpf/filter/index.js';
+
+const isFilterError = (err: unknown): boolean =>
+  err instanceof FilterSyntaxError || err instanceof FilterUnsupportedError || err instanceof FilterLimitError;
+
+function outcome(expression: string): 'ok' | string {
+  try {
+    compileFilter(expression);
+    return 'ok';
+  } catch (err: unknown) {
+    if (isFilterError(err)) return (err as FilterSyntaxError).code;
+    throw err;
+  }
+}
+
+describe('limits', () => {
+  it('rejects expressions longer than 64 KiB with FILTER_LIMIT', () => {
+    const e = 'tcp or '.repeat(15000) + 'tcp';
+    expect(e.length).toBeGreaterThan(100000);
+    expect(outcome(e)).toBe('FILTER_LIMIT');
+  });
+  it('rejects 10k nested parentheses with FILTER_LIMIT', () => {
+    expect(outcome('('.repeat(10000) + 'tcp' + ')'.repeat(10000))).toBe('FILTER_LIMIT');
+    expect(outcome('('.repeat(10000))).toBe('FILTER_LIMIT');
+    expect(outcome('not '.repeat(10000) + 'tcp')).toBe('FILTER_LIMIT');
+    expect(outcome('ip[' .repeat(5000) + '0' + ']'.repeat(5000) + ' = 1')).toBe('FILTER_LIMIT');
+  });
+  it('accepts nesting up to 256 levels', () => {
+    expect(outcome('('.repeat(200) + 'tcp' + ')'.repeat(200))).toBe('ok');
+  });
+  it('rejects programs over 4096 instructions with FILTER_LIMIT', () => {
+    // protochain turns the optimizer off, so the program stays long.
+    const e = Array.from({ length: 130 }, (_, i) => `ip6 protochain ${i}`).join(' or ');
+    expect(outcome(e)).toBe('FILTER_LIMIT');
+  });
+  it('rejects expressions too complex to optimize with FILTER_LIMIT', () => {
+    const e = Array.from({ length: 1200 }, (_, i) => `tcp port ${i + 1}`).join(' or ');
+    expect(outcome(e)).toBe('FILTER_LIMIT');
+  });
+  it('handles a long flat expression under the limits', () => {
+    const e = Array.from({ length: 60 }, (_, i) => `tcp port ${i + 1}`).join(' or ');
+    expect(outcome(e)).toBe('ok');
+  });
+  it('gives a filter error for unterminated brackets at every cut of an expression', () => {
+    const e = 'tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x47455420 and (host 1.2.3.4 or net 10.0.0.0/8)';
+    for (let i = 0; i <= e.length; i++) outcome(e.slice(0, i));
+  });
+});
+
+const WORDS = ['tcp', 'udp', 'ip', 'ip6', 'host', 'net', 'port', 'portrange', 'src', 'dst', 'and', 'or', 'not', '(', ')',
+  '1.2.3.4', '10', '80', 'vlan', 'mpls', '[', ']', '=', '>', '<', '!=', '&', '|', '+', '-', '*', '/', '0', '1', 'ether',
+  'proto', 'protochain', 'len', 'icmp', 'tcp[13]', 'ip[0]', ':', '2', '4', '::1', 'aa:bb:cc:dd:ee:ff', 'broadcast',
+  'multicast', 'less', 'greater', '10.0.0.0/8', 'mask', '255.0.0.0', 'http', '\\tcp', '!', '&&', '||', '^', '<<', '>>',
+  '%', 'arp', 'llc', 'gateway', 'byte', 'tcpflags', 'tcp-syn', 'inbound', '0x', '08', '$1', '1:2:3'];
+
+const PRIMITIVES = ['tcp', 'udp', 'icmp', 'ip', 'ip6', 'arp', 'vlan', 'vlan 10', 'mpls', 'tcp port 80', 'udp port 53',
+  'port 22', 'host 1.2.3.4', 'src host 10.0.0.1', 'dst net 10.0.0.0/8', 'net 192.168', 'ip6 host ::1',
+  'ip6 net 2001:db8::/32', 'portrange 1-1024', 'tcp[13] & 2 != 0', 'ip[8] < 64', 'len > 100', 'less 64',
+  'ether broadcast', 'ether multicast', 'icmp6', 'ether src aa:bb:cc:dd:ee:ff', 'proto 47', 'sctp', 'stp', 'llc',
+  'tcp[tcpflags] & (tcp-syn|tcp-fin) != 0', 'ip[2:2] - 20 > 100', 'src port 1000 or 2000', 'ip6 protochain 6'];
+
+const wellFormed: fc.Arbitrary<string> = fc.letrec<{ e: string }>((tie) => ({
+  e: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    fc.constantFrom(...PRIMITIVES),
+    tie('e').map((e) => `not ${e}`),
+    tie('e').map((e) => `(${e})`),
+    fc.tuple(tie('e'), fc.constantFrom(' and ', ' or ', ' && ', ' || '), tie('e')).map(([a, op, b]) => a + op + b),
+  ),
+})).e;
+
+describe('properties', () => {
+  it('never throws anything but a filter error on random bytes', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 200 }), (s) => {
+        try {
+          compileFilter(s);
+        } catch (err: unknown) {
+          if (!isFilterError(err)) throw err;
+        }
+      }),
+      { numRuns: 1500 },
+    );
+  });
+  it('never throws anything but a filter error on random token soup', () => {
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...WORDS), { maxLength: 14 }), (words) => {
+        try {
+          compileFilter(words.join(' '));
+        } catch (err: unknown) {
+          if (!isFilterError(err)) throw err;
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+  it('compiles random well-formed expressions to valid programs', () => {
+    fc.assert(
+      fc.property(wellFormed, (e) => {
+        let insns;
+        try {
+          insns = compileFilter(e);
+        } catch (err: unknown) {
+          // Contradictions ("ip and not ip") are rejected by libpcap too.
+          // Semantic rejections libpcap makes too ("ip and not ip", "mpls and arp"); never a syntax error.
+          if (err instanceof FilterSyntaxError && !err.message.startsWith('unexpected')) return;
+          if (err instanceof FilterLimitError) return;
+          throw err;
+        }
+        expect(insns.length).toBeGreaterThan(0);
+        expect(insns[insns.length - 1].code & 7).toBe(6);
+        insns.forEach((ins, i) => {
+          if ((ins.code & 7) === 5 && ins.code !== 5) {
+            expect(i + 1 + ins.jt).toBeLessThan(insns.length);
+            expect(i + 1 + ins.jf).toBeLessThan(insns.length);
+          }
+        });
+        // Running it on an empty and a short packet terminates.
+        runCbpf(insns, new Uint8Array(0));
+        runCbpf(insns, new Uint8Array(60));
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
