@@ -9,9 +9,16 @@ function isFormattable(error: unknown): error is Error & Formattable {
   return error instanceof Error && typeof (error as Partial<Formattable>).format === 'function';
 }
 
-/** The text printed for a failed command: `sluice: <message>`, or the error's own caret block. */
+/**
+ * The text printed for a failed command: `sluice: <message>`, under the error's caret block when it
+ * draws one (the block's own message line is replaced, so the caret stays under its column).
+ */
 export function describeFailure(error: unknown): string {
-  if (isFormattable(error)) return `sluice: ${error.format()}`;
+  if (isFormattable(error)) {
+    const lines = error.format().split('\n');
+    if (lines[lines.length - 1] === error.message) lines.pop();
+    return [...lines, `sluice: ${error.message}`].join('\n');
+  }
   if (error instanceof Error) return `sluice: ${error.message}`;
   return `sluice: ${String(error)}`;
 }

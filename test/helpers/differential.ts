@@ -107,9 +107,9 @@ const oracleCache = new Map<string, Promise<OracleResult[]>>();
  */
 export async function getOracleResults(
   expressions: readonly string[],
-  options: { program?: boolean } = {},
+  options: { program?: boolean; optimize?: boolean } = {},
 ): Promise<OracleResult[]> {
-  const key = `${options.program ? 'p' : '-'}\n${expressions.join('\n')}`;
+  const key = `${options.program ? 'p' : '-'}${options.optimize === false ? 'O' : '-'}\n${expressions.join('\n')}`;
   let p = oracleCache.get(key);
   if (!p) {
     p = getPacketCorpus().then((c) => runOracle(c.pcapPath, expressions, options));
@@ -124,12 +124,19 @@ export interface JudgedCorpus {
   results: OracleResult[];
 }
 
-/** Loads a corpus file and libpcap's results for it (with programs and listings), cached. */
-export async function getJudgedCorpus(name: CorpusName): Promise<JudgedCorpus> {
+/**
+ * Loads a corpus file and libpcap's results for it (with programs and listings), cached. With
+ * `optimize: false` libpcap compiles as `tcpdump -O` does: unoptimized programs may read bytes the
+ * optimized ones never touch, so they reject some short packets the optimized ones accept.
+ */
+export async function getJudgedCorpus(
+  name: CorpusName,
+  options: { optimize?: boolean } = {},
+): Promise<JudgedCorpus> {
   const entries = await loadCorpus(name);
   const results = await getOracleResults(
     entries.map((e) => e.expression),
-    { program: true },
+    { program: true, optimize: options.optimize },
   );
   return { entries, results };
 }

@@ -77,7 +77,8 @@ export async function buildOracle(): Promise<string> {
 }
 
 /**
- * Compiles each expression with libpcap (DLT_EN10MB, snaplen 262144, optimized, netmask unknown) and runs it over
+ * Compiles each expression with libpcap (DLT_EN10MB, snaplen 262144, optimized unless `optimize` is false, netmask
+ * unknown) and runs it over
  * every packet of the pcap file, in one process. Results are in the order of `expressions`.
  *
  * Throws when an expression contains a newline (it could not be passed line by line), when the oracle cannot be
@@ -86,7 +87,7 @@ export async function buildOracle(): Promise<string> {
 export async function runOracle(
   pcapPath: string,
   expressions: readonly string[],
-  options: { program?: boolean } = {},
+  options: { program?: boolean; optimize?: boolean } = {},
 ): Promise<OracleResult[]> {
   for (const e of expressions) {
     if (/[\n\0]/.test(e))
@@ -100,7 +101,7 @@ export async function runOracle(
   try {
     const exprFile = join(dir, 'expressions.txt');
     await writeFile(exprFile, expressions.map((e) => `${e}\n`).join(''));
-    const args = [...(options.program ? ['-p'] : []), pcapPath, exprFile];
+    const args = [...(options.program ? ['-p'] : []), ...(options.optimize === false ? ['-O'] : []), pcapPath, exprFile];
     const { stdout } = await run(bin, args, { maxBuffer: 1 << 30, encoding: 'utf8' });
     return parseOracleOutput(stdout, expressions.length, options.program === true);
   } finally {

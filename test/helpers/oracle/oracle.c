@@ -2,12 +2,12 @@
 /*
  * oracle: libpcap as the reference engine for sluice's filter differential tests.
  *
- * usage: oracle [-p] PCAP EXPRESSIONS
+ * usage: oracle [-p] [-O] PCAP EXPRESSIONS
  *
  * Reads every packet of the pcap file PCAP into memory, then compiles each line
  * of the file EXPRESSIONS (one expression per line, "\n"-terminated, nothing
  * stripped but the newline) with pcap_compile() on pcap_open_dead(DLT_EN10MB,
- * 262144), optimize = 1, netmask PCAP_NETMASK_UNKNOWN, and prints one result
+ * 262144), optimize = 1 (0 with -O, as tcpdump -O), netmask PCAP_NETMASK_UNKNOWN, and prints one result
  * per expression, in order:
  *
  *   OK <insn-count> <verdicts>     verdicts: one '1'/'0' per packet, '1' when
@@ -34,7 +34,7 @@ struct packet {
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: oracle [-p] PCAP EXPRESSIONS\n");
+	fprintf(stderr, "usage: oracle [-p] [-O] PCAP EXPRESSIONS\n");
 	exit(2);
 }
 
@@ -73,10 +73,13 @@ static struct packet *load_packets(const char *path, size_t *count)
 int main(int argc, char **argv)
 {
 	int print_program = 0;
+	int optimize = 1;
 	int opt;
-	while ((opt = getopt(argc, argv, "p")) != -1) {
+	while ((opt = getopt(argc, argv, "pO")) != -1) {
 		if (opt == 'p')
 			print_program = 1;
+		else if (opt == 'O')
+			optimize = 0;
 		else
 			usage();
 	}
@@ -101,7 +104,7 @@ int main(int argc, char **argv)
 		if (len > 0 && line[len - 1] == '\n')
 			line[--len] = '\0';
 		struct bpf_program prog;
-		if (pcap_compile(dead, &prog, line, 1, PCAP_NETMASK_UNKNOWN) != 0) {
+		if (pcap_compile(dead, &prog, line, optimize, PCAP_NETMASK_UNKNOWN) != 0) {
 			char *msg = pcap_geterr(dead);
 			for (char *c = msg; *c; c++)
 				if (*c == '\n' || *c == '\r')
