@@ -19,7 +19,12 @@ export async function benchFilterCbpf(): Promise<{ tables: BenchTable[]; notes: 
     if (!oracle.ok) return;
     try {
       const ours = compileFilter(entry.expression).length;
-      ratios.push({ expression: entry.expression, ours, theirs: oracle.insnCount, ratio: ours / oracle.insnCount });
+      ratios.push({
+        expression: entry.expression,
+        ours,
+        theirs: oracle.insnCount,
+        ratio: ours / oracle.insnCount,
+      });
     } catch (error: unknown) {
       failures.push(`${entry.expression}: ${(error as Error).message}`);
     }
@@ -51,9 +56,18 @@ export async function benchFilterCbpf(): Promise<{ tables: BenchTable[]; notes: 
       unit: 'insns',
       peer: 'libpcap',
       rows: [
-        { workload: 'median per expression', sluice: median(ratios.map((r) => r.ours)), peer: median(ratios.map((r) => r.theirs)) },
+        {
+          workload: 'median per expression',
+          sluice: median(ratios.map((r) => r.ours)),
+          peer: median(ratios.map((r) => r.theirs)),
+        },
         { workload: 'total over corpus', sluice: sumOurs, peer: sumTheirs },
-        ...worst.map((r) => ({ workload: `worst: ${r.expression.slice(0, 48)}`, sluice: r.ours, peer: r.theirs, target: '≤ 1.25' })),
+        ...worst.map((r) => ({
+          workload: `worst: ${r.expression.slice(0, 48)}`,
+          sluice: r.ours,
+          peer: r.theirs,
+          target: '≤ 1.25',
+        })),
       ],
     },
   ];
@@ -61,7 +75,9 @@ export async function benchFilterCbpf(): Promise<{ tables: BenchTable[]; notes: 
     `median ratio ${median(ratios.map((r) => r.ratio)).toFixed(3)} (target ≤ 1.0); max ratio ${Math.max(...ratios.map((r) => r.ratio)).toFixed(3)} (target ≤ 1.25); ` +
       `${ratios.filter((r) => r.ratio > 1.25).length} above 1.25×, ${ratios.filter((r) => r.ratio < 1).length} smaller than libpcap's`,
     `compile speed: ${Math.round(perSecond)} expressions/s over ${compilable.length} corpus expressions (target ≥ 5000)`,
-    ...(failures.length ? [`${failures.length} corpus expressions did not compile, first: ${failures[0]}`] : []),
+    ...(failures.length
+      ? [`${failures.length} corpus expressions did not compile, first: ${failures[0]}`]
+      : []),
   ];
   return { tables, notes };
 }

@@ -9,14 +9,20 @@ type Section = () => Promise<{ tables: BenchTable[]; notes: string[] }>;
 const sections: Record<string, Section> = {
   'map-update': async () => {
     const rows = await runMapUpdateBench();
-    const target = (op: string): string => (op.includes('batch') ? '≤ 1.25 (rate ≥ 0.8×)' : '≤ 1.5');
+    const target = (op: string): string =>
+      op.includes('batch') ? '≤ 1.25 (rate ≥ 0.8×)' : '≤ 1.5';
     return {
       tables: [
         {
           title: 'map updates, 1,000,000 entries (best of 3)',
           unit: 'ns/elem',
           peer: 'libbpf from C',
-          rows: rows.map((r) => ({ workload: r.op, sluice: r.sluiceNs, peer: r.cNs, target: target(r.op) })),
+          rows: rows.map((r) => ({
+            workload: r.op,
+            sluice: r.sluiceNs,
+            peer: r.cNs,
+            target: target(r.op),
+          })),
         },
       ],
       notes: [],
@@ -43,7 +49,8 @@ const sections: Record<string, Section> = {
 
 const only = process.argv.slice(2);
 for (const name of only) {
-  if (!(name in sections)) throw new Error(`unknown benchmark "${name}"; known: ${Object.keys(sections).join(', ')}`);
+  if (!(name in sections))
+    throw new Error(`unknown benchmark "${name}"; known: ${Object.keys(sections).join(', ')}`);
 }
 for (const [name, section] of Object.entries(sections)) {
   if (only.length && !only.includes(name)) continue;

@@ -26,7 +26,13 @@ function formatNumber(value: number): string {
 
 /** Renders a table as aligned text with a ratio column (sluice / peer). */
 export function formatTable(table: BenchTable): string {
-  const header = ['workload', `sluice (${table.unit})`, `${table.peer} (${table.unit})`, 'ratio', 'target'];
+  const header = [
+    'workload',
+    `sluice (${table.unit})`,
+    `${table.peer} (${table.unit})`,
+    'ratio',
+    'target',
+  ];
   const body = table.rows.map((row) => [
     row.workload,
     formatNumber(row.sluice),
@@ -34,10 +40,19 @@ export function formatTable(table: BenchTable): string {
     row.peer === 0 ? '—' : `${(row.sluice / row.peer).toFixed(2)}×`,
     row.target ?? '',
   ]);
-  const widths = header.map((_, i) => Math.max(...[header, ...body].map((cells) => cells[i].length)));
-  const line = (cells: string[]): string =>
-    cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ');
-  return [`## ${table.title}`, '', line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line), ''].join(
-    '\n',
+  const widths = header.map((_, i) =>
+    Math.max(...[header, ...body].map((cells) => cells[i].length)),
   );
+  const line = (cells: string[]): string =>
+    cells
+      .map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])))
+      .join('  ');
+  return [
+    `## ${table.title}`,
+    '',
+    line(header),
+    line(widths.map((w) => '-'.repeat(w))),
+    ...body.map(line),
+    '',
+  ].join('\n');
 }

@@ -52,17 +52,24 @@ export async function runFilter(
   packets: readonly CapturedPacket[],
   backend: FilterBackend,
 ): Promise<FilterRunResult> {
-  const interpret = (packet: CapturedPacket): boolean => runCbpf(program, packet.data, packet.wireLength) !== 0;
+  const interpret = (packet: CapturedPacket): boolean =>
+    runCbpf(program, packet.data, packet.wireLength) !== 0;
   if (backend === 'cbpf') return { verdicts: packets.map(interpret), interpreted: packets.length };
 
-  const spec = cbpfToEbpf(program, { context: 'xdp', verdict: { kind: 'action', match: XDP_PASS, noMatch: XDP_DROP } });
+  const spec = cbpfToEbpf(program, {
+    context: 'xdp',
+    verdict: { kind: 'action', match: XDP_PASS, noMatch: XDP_DROP },
+  });
   const loaded = loadProgram({ type: 'xdp', insns: spec.insns, name: 'sluice_filter' });
   const lengthMatters = readsWireLength(program);
   const kernelCannotJudge = (packet: CapturedPacket): boolean =>
-    packet.data.length < MIN_TEST_RUN_BYTES || (lengthMatters && packet.wireLength !== packet.data.length);
+    packet.data.length < MIN_TEST_RUN_BYTES ||
+    (lengthMatters && packet.wireLength !== packet.data.length);
   let runs;
   try {
-    runs = await loaded.testRunEach(packets.map((packet) => (kernelCannotJudge(packet) ? EMPTY : packet.data)));
+    runs = await loaded.testRunEach(
+      packets.map((packet) => (kernelCannotJudge(packet) ? EMPTY : packet.data)),
+    );
   } finally {
     loaded.close();
   }

@@ -84,7 +84,18 @@ export class Lab {
     try {
       output = await this.exec(
         from.netns,
-        ['ping', '-n', '-q', '-c', String(count), '-i', String(intervalSeconds), '-W', '1', to.ipv4],
+        [
+          'ping',
+          '-n',
+          '-q',
+          '-c',
+          String(count),
+          '-i',
+          String(intervalSeconds),
+          '-W',
+          '1',
+          to.ipv4,
+        ],
         { timeoutMs: (count * intervalSeconds + 5) * 1000 },
       );
     } catch (error: unknown) {
@@ -118,7 +129,18 @@ export class Lab {
 
   private async addNeighbour(at: Endpoint, peer: Endpoint): Promise<void> {
     await run(
-      ['ip', 'neigh', 'replace', peer.ipv4, 'lladdr', peer.mac, 'dev', at.device, 'nud', 'permanent'],
+      [
+        'ip',
+        'neigh',
+        'replace',
+        peer.ipv4,
+        'lladdr',
+        peer.mac,
+        'dev',
+        at.device,
+        'nud',
+        'permanent',
+      ],
       { netns: at.netns },
     );
   }

@@ -1,7 +1,12 @@
 // `sluice compile`: print a pcap-filter expression compiled to classic BPF (tcpdump's -d/-dd/-ddd layouts) or to eBPF.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { compileFilter, formatListing } from '../../bpf/filter/index.js';
-import { compileFilterToEbpf, formatEbpfListing, type EbpfContext, type EbpfOptions } from '../../bpf/filter/ebpf.js';
+import {
+  compileFilterToEbpf,
+  formatEbpfListing,
+  type EbpfContext,
+  type EbpfOptions,
+} from '../../bpf/filter/ebpf.js';
 
 interface CompileOptions {
   d: number;
@@ -17,14 +22,17 @@ const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
 
 function parseSnaplen(value: string): number {
-  if (!/^\d+$/.test(value) || Number(value) > 0xffffffff) throw new InvalidArgumentError('expected a number of bytes below 2^32');
+  if (!/^\d+$/.test(value) || Number(value) > 0xffffffff)
+    throw new InvalidArgumentError('expected a number of bytes below 2^32');
   return Number(value);
 }
 
 /** Verdicts of the eBPF program: pass on a match, drop otherwise; a socket filter returns the length. */
 function ebpfOptions(context: EbpfContext): EbpfOptions {
-  if (context === 'xdp') return { context, verdict: { kind: 'action', match: XDP_PASS, noMatch: XDP_DROP } };
-  if (context === 'tc') return { context, verdict: { kind: 'action', match: TC_ACT_OK, noMatch: TC_ACT_SHOT } };
+  if (context === 'xdp')
+    return { context, verdict: { kind: 'action', match: XDP_PASS, noMatch: XDP_DROP } };
+  if (context === 'tc')
+    return { context, verdict: { kind: 'action', match: TC_ACT_OK, noMatch: TC_ACT_SHOT } };
   return { context, verdict: { kind: 'return' } };
 }
 
@@ -36,13 +44,31 @@ function ebpfOptions(context: EbpfContext): EbpfOptions {
  */
 export function compileCommand(): Command {
   return new Command('compile')
-    .description("compile a pcap-filter(7) expression and print it in tcpdump's -d, -dd or -ddd layout, or as eBPF")
-    .option('-d', 'layout: -d (default) listing, -dd C array, -ddd decimal numbers; repeat the flag as in tcpdump', (_v: string, prev: number) => prev + 1, 0)
+    .description(
+      "compile a pcap-filter(7) expression and print it in tcpdump's -d, -dd or -ddd layout, or as eBPF",
+    )
+    .option(
+      '-d',
+      'layout: -d (default) listing, -dd C array, -ddd decimal numbers; repeat the flag as in tcpdump',
+      (_v: string, prev: number) => prev + 1,
+      0,
+    )
     .option('-O, --no-optimize', "don't run the optimizer (tcpdump -O)")
-    .option('-s, --snaplen <bytes>', 'what an accepted packet returns (default 262144, as tcpdump)', parseSnaplen)
+    .option(
+      '-s, --snaplen <bytes>',
+      'what an accepted packet returns (default 262144, as tcpdump)',
+      parseSnaplen,
+    )
     .option('--ebpf', 'print the eBPF translation instead of classic BPF')
-    .addOption(new Option('--context <context>', 'eBPF program type').choices(['xdp', 'tc', 'socket']).default('xdp'))
-    .argument('<expression...>', 'pcap-filter(7) expression; several arguments are joined with spaces')
+    .addOption(
+      new Option('--context <context>', 'eBPF program type')
+        .choices(['xdp', 'tc', 'socket'])
+        .default('xdp'),
+    )
+    .argument(
+      '<expression...>',
+      'pcap-filter(7) expression; several arguments are joined with spaces',
+    )
     .action(function (this: Command, words: string[], options: CompileOptions) {
       const expression = words.join(' ');
       const write = (text: string): void => {
@@ -52,12 +78,17 @@ export function compileCommand(): Command {
       };
       if (options.ebpf) {
         if (!options.optimize || options.snaplen !== undefined) {
-          throw new InvalidArgumentError('--ebpf compiles with the default optimizer and snaplen; drop -O and --snaplen');
+          throw new InvalidArgumentError(
+            '--ebpf compiles with the default optimizer and snaplen; drop -O and --snaplen',
+          );
         }
         write(formatEbpfListing(compileFilterToEbpf(expression, ebpfOptions(options.context))));
         return;
       }
-      const insns = compileFilter(expression, { optimize: options.optimize, snaplen: options.snaplen });
+      const insns = compileFilter(expression, {
+        optimize: options.optimize,
+        snaplen: options.snaplen,
+      });
       const layout = options.d >= 3 ? 'ddd' : options.d === 2 ? 'dd' : 'd';
       write(formatListing(insns, layout));
     });

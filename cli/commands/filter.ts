@@ -15,15 +15,23 @@ interface TestOptions {
 
 function filterTestCommand(): Command {
   return new Command('test')
-    .description('run the compiled filter over every packet of a pcap file (by default our eBPF, in the kernel)')
+    .description(
+      'run the compiled filter over every packet of a pcap file (by default our eBPF, in the kernel)',
+    )
     .requiredOption('--pcap <file>', 'capture file (pcap, Ethernet)')
     .option('--verdicts', 'print 1 or 0 per packet, in file order')
     .addOption(
-      new Option('--backend <backend>', 'ebpf: BPF_PROG_TEST_RUN in the kernel; cbpf: the classic interpreter')
+      new Option(
+        '--backend <backend>',
+        'ebpf: BPF_PROG_TEST_RUN in the kernel; cbpf: the classic interpreter',
+      )
         .choices(['ebpf', 'cbpf'])
         .default('ebpf'),
     )
-    .argument('<expression...>', 'pcap-filter(7) expression; several arguments are joined with spaces')
+    .argument(
+      '<expression...>',
+      'pcap-filter(7) expression; several arguments are joined with spaces',
+    )
     .action(async (words: string[], options: TestOptions) => {
       const program = compileFilter(words.join(' '));
       const capture = await readPcap(options.pcap);
@@ -53,5 +61,7 @@ function filterTestCommand(): Command {
 
 /** `sluice filter …`: filter expressions (daemon-side subcommands come with the controller). */
 export function filterCommand(): Command {
-  return new Command('filter').description('tcpdump-style filter expressions').addCommand(filterTestCommand());
+  return new Command('filter')
+    .description('tcpdump-style filter expressions')
+    .addCommand(filterTestCommand());
 }

@@ -12,7 +12,9 @@ function parseCount(value: string): number {
 
 export function selfcheckCommand(): Command {
   return new Command('selfcheck')
-    .description('attach the counting XDP program to a veth in a throw-away namespace, ping through it, print its counters')
+    .description(
+      'attach the counting XDP program to a veth in a throw-away namespace, ping through it, print its counters',
+    )
     .option('--pings <n>', 'echo requests to send', parseCount, 20)
     .option('--json', 'print the result as JSON')
     .action(async (options: { pings: number; json?: boolean }) => {
@@ -38,6 +40,7 @@ export function selfcheckCommand(): Command {
           '',
         ].join('\n'),
       );
-      if (pass.packets !== result.sent) throw new Error('self-check failed: counters disagree with traffic');
+      if (pass.packets !== result.sent)
+        throw new Error('self-check failed: counters disagree with traffic');
     });
 }

@@ -101,7 +101,12 @@ export async function runOracle(
   try {
     const exprFile = join(dir, 'expressions.txt');
     await writeFile(exprFile, expressions.map((e) => `${e}\n`).join(''));
-    const args = [...(options.program ? ['-p'] : []), ...(options.optimize === false ? ['-O'] : []), pcapPath, exprFile];
+    const args = [
+      ...(options.program ? ['-p'] : []),
+      ...(options.optimize === false ? ['-O'] : []),
+      pcapPath,
+      exprFile,
+    ];
     const { stdout } = await run(bin, args, { maxBuffer: 1 << 30, encoding: 'utf8' });
     return parseOracleOutput(stdout, expressions.length, options.program === true);
   } finally {

@@ -95,7 +95,9 @@ async function runVerdicts(cbpf: CbpfInsn[], packets: readonly GeneratedPacket[]
     const frames = packets.filter((p) => p.data.length >= ETH_HLEN);
     const [framed, prefixed] = await Promise.all([
       get('xdp').testRunEach(frames.map((p) => p.data)),
-      runts.length ? get('socket').testRunEach(runts.map((p) => new Uint8Array([...PREFIX, ...p.data]))) : undefined,
+      runts.length
+        ? get('socket').testRunEach(runts.map((p) => new Uint8Array([...PREFIX, ...p.data])))
+        : undefined,
     ]);
     let nextFrame = 0;
     let nextRunt = 0;
@@ -104,7 +106,10 @@ async function runVerdicts(cbpf: CbpfInsn[], packets: readonly GeneratedPacket[]
         const runt = p.data.length < ETH_HLEN;
         const run = runt ? prefixed! : framed;
         const i = runt ? nextRunt++ : nextFrame++;
-        if (run.errnos[i] !== 0) throw new Error(`test run refused a ${p.data.length}-byte packet: errno ${run.errnos[i]}`);
+        if (run.errnos[i] !== 0)
+          throw new Error(
+            `test run refused a ${p.data.length}-byte packet: errno ${run.errnos[i]}`,
+          );
         const retval = run.retvals[i];
         if (retval !== 0 && retval !== 1) throw new Error(`eBPF returned ${retval}, not 0 or 1`);
         return retval === 1 ? '1' : '0';
@@ -186,14 +191,18 @@ await describeKernel(
           continue;
         }
         if (compile === undefined) {
-          failures.push(`line ${entry.line} \`${entry.expression}\`: the front end (compileFilter) is missing`);
+          failures.push(
+            `line ${entry.line} \`${entry.expression}\`: the front end (compileFilter) is missing`,
+          );
           continue;
         }
         let ours: CbpfInsn[];
         try {
           ours = compile(entry.expression);
         } catch (error: unknown) {
-          failures.push(`line ${entry.line} \`${entry.expression}\` (compileFilter): ${(error as Error).message}`);
+          failures.push(
+            `line ${entry.line} \`${entry.expression}\` (compileFilter): ${(error as Error).message}`,
+          );
           continue;
         }
         // Identical programs were judged just above.

@@ -33,7 +33,10 @@ await describeKernel('counting XDP and TC programs under traffic', () => {
 
   it('counts exactly the 100 pings sent to a native-mode XDP program', async () => {
     const obj = fresh();
-    const link = attachXdp(obj.program('counter_xdp'), net.right.device, { netns: net.right.netns, mode: 'native' });
+    const link = attachXdp(obj.program('counter_xdp'), net.right.device, {
+      netns: net.right.netns,
+      mode: 'native',
+    });
     try {
       expect(await lab.ping(net.left, net.right, 100)).toBe(100);
       expect(readCounters(obj.map('dev_stats'))).toEqual({
@@ -48,10 +51,16 @@ await describeKernel('counting XDP and TC programs under traffic', () => {
   it('drops and counts every ping when the verdict is drop', async () => {
     const obj = fresh();
     setVerdict(obj.map('verdict'), 'drop');
-    const link = attachXdp(obj.program('counter_xdp'), net.right.device, { netns: net.right.netns, mode: 'native' });
+    const link = attachXdp(obj.program('counter_xdp'), net.right.device, {
+      netns: net.right.netns,
+      mode: 'native',
+    });
     try {
       expect(await lab.ping(net.left, net.right, 20, 0.01)).toBe(0);
-      expect(readCounters(obj.map('dev_stats')).drop).toEqual({ packets: 20, bytes: 20 * PING_FRAME });
+      expect(readCounters(obj.map('dev_stats')).drop).toEqual({
+        packets: 20,
+        bytes: 20 * PING_FRAME,
+      });
     } finally {
       link.close();
     }
@@ -60,7 +69,10 @@ await describeKernel('counting XDP and TC programs under traffic', () => {
 
   it('counts in generic mode as well', async () => {
     const obj = fresh();
-    const link = attachXdp(obj.program('counter_xdp'), net.right.device, { netns: net.right.netns, mode: 'generic' });
+    const link = attachXdp(obj.program('counter_xdp'), net.right.device, {
+      netns: net.right.netns,
+      mode: 'generic',
+    });
     try {
       expect(await lab.ping(net.left, net.right, 30)).toBe(30);
       expect(readCounters(obj.map('dev_stats')).pass.packets).toBe(30);
@@ -96,13 +108,22 @@ await describeKernel('counting XDP and TC programs under traffic', () => {
   it('counts both directions with TC programs on ingress and egress', async () => {
     const obj = fresh();
     const program = obj.program('counter_tc');
-    const ingress = attachTc(program, net.right.device, { netns: net.right.netns, direction: 'ingress' });
-    const egress = attachTc(program, net.right.device, { netns: net.right.netns, direction: 'egress' });
+    const ingress = attachTc(program, net.right.device, {
+      netns: net.right.netns,
+      direction: 'ingress',
+    });
+    const egress = attachTc(program, net.right.device, {
+      netns: net.right.netns,
+      direction: 'egress',
+    });
     try {
       expect(ingress.kind).toBe('tcx');
       expect(await lab.ping(net.left, net.right, 25)).toBe(25);
       // 25 requests in, 25 replies out; TC sees skb->len, the same 98-byte frames.
-      expect(readCounters(obj.map('dev_stats')).pass).toEqual({ packets: 50, bytes: 50 * PING_FRAME });
+      expect(readCounters(obj.map('dev_stats')).pass).toEqual({
+        packets: 50,
+        bytes: 50 * PING_FRAME,
+      });
     } finally {
       ingress.close();
       egress.close();

@@ -6,8 +6,12 @@ import { FilterSyntaxError, compileFilter, formatListing } from '../../../bpf/fi
 
 async function run(args: string[]): Promise<string> {
   let out = '';
-  const program = new Command('sluice').exitOverride().configureOutput({ writeOut: (s) => (out += s), writeErr: () => {} });
-  const cmd = compileCommand().exitOverride().configureOutput({ writeOut: (s) => (out += s), writeErr: () => {} });
+  const program = new Command('sluice')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => (out += s), writeErr: () => {} });
+  const cmd = compileCommand()
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => (out += s), writeErr: () => {} });
   program.addCommand(cmd);
   await program.parseAsync(['compile', ...args], { from: 'user' });
   return out;
@@ -23,13 +27,17 @@ describe('sluice compile', () => {
     expect(await run(['-d', '-d', 'udp'])).toBe(formatListing(compileFilter('udp'), 'dd'));
   });
   it('turns the optimizer off with -O', async () => {
-    expect(await run(['-O', 'tcp'])).toBe(formatListing(compileFilter('tcp', { optimize: false }), 'd'));
+    expect(await run(['-O', 'tcp'])).toBe(
+      formatListing(compileFilter('tcp', { optimize: false }), 'd'),
+    );
   });
   it('prints eBPF with --ebpf', async () => {
     expect(await run(['--ebpf', 'tcp'])).toMatch(/^\s+0: \(/);
   });
   it('throws the positioned error for bad input', async () => {
-    const err = await run(['udp', 'and', 'dst', 'port', 'and', 'host', '192.0.2.1']).catch((e: unknown) => e);
+    const err = await run(['udp', 'and', 'dst', 'port', 'and', 'host', '192.0.2.1']).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(FilterSyntaxError);
     expect((err as FilterSyntaxError).format()).toMatchInlineSnapshot(`
       "udp and dst port and host 192.0.2.1

@@ -1,10 +1,18 @@
 // Limits and robustness: long, deep and hostile expressions end in a filter error, never a crash or a hang.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compileFilter, FilterLimitError, FilterSyntaxError, FilterUnsupportedError, runCbpf } from '../../../bpf/filter/index.js';
+import {
+  compileFilter,
+  FilterLimitError,
+  FilterSyntaxError,
+  FilterUnsupportedError,
+  runCbpf,
+} from '../../../bpf/filter/index.js';
 
 const isFilterError = (err: unknown): boolean =>
-  err instanceof FilterSyntaxError || err instanceof FilterUnsupportedError || err instanceof FilterLimitError;
+  err instanceof FilterSyntaxError ||
+  err instanceof FilterUnsupportedError ||
+  err instanceof FilterLimitError;
 
 function outcome(expression: string): 'ok' | string {
   try {
@@ -26,7 +34,7 @@ describe('limits', () => {
     expect(outcome('('.repeat(10000) + 'tcp' + ')'.repeat(10000))).toBe('FILTER_LIMIT');
     expect(outcome('('.repeat(10000))).toBe('FILTER_LIMIT');
     expect(outcome('not '.repeat(10000) + 'tcp')).toBe('FILTER_LIMIT');
-    expect(outcome('ip[' .repeat(5000) + '0' + ']'.repeat(5000) + ' = 1')).toBe('FILTER_LIMIT');
+    expect(outcome('ip['.repeat(5000) + '0' + ']'.repeat(5000) + ' = 1')).toBe('FILTER_LIMIT');
   });
   it('accepts nesting up to 256 levels', () => {
     expect(outcome('('.repeat(200) + 'tcp' + ')'.repeat(200))).toBe('ok');
@@ -50,17 +58,119 @@ describe('limits', () => {
   });
 });
 
-const WORDS = ['tcp', 'udp', 'ip', 'ip6', 'host', 'net', 'port', 'portrange', 'src', 'dst', 'and', 'or', 'not', '(', ')',
-  '1.2.3.4', '10', '80', 'vlan', 'mpls', '[', ']', '=', '>', '<', '!=', '&', '|', '+', '-', '*', '/', '0', '1', 'ether',
-  'proto', 'protochain', 'len', 'icmp', 'tcp[13]', 'ip[0]', ':', '2', '4', '::1', 'aa:bb:cc:dd:ee:ff', 'broadcast',
-  'multicast', 'less', 'greater', '10.0.0.0/8', 'mask', '255.0.0.0', 'http', '\\tcp', '!', '&&', '||', '^', '<<', '>>',
-  '%', 'arp', 'llc', 'gateway', 'byte', 'tcpflags', 'tcp-syn', 'inbound', '0x', '08', '$1', '1:2:3'];
+const WORDS = [
+  'tcp',
+  'udp',
+  'ip',
+  'ip6',
+  'host',
+  'net',
+  'port',
+  'portrange',
+  'src',
+  'dst',
+  'and',
+  'or',
+  'not',
+  '(',
+  ')',
+  '1.2.3.4',
+  '10',
+  '80',
+  'vlan',
+  'mpls',
+  '[',
+  ']',
+  '=',
+  '>',
+  '<',
+  '!=',
+  '&',
+  '|',
+  '+',
+  '-',
+  '*',
+  '/',
+  '0',
+  '1',
+  'ether',
+  'proto',
+  'protochain',
+  'len',
+  'icmp',
+  'tcp[13]',
+  'ip[0]',
+  ':',
+  '2',
+  '4',
+  '::1',
+  'aa:bb:cc:dd:ee:ff',
+  'broadcast',
+  'multicast',
+  'less',
+  'greater',
+  '10.0.0.0/8',
+  'mask',
+  '255.0.0.0',
+  'http',
+  '\\tcp',
+  '!',
+  '&&',
+  '||',
+  '^',
+  '<<',
+  '>>',
+  '%',
+  'arp',
+  'llc',
+  'gateway',
+  'byte',
+  'tcpflags',
+  'tcp-syn',
+  'inbound',
+  '0x',
+  '08',
+  '$1',
+  '1:2:3',
+];
 
-const PRIMITIVES = ['tcp', 'udp', 'icmp', 'ip', 'ip6', 'arp', 'vlan', 'vlan 10', 'mpls', 'tcp port 80', 'udp port 53',
-  'port 22', 'host 1.2.3.4', 'src host 10.0.0.1', 'dst net 10.0.0.0/8', 'net 192.168', 'ip6 host ::1',
-  'ip6 net 2001:db8::/32', 'portrange 1-1024', 'tcp[13] & 2 != 0', 'ip[8] < 64', 'len > 100', 'less 64',
-  'ether broadcast', 'ether multicast', 'icmp6', 'ether src aa:bb:cc:dd:ee:ff', 'proto 47', 'sctp', 'stp', 'llc',
-  'tcp[tcpflags] & (tcp-syn|tcp-fin) != 0', 'ip[2:2] - 20 > 100', 'src port 1000 or 2000', 'ip6 protochain 6'];
+const PRIMITIVES = [
+  'tcp',
+  'udp',
+  'icmp',
+  'ip',
+  'ip6',
+  'arp',
+  'vlan',
+  'vlan 10',
+  'mpls',
+  'tcp port 80',
+  'udp port 53',
+  'port 22',
+  'host 1.2.3.4',
+  'src host 10.0.0.1',
+  'dst net 10.0.0.0/8',
+  'net 192.168',
+  'ip6 host ::1',
+  'ip6 net 2001:db8::/32',
+  'portrange 1-1024',
+  'tcp[13] & 2 != 0',
+  'ip[8] < 64',
+  'len > 100',
+  'less 64',
+  'ether broadcast',
+  'ether multicast',
+  'icmp6',
+  'ether src aa:bb:cc:dd:ee:ff',
+  'proto 47',
+  'sctp',
+  'stp',
+  'llc',
+  'tcp[tcpflags] & (tcp-syn|tcp-fin) != 0',
+  'ip[2:2] - 20 > 100',
+  'src port 1000 or 2000',
+  'ip6 protochain 6',
+];
 
 const wellFormed: fc.Arbitrary<string> = fc.letrec<{ e: string }>((tie) => ({
   e: fc.oneof(
@@ -68,7 +178,9 @@ const wellFormed: fc.Arbitrary<string> = fc.letrec<{ e: string }>((tie) => ({
     fc.constantFrom(...PRIMITIVES),
     tie('e').map((e) => `not ${e}`),
     tie('e').map((e) => `(${e})`),
-    fc.tuple(tie('e'), fc.constantFrom(' and ', ' or ', ' && ', ' || '), tie('e')).map(([a, op, b]) => a + op + b),
+    fc
+      .tuple(tie('e'), fc.constantFrom(' and ', ' or ', ' && ', ' || '), tie('e'))
+      .map(([a, op, b]) => a + op + b),
   ),
 })).e;
 

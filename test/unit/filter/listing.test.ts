@@ -1,12 +1,18 @@
 // tcpdump layouts and parsing -ddd text back: round trips and validation errors.
 import { describe, expect, it } from 'vitest';
-import { compileFilter, FilterSyntaxError, formatListing, parseCbpfText } from '../../../bpf/filter/index.js';
+import {
+  compileFilter,
+  FilterSyntaxError,
+  formatListing,
+  parseCbpfText,
+} from '../../../bpf/filter/index.js';
 
 function parseError(text: string): { message: string; offset: number; length: number } {
   try {
     parseCbpfText(text);
   } catch (err: unknown) {
-    if (err instanceof FilterSyntaxError) return { message: err.message, offset: err.offset, length: err.length };
+    if (err instanceof FilterSyntaxError)
+      return { message: err.message, offset: err.offset, length: err.length };
     throw err;
   }
   throw new Error('parsed');
@@ -45,7 +51,8 @@ describe('listings', () => {
     `);
   });
   it('prints every opcode family', () => {
-    const text = '13\n0 0 0 1\n1 0 0 2\n32 0 0 4294967295\n128 0 0 0\n97 0 0 3\n3 0 0 1\n12 0 0 0\n84 0 0 255\n135 0 0 0\n7 0 0 0\n177 0 0 14\n29 0 0 0\n22 0 0 0\n';
+    const text =
+      '13\n0 0 0 1\n1 0 0 2\n32 0 0 4294967295\n128 0 0 0\n97 0 0 3\n3 0 0 1\n12 0 0 0\n84 0 0 255\n135 0 0 0\n7 0 0 0\n177 0 0 14\n29 0 0 0\n22 0 0 0\n';
     expect(formatListing(parseCbpfText(text), 'd')).toMatchInlineSnapshot(`
       "(000) ld       #0x1
       (001) ldx      #0x2
