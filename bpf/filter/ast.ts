@@ -11,7 +11,8 @@ export type ProtoQual = string;
 /** Direction qualifier. */
 export type DirQual = 'default' | 'src' | 'dst' | 'or' | 'and' | 'undef';
 /** Address-type qualifier. */
-export type AddrQual = 'default' | 'host' | 'net' | 'port' | 'portrange' | 'proto' | 'protochain' | 'gateway' | 'undef';
+export type AddrQual =
+  'default' | 'host' | 'net' | 'port' | 'portrange' | 'proto' | 'protochain' | 'gateway' | 'undef';
 
 /** The qualifiers in force for an identifier. */
 export interface Qual {
@@ -50,7 +51,14 @@ export type Expr =
   | { kind: 'not'; operand: Expr; span: Span }
   | { kind: 'id'; q: Qual; value: IdValue; span: Span; valueSpan: Span }
   | { kind: 'pname'; proto: ProtoQual; span: Span }
-  | { kind: 'relation'; op: 'jgt' | 'jge' | 'jeq'; reversed: boolean; left: Arth; right: Arth; span: Span }
+  | {
+      kind: 'relation';
+      op: 'jgt' | 'jge' | 'jeq';
+      reversed: boolean;
+      left: Arth;
+      right: Arth;
+      span: Span;
+    }
   | { kind: 'broadcast' | 'multicast'; proto: ProtoQual; span: Span }
   | { kind: 'less' | 'greater'; value: number; span: Span }
   | { kind: 'byte'; index: number; op: '&' | '|' | '<' | '>' | '='; value: number; span: Span }

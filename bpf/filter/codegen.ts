@@ -1,16 +1,59 @@
 // Code generation from the syntax tree to libpcap's block graph, following gencode.c for DLT_EN10MB.
 import type { Arth, Expr, IdValue, Qual, Span } from './ast.js';
 import {
-  BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_DIV, BPF_H, BPF_IMM, BPF_IND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JGT,
-  BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_LDX, BPF_LEN, BPF_LSH, BPF_MEM, BPF_MEMWORDS, BPF_MISC, BPF_MOD, BPF_MSH,
-  BPF_MUL, BPF_NEG, BPF_OR, BPF_RSH, BPF_ST, BPF_SUB, BPF_TAX, BPF_TXA, BPF_W, BPF_X, BPF_XOR,
+  BPF_ABS,
+  BPF_ADD,
+  BPF_ALU,
+  BPF_AND,
+  BPF_B,
+  BPF_DIV,
+  BPF_H,
+  BPF_IMM,
+  BPF_IND,
+  BPF_JA,
+  BPF_JEQ,
+  BPF_JGE,
+  BPF_JGT,
+  BPF_JMP,
+  BPF_JSET,
+  BPF_K,
+  BPF_LD,
+  BPF_LDX,
+  BPF_LEN,
+  BPF_LSH,
+  BPF_MEM,
+  BPF_MEMWORDS,
+  BPF_MISC,
+  BPF_MOD,
+  BPF_MSH,
+  BPF_MUL,
+  BPF_NEG,
+  BPF_OR,
+  BPF_RSH,
+  BPF_ST,
+  BPF_STX,
+  BPF_SUB,
+  BPF_TAX,
+  BPF_TXA,
+  BPF_W,
+  BPF_X,
+  BPF_XOR,
 } from './cbpf.js';
 import { FilterSyntaxError, FilterUnsupportedError } from './errors.js';
 import { genAnd, genNot, genOr, newBlock, newStmt, type Block, type Stmt } from './ir.js';
 import { parseIpv6 } from './lexer.js';
 import {
-  ETHER_PROTO_NAMES, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, ISO_PROTO_NAMES, LLC_PROTO_NAMES, PROTO_UNDEF,
-  lookupIpProto, lookupNetwork, lookupPort, lookupPortRange,
+  ETHER_PROTO_NAMES,
+  IPPROTO_SCTP,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  ISO_PROTO_NAMES,
+  LLC_PROTO_NAMES,
+  PROTO_UNDEF,
+  lookupIpProto,
+  lookupNetwork,
+  lookupPort,
+  lookupPortRange,
 } from './names.js';
 
 const ETHERMTU = 1500;
@@ -31,6 +74,19 @@ const ETHERTYPE_8021AD = 0x88a8;
 const ETHERTYPE_8021QINQ = 0x9100;
 const ETHERTYPE_MPLS = 0x8847;
 const ETHERTYPE_PPPOED = 0x8863;
+const ETHERTYPE_PPPOES = 0x8864;
+const ETHERTYPE_NS = 0x0600;
+const ETHERTYPE_TEB = 0x6558;
+const PPP_IP = 0x0021;
+const PPP_IPV6 = 0x0057;
+const PPP_DECNET = 0x0027;
+const PPP_APPLE = 0x0029;
+const PPP_NS = 0x0025;
+const PPP_OSI = 0x0023;
+const PPP_BRPDU = 0x0031;
+const PPP_IPX = 0x002b;
+const PPP_MPLS_UCAST = 0x0281;
+const GENEVE_PORT = 6081;
 const LLCSAP_IP = 0x06;
 const LLCSAP_ISONS = 0xfe;
 const LLCSAP_NETBEUI = 0xf0;
@@ -64,7 +120,54 @@ const IPPROTO_HOPOPTS = 0;
 const IPPROTO_DSTOPTS = 60;
 const IPPROTO_ROUTING = 43;
 
-type OffRel = 'packet' | 'linkhdr' | 'llc' | 'prevmplshdr' | 'linkpl' | 'linkpl_nosnap' | 'linktype' | 'tran_ipv4' | 'tran_ipv6';
+type OffRel =
+  | 'packet'
+  | 'linkhdr'
+  | 'llc'
+  | 'prevmplshdr'
+  | 'linkpl'
+  | 'linkpl_nosnap'
+  | 'linktype'
+  | 'tran_ipv4'
+  | 'tran_ipv6';
+
+/**
+ * An offset into the packet (libpcap's bpf_abs_offset): a constant, plus, when
+ * `isVariable`, a value computed at run time into scratch register `reg`
+ * (-1 until one is allocated).
+ */
+interface AbsOffset {
+  constantPart: number;
+  isVariable: boolean;
+  reg: number;
+}
+
+/** The link layers an expression can be in: Ethernet, or PPP after `pppoes`. */
+type LinkType = 'EN10MB' | 'PPP';
+
+/** libpcap's ethertype_to_ppptype: the PPP protocol number for an Ethernet type or LLC SAP. */
+function ethertypeToPpptype(llProto: number): number {
+  switch (llProto) {
+    case ETHERTYPE_IP:
+      return PPP_IP;
+    case ETHERTYPE_IPV6:
+      return PPP_IPV6;
+    case ETHERTYPE_DN:
+      return PPP_DECNET;
+    case ETHERTYPE_ATALK:
+      return PPP_APPLE;
+    case ETHERTYPE_NS:
+      return PPP_NS;
+    case LLCSAP_ISONS:
+      return PPP_OSI;
+    case LLCSAP_8021D:
+      return PPP_BRPDU;
+    case LLCSAP_IPX:
+      return PPP_IPX;
+    default:
+      return llProto;
+  }
+}
 
 interface ArthValue {
   s: Stmt[];
@@ -81,12 +184,15 @@ export interface GenResult {
 const JMP = (op: number): number => BPF_JMP | op | BPF_K;
 
 class CodeGen {
-  // Offsets for DLT_EN10MB (init_linktype), shifted by vlan and mpls as they are parsed.
-  private offLinktype = 12;
-  private offLinkpl = 14;
-  private offLinkhdr = 0;
+  // Offsets for DLT_EN10MB (init_linktype), shifted by vlan, mpls, pppoes and geneve as they are parsed.
+  private offLinktype: AbsOffset = { constantPart: 12, isVariable: false, reg: -1 };
+  private offLinkpl: AbsOffset = { constantPart: 14, isVariable: false, reg: -1 };
+  private offLinkhdr: AbsOffset = { constantPart: 0, isVariable: false, reg: -1 };
   private offNl = 0;
   private offNlNosnap = 3;
+  private linktype: LinkType = 'EN10MB';
+  /** Set by `geneve` until the next encapsulation: MAC address tests first check that an inner Ethernet header is present. */
+  private isGeneve = false;
   private labelStackDepth = 0;
   private vlanStackDepth = 0;
   private readonly regused = new Array<boolean>(BPF_MEMWORDS).fill(false);
@@ -98,10 +204,18 @@ class CodeGen {
   constructor(private readonly expression: string) {}
 
   error(message: string, span: Span = this.at): never {
-    throw new FilterSyntaxError(`${message} at column ${span.offset + 1}`, { expression: this.expression, offset: span.offset, length: span.length });
+    throw new FilterSyntaxError(`${message} at column ${span.offset + 1}`, {
+      expression: this.expression,
+      offset: span.offset,
+      length: span.length,
+    });
   }
   unsupported(message: string, span: Span = this.at): never {
-    throw new FilterUnsupportedError(`${message} at column ${span.offset + 1}`, { expression: this.expression, offset: span.offset, length: span.length });
+    throw new FilterUnsupportedError(`${message} at column ${span.offset + 1}`, {
+      expression: this.expression,
+      offset: span.offset,
+      length: span.length,
+    });
   }
 
   // ---- expressions, generated in source order as libpcap's parser actions run ----
@@ -143,7 +257,12 @@ class CodeGen {
         const a0 = this.genArth(e.left);
         const a1 = this.genArth(e.right);
         this.at = e.span;
-        return this.genRelation(e.op === 'jgt' ? BPF_JGT : e.op === 'jge' ? BPF_JGE : BPF_JEQ, a0, a1, e.reversed);
+        return this.genRelation(
+          e.op === 'jgt' ? BPF_JGT : e.op === 'jge' ? BPF_JGE : BPF_JEQ,
+          a0,
+          a1,
+          e.reversed,
+        );
       }
       case 'broadcast':
         this.at = e.span;
@@ -169,9 +288,11 @@ class CodeGen {
       case 'pppoed':
         return this.genLinktype(ETHERTYPE_PPPOED);
       case 'pppoes':
-        return this.unsupported('"pppoes" (re-parsing the payload as PPP) is not supported', e.span);
+        this.at = e.valueSpan ?? e.span;
+        return this.genPppoes(e.value ?? 0, e.value !== undefined);
       case 'geneve':
-        return this.unsupported('"geneve" (re-parsing the payload of a UDP tunnel) is not supported', e.span);
+        this.at = e.valueSpan ?? e.span;
+        return this.genGeneve(e.value ?? 0, e.value !== undefined);
       case 'llc':
         this.at = e.span;
         return this.genLlc(e.subtype);
@@ -181,30 +302,76 @@ class CodeGen {
   // ---- loads and comparisons ----
 
   private genLoadA(offrel: OffRel, offset: number, size: number): Stmt[] {
-    let k: number;
     switch (offrel) {
-      case 'packet': k = offset; break;
-      case 'linkhdr': k = this.offLinkhdr + offset; break;
-      case 'llc': k = this.offLinkpl + offset; break;
-      case 'prevmplshdr': k = this.offLinkpl + this.offNl - 4 + offset; break;
-      case 'linkpl': k = this.offLinkpl + this.offNl + offset; break;
-      case 'linkpl_nosnap': k = this.offLinkpl + this.offNlNosnap + offset; break;
-      case 'linktype': k = this.offLinktype + offset; break;
+      case 'packet':
+        return [newStmt(BPF_LD | BPF_ABS | size, offset >>> 0)];
+      case 'linkhdr':
+        return this.genLoadAbsoffsetrel(this.offLinkhdr, offset, size);
+      case 'llc':
+        return this.genLoadAbsoffsetrel(this.offLinkpl, offset, size);
+      case 'prevmplshdr':
+        return this.genLoadAbsoffsetrel(this.offLinkpl, this.offNl - 4 + offset, size);
+      case 'linkpl':
+        return this.genLoadAbsoffsetrel(this.offLinkpl, this.offNl + offset, size);
+      case 'linkpl_nosnap':
+        return this.genLoadAbsoffsetrel(this.offLinkpl, this.offNlNosnap + offset, size);
+      case 'linktype':
+        return this.genLoadAbsoffsetrel(this.offLinktype, offset, size);
       case 'tran_ipv4': {
         const s = this.genLoadxIphdrlen();
-        s.push(newStmt(BPF_LD | BPF_IND | size, this.offLinkpl + this.offNl + offset));
+        s.push(
+          newStmt(
+            BPF_LD | BPF_IND | size,
+            (this.offLinkpl.constantPart + this.offNl + offset) >>> 0,
+          ),
+        );
         return s;
       }
-      case 'tran_ipv6': k = this.offLinkpl + this.offNl + 40 + offset; break;
+      case 'tran_ipv6':
+        return this.genLoadAbsoffsetrel(this.offLinkpl, this.offNl + 40 + offset, size);
     }
-    return [newStmt(BPF_LD | BPF_ABS | size, k >>> 0)];
   }
 
+  /** Loads the variable part of an offset into X (allocating its register on first use); empty when the offset is constant. */
+  private genAbsOffsetVarpart(off: AbsOffset): Stmt[] | null {
+    if (!off.isVariable) return null;
+    if (off.reg === -1) off.reg = this.allocReg();
+    return [newStmt(BPF_LDX | BPF_MEM, off.reg)];
+  }
+
+  private genLoadAbsoffsetrel(off: AbsOffset, offset: number, size: number): Stmt[] {
+    const s = this.genAbsOffsetVarpart(off);
+    const k = (off.constantPart + offset) >>> 0;
+    if (s === null) return [newStmt(BPF_LD | BPF_ABS | size, k)];
+    s.push(newStmt(BPF_LD | BPF_IND | size, k));
+    return s;
+  }
+
+  /** Puts the IPv4 header length, plus any variable part of the link-layer payload offset, in X. */
   private genLoadxIphdrlen(): Stmt[] {
-    return [newStmt(BPF_LDX | BPF_MSH | BPF_B, this.offLinkpl + this.offNl)];
+    const base = (this.offLinkpl.constantPart + this.offNl) >>> 0;
+    const s = this.genAbsOffsetVarpart(this.offLinkpl);
+    if (s === null) return [newStmt(BPF_LDX | BPF_MSH | BPF_B, base)];
+    // No 4*([k]&0xf) form with a variable offset: compute the length in A and add X.
+    s.push(
+      newStmt(BPF_LD | BPF_IND | BPF_B, base),
+      newStmt(BPF_ALU | BPF_AND | BPF_K, 0xf),
+      newStmt(BPF_ALU | BPF_LSH | BPF_K, 2),
+      newStmt(BPF_ALU | BPF_ADD | BPF_X),
+      newStmt(BPF_MISC | BPF_TAX),
+    );
+    return s;
   }
 
-  private genNcmp(offrel: OffRel, offset: number, size: number, mask: number, jtype: number, reverse: boolean, v: number): Block {
+  private genNcmp(
+    offrel: OffRel,
+    offset: number,
+    size: number,
+    mask: number,
+    jtype: number,
+    reverse: boolean,
+    v: number,
+  ): Block {
     const s = this.genLoadA(offrel, offset, size);
     if (mask >>> 0 !== 0xffffffff) s.push(newStmt(BPF_ALU | BPF_AND | BPF_K, mask >>> 0));
     const b = newBlock(JMP(jtype), v >>> 0);
@@ -262,7 +429,16 @@ class CodeGen {
   // ---- link layer ----
 
   private genSnap(orgcode: number, ptype: number): Block {
-    return this.genBcmp('llc', 0, [LLCSAP_SNAP, LLCSAP_SNAP, 0x03, (orgcode >> 16) & 0xff, (orgcode >> 8) & 0xff, orgcode & 0xff, (ptype >> 8) & 0xff, ptype & 0xff]);
+    return this.genBcmp('llc', 0, [
+      LLCSAP_SNAP,
+      LLCSAP_SNAP,
+      0x03,
+      (orgcode >> 16) & 0xff,
+      (orgcode >> 8) & 0xff,
+      orgcode & 0xff,
+      (ptype >> 8) & 0xff,
+      ptype & 0xff,
+    ]);
   }
 
   private genEtherLinktype(llProto: number): Block {
@@ -293,7 +469,10 @@ class CodeGen {
       case ETHERTYPE_AARP:
         b0 = this.genCmpGt('linktype', 0, BPF_H, ETHERMTU);
         genNot(b0);
-        b1 = llProto === ETHERTYPE_ATALK ? this.genSnap(0x080007, ETHERTYPE_ATALK) : this.genSnap(0x000000, ETHERTYPE_AARP);
+        b1 =
+          llProto === ETHERTYPE_ATALK
+            ? this.genSnap(0x080007, ETHERTYPE_ATALK)
+            : this.genSnap(0x000000, ETHERTYPE_AARP);
         genAnd(b0, b1);
         b0 = this.genCmp('linktype', 0, BPF_H, llProto);
         genOr(b0, b1);
@@ -312,7 +491,36 @@ class CodeGen {
 
   private genLinktype(llProto: number): Block {
     if (this.labelStackDepth > 0) return this.genMplsLinktype(llProto);
+    if (this.linktype === 'PPP')
+      return this.genCmp('linktype', 0, BPF_H, ethertypeToPpptype(llProto));
+    // After `geneve` too: its protocol field is an Ethernet type, and without an inner
+    // Ethernet header the type offset points at it; no check that the header is there.
     return this.genEtherLinktype(llProto);
+  }
+
+  /** libpcap's gen_prevlinkhdr_check: after `geneve`, that an inner Ethernet header is present. */
+  private genPrevlinkhdrCheck(): Block | null {
+    if (!this.isGeneve) return null;
+    // Geneve offsets are purely variable, so comparing their registers is enough.
+    const b0 = newBlock(BPF_JMP | BPF_JEQ | BPF_X, 0);
+    b0.stmts = [
+      newStmt(BPF_LD | BPF_MEM, this.offLinkhdr.reg),
+      newStmt(BPF_LDX | BPF_MEM, this.offLinkpl.reg),
+    ];
+    genNot(b0);
+    return b0;
+  }
+
+  /** libpcap's PUSH_LINKHDR: the link layer of an encapsulated frame. */
+  private pushLinkhdr(
+    linktype: LinkType,
+    isVariable: boolean,
+    constantPart: number,
+    reg: number,
+  ): void {
+    this.linktype = linktype;
+    this.offLinkhdr = { constantPart, isVariable, reg };
+    this.isGeneve = false;
   }
 
   private genMplsLinktype(llProto: number): Block {
@@ -342,46 +550,86 @@ class CodeGen {
       return b1;
     };
     switch (proto) {
-      case 'sctp': return this.genProto(IPPROTO_SCTP, 'default', 'default');
-      case 'tcp': return this.genProto(IPPROTO_TCP, 'default', 'default');
-      case 'udp': return this.genProto(IPPROTO_UDP, 'default', 'default');
-      case 'icmp': return this.genProto(IPPROTO_ICMP, 'ip', 'default');
-      case 'igmp': return this.genProto(IPPROTO_IGMP, 'ip', 'default');
-      case 'igrp': return this.genProto(IPPROTO_IGRP, 'ip', 'default');
-      case 'pim': return this.genProto(IPPROTO_PIM, 'default', 'default');
-      case 'vrrp': return this.genProto(IPPROTO_VRRP, 'ip', 'default');
-      case 'carp': return this.genProto(IPPROTO_CARP, 'ip', 'default');
-      case 'ip': return this.genLinktype(ETHERTYPE_IP);
-      case 'arp': return this.genLinktype(ETHERTYPE_ARP);
-      case 'rarp': return this.genLinktype(ETHERTYPE_REVARP);
-      case 'link': return this.error('link layer applied in wrong context');
-      case 'atalk': return this.genLinktype(ETHERTYPE_ATALK);
-      case 'aarp': return this.genLinktype(ETHERTYPE_AARP);
-      case 'decnet': return this.genLinktype(ETHERTYPE_DN);
-      case 'sca': return this.genLinktype(ETHERTYPE_SCA);
-      case 'lat': return this.genLinktype(ETHERTYPE_LAT);
-      case 'mopdl': return this.genLinktype(ETHERTYPE_MOPDL);
-      case 'moprc': return this.genLinktype(ETHERTYPE_MOPRC);
-      case 'ip6': return this.genLinktype(ETHERTYPE_IPV6);
-      case 'icmp6': return this.genProto(IPPROTO_ICMPV6, 'ip6', 'default');
-      case 'ah': return this.genProto(IPPROTO_AH, 'default', 'default');
-      case 'esp': return this.genProto(IPPROTO_ESP, 'default', 'default');
-      case 'iso': return this.genLinktype(LLCSAP_ISONS);
-      case 'esis': return this.genProto(ISO9542_ESIS, 'iso', 'default');
-      case 'isis': return this.genProto(ISO10589_ISIS, 'iso', 'default');
-      case 'l1': return orAll([ISIS_L1_LAN_IIH, ISIS_PTP_IIH, ISIS_L1_LSP, ISIS_L1_CSNP, ISIS_L1_PSNP]);
-      case 'l2': return orAll([ISIS_L2_LAN_IIH, ISIS_PTP_IIH, ISIS_L2_LSP, ISIS_L2_CSNP, ISIS_L2_PSNP]);
-      case 'iih': return orAll([ISIS_L1_LAN_IIH, ISIS_L2_LAN_IIH, ISIS_PTP_IIH]);
-      case 'lsp': return orAll([ISIS_L1_LSP, ISIS_L2_LSP]);
-      case 'snp': return orAll([ISIS_L1_CSNP, ISIS_L2_CSNP, ISIS_L1_PSNP, ISIS_L2_PSNP]);
-      case 'csnp': return orAll([ISIS_L1_CSNP, ISIS_L2_CSNP]);
-      case 'psnp': return orAll([ISIS_L1_PSNP, ISIS_L2_PSNP]);
-      case 'clnp': return this.genProto(ISO8473_CLNP, 'iso', 'default');
-      case 'stp': return this.genLinktype(LLCSAP_8021D);
-      case 'ipx': return this.genLinktype(LLCSAP_IPX);
-      case 'netbeui': return this.genLinktype(LLCSAP_NETBEUI);
-      case 'radio': return this.error("'radio' is not a valid protocol type");
-      default: return this.error(`unknown protocol ${proto}`);
+      case 'sctp':
+        return this.genProto(IPPROTO_SCTP, 'default', 'default');
+      case 'tcp':
+        return this.genProto(IPPROTO_TCP, 'default', 'default');
+      case 'udp':
+        return this.genProto(IPPROTO_UDP, 'default', 'default');
+      case 'icmp':
+        return this.genProto(IPPROTO_ICMP, 'ip', 'default');
+      case 'igmp':
+        return this.genProto(IPPROTO_IGMP, 'ip', 'default');
+      case 'igrp':
+        return this.genProto(IPPROTO_IGRP, 'ip', 'default');
+      case 'pim':
+        return this.genProto(IPPROTO_PIM, 'default', 'default');
+      case 'vrrp':
+        return this.genProto(IPPROTO_VRRP, 'ip', 'default');
+      case 'carp':
+        return this.genProto(IPPROTO_CARP, 'ip', 'default');
+      case 'ip':
+        return this.genLinktype(ETHERTYPE_IP);
+      case 'arp':
+        return this.genLinktype(ETHERTYPE_ARP);
+      case 'rarp':
+        return this.genLinktype(ETHERTYPE_REVARP);
+      case 'link':
+        return this.error('link layer applied in wrong context');
+      case 'atalk':
+        return this.genLinktype(ETHERTYPE_ATALK);
+      case 'aarp':
+        return this.genLinktype(ETHERTYPE_AARP);
+      case 'decnet':
+        return this.genLinktype(ETHERTYPE_DN);
+      case 'sca':
+        return this.genLinktype(ETHERTYPE_SCA);
+      case 'lat':
+        return this.genLinktype(ETHERTYPE_LAT);
+      case 'mopdl':
+        return this.genLinktype(ETHERTYPE_MOPDL);
+      case 'moprc':
+        return this.genLinktype(ETHERTYPE_MOPRC);
+      case 'ip6':
+        return this.genLinktype(ETHERTYPE_IPV6);
+      case 'icmp6':
+        return this.genProto(IPPROTO_ICMPV6, 'ip6', 'default');
+      case 'ah':
+        return this.genProto(IPPROTO_AH, 'default', 'default');
+      case 'esp':
+        return this.genProto(IPPROTO_ESP, 'default', 'default');
+      case 'iso':
+        return this.genLinktype(LLCSAP_ISONS);
+      case 'esis':
+        return this.genProto(ISO9542_ESIS, 'iso', 'default');
+      case 'isis':
+        return this.genProto(ISO10589_ISIS, 'iso', 'default');
+      case 'l1':
+        return orAll([ISIS_L1_LAN_IIH, ISIS_PTP_IIH, ISIS_L1_LSP, ISIS_L1_CSNP, ISIS_L1_PSNP]);
+      case 'l2':
+        return orAll([ISIS_L2_LAN_IIH, ISIS_PTP_IIH, ISIS_L2_LSP, ISIS_L2_CSNP, ISIS_L2_PSNP]);
+      case 'iih':
+        return orAll([ISIS_L1_LAN_IIH, ISIS_L2_LAN_IIH, ISIS_PTP_IIH]);
+      case 'lsp':
+        return orAll([ISIS_L1_LSP, ISIS_L2_LSP]);
+      case 'snp':
+        return orAll([ISIS_L1_CSNP, ISIS_L2_CSNP, ISIS_L1_PSNP, ISIS_L2_PSNP]);
+      case 'csnp':
+        return orAll([ISIS_L1_CSNP, ISIS_L2_CSNP]);
+      case 'psnp':
+        return orAll([ISIS_L1_PSNP, ISIS_L2_PSNP]);
+      case 'clnp':
+        return this.genProto(ISO8473_CLNP, 'iso', 'default');
+      case 'stp':
+        return this.genLinktype(LLCSAP_8021D);
+      case 'ipx':
+        return this.genLinktype(LLCSAP_IPX);
+      case 'netbeui':
+        return this.genLinktype(LLCSAP_NETBEUI);
+      case 'radio':
+        return this.error("'radio' is not a valid protocol type");
+      default:
+        return this.error(`unknown protocol ${proto}`);
     }
   }
 
@@ -422,16 +670,26 @@ class CodeGen {
         b1 = this.genCmp('linkpl_nosnap', 4, BPF_B, v);
         genAnd(b0, b1);
         return b1;
-      case 'arp': return this.error('arp does not encapsulate another protocol');
-      case 'rarp': return this.error('rarp does not encapsulate another protocol');
-      case 'atalk': return this.error('AppleTalk encapsulation is not specifiable');
-      case 'decnet': return this.error('DECNET encapsulation is not specifiable');
-      case 'lat': return this.error('LAT does not encapsulate another protocol');
-      case 'sca': return this.error('SCA does not encapsulate another protocol');
-      case 'moprc': return this.error('MOPRC does not encapsulate another protocol');
-      case 'mopdl': return this.error('MOPDL does not encapsulate another protocol');
-      case 'clnp': return this.error("'clnp proto' is not supported");
-      default: return this.error(`'${proto} proto' is bogus`);
+      case 'arp':
+        return this.error('arp does not encapsulate another protocol');
+      case 'rarp':
+        return this.error('rarp does not encapsulate another protocol');
+      case 'atalk':
+        return this.error('AppleTalk encapsulation is not specifiable');
+      case 'decnet':
+        return this.error('DECNET encapsulation is not specifiable');
+      case 'lat':
+        return this.error('LAT does not encapsulate another protocol');
+      case 'sca':
+        return this.error('SCA does not encapsulate another protocol');
+      case 'moprc':
+        return this.error('MOPRC does not encapsulate another protocol');
+      case 'mopdl':
+        return this.error('MOPDL does not encapsulate another protocol');
+      case 'clnp':
+        return this.error("'clnp proto' is not supported");
+      default:
+        return this.error(`'${proto} proto' is bogus`);
     }
   }
 
@@ -451,12 +709,15 @@ class CodeGen {
       genOr(b0, b);
       return b;
     }
-    if (proto !== 'ip' && proto !== 'ip6') return this.error("bad protocol applied for 'protochain'");
+    if (proto !== 'ip' && proto !== 'ip6')
+      return this.error("bad protocol applied for 'protochain'");
+    if (this.offLinkpl.isVariable)
+      return this.error("'protochain' not supported with variable length headers");
     // The loop jumps backwards, which the optimizer cannot handle.
     this.noOptimize = true;
     const s: Stmt[] = [newStmt(0)];
     let b0: Block;
-    const base = this.offLinkpl + this.offNl;
+    const base = this.offLinkpl.constantPart + this.offNl;
     if (proto === 'ip') {
       b0 = this.genLinktype(ETHERTYPE_IP);
       s.push(newStmt(BPF_LD | BPF_ABS | BPF_B, base + 9));
@@ -532,19 +793,33 @@ class CodeGen {
 
   // ---- hosts and networks ----
 
-  private genHostop(addr: number, mask: number, dir: string, llProto: number, srcOff: number, dstOff: number): Block {
+  private genHostop(
+    addr: number,
+    mask: number,
+    dir: string,
+    llProto: number,
+    srcOff: number,
+    dstOff: number,
+  ): Block {
     let offset: number;
     switch (dir) {
-      case 'src': offset = srcOff; break;
-      case 'dst': offset = dstOff; break;
-      case 'and': case 'default': case 'or': {
+      case 'src':
+        offset = srcOff;
+        break;
+      case 'dst':
+        offset = dstOff;
+        break;
+      case 'and':
+      case 'default':
+      case 'or': {
         const b0 = this.genHostop(addr, mask, 'src', llProto, srcOff, dstOff);
         const b1 = this.genHostop(addr, mask, 'dst', llProto, srcOff, dstOff);
         if (dir === 'and') genAnd(b0, b1);
         else genOr(b0, b1);
         return b1;
       }
-      default: return this.error(`'${dir}' is not a valid qualifier for addresses`);
+      default:
+        return this.error(`'${dir}' is not a valid qualifier for addresses`);
     }
     const b0 = this.genLinktype(llProto);
     const b1 = this.genMcmp('linkpl', offset, BPF_W, addr, mask);
@@ -565,39 +840,69 @@ class CodeGen {
         }
         return b0;
       }
-      case 'link': return this.error(`link-layer modifier applied to ${typestr}`);
-      case 'ip': return this.genHostop(addr, mask, dir, ETHERTYPE_IP, 12, 16);
-      case 'rarp': return this.genHostop(addr, mask, dir, ETHERTYPE_REVARP, 14, 24);
-      case 'arp': return this.genHostop(addr, mask, dir, ETHERTYPE_ARP, 14, 24);
-      case 'atalk': return this.error('AppleTalk host filtering not implemented');
-      case 'decnet': return this.unsupported('DECnet host filtering is not supported');
-      case 'lat': return this.error('LAT host filtering not implemented');
-      case 'sca': return this.error('SCA host filtering not implemented');
-      case 'moprc': return this.error('MOPRC host filtering not implemented');
-      case 'mopdl': return this.error('MOPDL host filtering not implemented');
-      case 'iso': return this.error('ISO host filtering not implemented');
-      case 'ipx': return this.error('IPX host filtering not implemented');
-      case 'ip6': case 'icmp6': case 'ah': case 'esp':
+      case 'link':
+        return this.error(`link-layer modifier applied to ${typestr}`);
+      case 'ip':
+        return this.genHostop(addr, mask, dir, ETHERTYPE_IP, 12, 16);
+      case 'rarp':
+        return this.genHostop(addr, mask, dir, ETHERTYPE_REVARP, 14, 24);
+      case 'arp':
+        return this.genHostop(addr, mask, dir, ETHERTYPE_ARP, 14, 24);
+      case 'atalk':
+        return this.error('AppleTalk host filtering not implemented');
+      case 'decnet':
+        return this.genDnhostop(addr, dir);
+      case 'lat':
+        return this.error('LAT host filtering not implemented');
+      case 'sca':
+        return this.error('SCA host filtering not implemented');
+      case 'moprc':
+        return this.error('MOPRC host filtering not implemented');
+      case 'mopdl':
+        return this.error('MOPDL host filtering not implemented');
+      case 'iso':
+        return this.error('ISO host filtering not implemented');
+      case 'ipx':
+        return this.error('IPX host filtering not implemented');
+      case 'ip6':
+      case 'icmp6':
+      case 'ah':
+      case 'esp':
         return this.error(`'${proto}' modifier applied to ip ${typestr}`);
-      default: return this.error(`'${proto}' modifier applied to ${typestr}`);
+      default:
+        return this.error(`'${proto}' modifier applied to ${typestr}`);
     }
   }
 
-  private genHostop6(addr: Uint8Array, mask: Uint8Array, dir: string, srcOff: number, dstOff: number): Block {
+  private genHostop6(
+    addr: Uint8Array,
+    mask: Uint8Array,
+    dir: string,
+    srcOff: number,
+    dstOff: number,
+  ): Block {
     let offset: number;
     switch (dir) {
-      case 'src': offset = srcOff; break;
-      case 'dst': offset = dstOff; break;
-      case 'and': case 'default': case 'or': {
+      case 'src':
+        offset = srcOff;
+        break;
+      case 'dst':
+        offset = dstOff;
+        break;
+      case 'and':
+      case 'default':
+      case 'or': {
         const b0 = this.genHostop6(addr, mask, 'src', srcOff, dstOff);
         const b1 = this.genHostop6(addr, mask, 'dst', srcOff, dstOff);
         if (dir === 'and') genAnd(b0, b1);
         else genOr(b0, b1);
         return b1;
       }
-      default: return this.error(`'${dir}' is not a valid qualifier for addresses`);
+      default:
+        return this.error(`'${dir}' is not a valid qualifier for addresses`);
     }
-    const word = (a: Uint8Array, i: number): number => ((a[4 * i] << 24) | (a[4 * i + 1] << 16) | (a[4 * i + 2] << 8) | a[4 * i + 3]) >>> 0;
+    const word = (a: Uint8Array, i: number): number =>
+      ((a[4 * i] << 24) | (a[4 * i + 1] << 16) | (a[4 * i + 2] << 8) | a[4 * i + 3]) >>> 0;
     const b1 = this.genMcmp('linkpl', offset + 12, BPF_W, word(addr, 3), word(mask, 3));
     let b0 = this.genMcmp('linkpl', offset + 8, BPF_W, word(addr, 2), word(mask, 2));
     genAnd(b0, b1);
@@ -610,28 +915,44 @@ class CodeGen {
     return b1;
   }
 
-  private genHost6(addr: Uint8Array, mask: Uint8Array, proto: string, dir: string, type: string): Block {
+  private genHost6(
+    addr: Uint8Array,
+    mask: Uint8Array,
+    proto: string,
+    dir: string,
+    type: string,
+  ): Block {
     const typestr = type === 'net' ? 'net' : 'host';
     switch (proto) {
-      case 'default': case 'ip6': return this.genHostop6(addr, mask, dir, 8, 24);
-      case 'link': return this.error(`link-layer modifier applied to ip6 ${typestr}`);
-      case 'atalk': return this.error(`AppleTalk modifier applied to ip6 ${typestr}`);
-      default: return this.error(`'${proto}' modifier applied to ip6 ${typestr}`);
+      case 'default':
+      case 'ip6':
+        return this.genHostop6(addr, mask, dir, 8, 24);
+      case 'link':
+        return this.error(`link-layer modifier applied to ip6 ${typestr}`);
+      case 'atalk':
+        return this.error(`AppleTalk modifier applied to ip6 ${typestr}`);
+      default:
+        return this.error(`'${proto}' modifier applied to ip6 ${typestr}`);
     }
   }
 
   private genEhostop(eaddr: Uint8Array, dir: string): Block {
     switch (dir) {
-      case 'src': return this.genBcmp('linkhdr', 6, eaddr);
-      case 'dst': return this.genBcmp('linkhdr', 0, eaddr);
-      case 'and': case 'default': case 'or': {
+      case 'src':
+        return this.genBcmp('linkhdr', 6, eaddr);
+      case 'dst':
+        return this.genBcmp('linkhdr', 0, eaddr);
+      case 'and':
+      case 'default':
+      case 'or': {
         const b0 = this.genEhostop(eaddr, 'src');
         const b1 = this.genEhostop(eaddr, 'dst');
         if (dir === 'and') genAnd(b0, b1);
         else genOr(b0, b1);
         return b1;
       }
-      default: return this.error(`'${dir}' is not a valid qualifier for MAC addresses`);
+      default:
+        return this.error(`'${dir}' is not a valid qualifier for MAC addresses`);
     }
   }
 
@@ -654,16 +975,21 @@ class CodeGen {
 
   private genDirAtoms(dir: string, atom: (off: number) => Block): Block {
     switch (dir) {
-      case 'src': return atom(0);
-      case 'dst': return atom(2);
-      case 'and': case 'default': case 'or': {
+      case 'src':
+        return atom(0);
+      case 'dst':
+        return atom(2);
+      case 'and':
+      case 'default':
+      case 'or': {
         const tmp = atom(0);
         const b1 = atom(2);
         if (dir === 'and') genAnd(tmp, b1);
         else genOr(tmp, b1);
         return b1;
       }
-      default: return this.error(`'${dir}' is not a valid qualifier for ports`);
+      default:
+        return this.error(`'${dir}' is not a valid qualifier for ports`);
     }
   }
 
@@ -682,9 +1008,15 @@ class CodeGen {
     return b1;
   }
 
-  private genPortGeneric(v6: boolean, atom: (off: number) => Block, ipProto: number, dir: string): Block {
+  private genPortGeneric(
+    v6: boolean,
+    atom: (off: number) => Block,
+    ipProto: number,
+    dir: string,
+  ): Block {
     const b0 = this.genLinktype(v6 ? ETHERTYPE_IPV6 : ETHERTYPE_IP);
-    const op = (p: number): Block => (v6 ? this.genPortop6(atom, p, dir) : this.genPortop(atom, p, dir));
+    const op = (p: number): Block =>
+      v6 ? this.genPortop6(atom, p, dir) : this.genPortop(atom, p, dir);
     let b1: Block;
     if (ipProto === PROTO_UNDEF) {
       let tmp = op(IPPROTO_TCP);
@@ -699,12 +1031,23 @@ class CodeGen {
 
   private genPortBoth(port: number, ipProto: number, dir: string): Block {
     const b = this.genPortGeneric(false, (off) => this.genPortatom(off, port), ipProto, dir);
-    genOr(this.genPortGeneric(true, (off) => this.genPortatom6(off, port), ipProto, dir), b);
+    genOr(
+      this.genPortGeneric(true, (off) => this.genPortatom6(off, port), ipProto, dir),
+      b,
+    );
     return b;
   }
   private genPortrangeBoth(p1: number, p2: number, ipProto: number, dir: string): Block {
-    const b = this.genPortGeneric(false, (off) => this.genPortrangeatom(off, p1, p2, false), ipProto, dir);
-    genOr(this.genPortGeneric(true, (off) => this.genPortrangeatom(off, p1, p2, true), ipProto, dir), b);
+    const b = this.genPortGeneric(
+      false,
+      (off) => this.genPortrangeatom(off, p1, p2, false),
+      ipProto,
+      dir,
+    );
+    genOr(
+      this.genPortGeneric(true, (off) => this.genPortrangeatom(off, p1, p2, true), ipProto, dir),
+      b,
+    );
     return b;
   }
 
@@ -712,30 +1055,48 @@ class CodeGen {
 
   private portProto(proto: string | 'undef', what: string): number {
     switch (proto) {
-      case 'udp': return IPPROTO_UDP;
-      case 'tcp': return IPPROTO_TCP;
-      case 'sctp': return IPPROTO_SCTP;
-      case 'default': return PROTO_UNDEF;
-      default: return this.error(`illegal qualifier of '${what}'`);
+      case 'udp':
+        return IPPROTO_UDP;
+      case 'tcp':
+        return IPPROTO_TCP;
+      case 'sctp':
+        return IPPROTO_SCTP;
+      case 'default':
+        return PROTO_UNDEF;
+      default:
+        return this.error(`illegal qualifier of '${what}'`);
     }
   }
 
   private genId(q: Qual, value: IdValue, span: Span): Block {
-    if (q.addr === 'undef' || q.proto === 'undef') return this.error('syntax error in filter expression');
+    if (q.addr === 'undef' || q.proto === 'undef')
+      return this.error('syntax error in filter expression');
     switch (value.type) {
-      case 'num': return this.genNcode(undefined, value.value, q);
+      case 'num':
+        return this.genNcode(undefined, value.value, q);
       case 'hid': {
-        const bad: Partial<Record<string, string>> = { port: 'port', portrange: 'portrange', proto: 'proto', protochain: 'protochain' };
+        const bad: Partial<Record<string, string>> = {
+          port: 'port',
+          portrange: 'portrange',
+          proto: 'proto',
+          protochain: 'protochain',
+        };
         const b = bad[q.addr];
         if (b !== undefined) return this.error(`'${b}' modifier applied to ip host`);
         return this.genNcode(value.text, 0, q);
       }
-      case 'hid-len': return this.genMcode(value.text, undefined, value.len, q);
-      case 'hid-mask': return this.genMcode(value.text, value.mask, 0, q);
-      case 'hid6': return this.genMcode6(value.text, value.len, q);
-      case 'eid': return this.genEcode(value.text, q);
-      case 'aid': return this.error('ARCnet address used in non-arc expression');
-      case 'name': return this.genScode(value.text, q, span);
+      case 'hid-len':
+        return this.genMcode(value.text, undefined, value.len, q);
+      case 'hid-mask':
+        return this.genMcode(value.text, value.mask, 0, q);
+      case 'hid6':
+        return this.genMcode6(value.text, value.len, q);
+      case 'eid':
+        return this.genEcode(value.text, q);
+      case 'aid':
+        return this.error('ARCnet address used in non-arc expression');
+      case 'name':
+        return this.genScode(value.text, q, span);
     }
   }
 
@@ -744,25 +1105,106 @@ class CodeGen {
     let v = 0;
     let len = 0;
     for (const part of s.split('.')) {
-      if (!/^[0-9]+$/.test(part) || Number(part) > 255) return this.error(`invalid IPv4 address '${s}'`);
+      if (!/^[0-9]+$/.test(part) || Number(part) > 255)
+        return this.error(`invalid IPv4 address '${s}'`);
       v = ((v << 8) | Number(part)) >>> 0;
       len += 8;
     }
     return { v, len };
   }
 
+  /**
+   * libpcap's __pcap_atodn: "area.node" as C's sscanf("%d.%d") reads it, to
+   * the 16-bit DECnet address (6-bit area, 10-bit node).
+   */
+  private atodn(s: string): number {
+    const m = /^\s*([+-]?\d+)\.\s*([+-]?\d+)/.exec(s);
+    if (m === null) return this.error(`malformed decnet address '${s}'`);
+    // %d into an int: strtol saturates at the long range, then the value is truncated to 32 bits.
+    const toInt = (t: string): number => {
+      let n = BigInt(t);
+      const max = (1n << 63n) - 1n;
+      if (n > max) n = max;
+      if (n < -max - 1n) n = -max - 1n;
+      return Number(BigInt.asUintN(32, n));
+    };
+    const area = toInt(m[1]);
+    const node = toInt(m[2]);
+    return (((area << 10) & 0xfc00) | (node & 0x03ff)) >>> 0;
+  }
+
+  /**
+   * DECnet routing-header address match (libpcap's gen_dnhostop): long and
+   * short headers, each with or without the padding byte that sets the top
+   * bit of the first byte.
+   */
+  private genDnhostop(addr: number, dir: string): Block {
+    let offsetSh: number;
+    let offsetLh: number;
+    switch (dir) {
+      case 'dst':
+        offsetSh = 1;
+        offsetLh = 7;
+        break;
+      case 'src':
+        offsetSh = 3;
+        offsetLh = 15;
+        break;
+      case 'and':
+      case 'default':
+      case 'or': {
+        const b0 = this.genDnhostop(addr, 'src');
+        const b1 = this.genDnhostop(addr, 'dst');
+        if (dir === 'and') genAnd(b0, b1);
+        else genOr(b0, b1);
+        return b1;
+      }
+      default:
+        return this.error(`'${dir}' is not a valid qualifier for addresses`);
+    }
+    // The address is little-endian on the wire; libpcap byte-swaps it (and the
+    // 16-bit masks) with ntohs on a little-endian host.
+    const swap16 = (x: number): number => ((x & 0xff) << 8) | ((x >> 8) & 0xff);
+    const a = swap16(addr & 0xffff);
+    const b0 = this.genLinktype(ETHERTYPE_DN);
+    // Padding byte present, long header.
+    let tmp = this.genMcmp('linkpl', 2, BPF_H, swap16(0x0681), swap16(0x07ff));
+    const b1 = this.genCmp('linkpl', 2 + 1 + offsetLh, BPF_H, a);
+    genAnd(tmp, b1);
+    // No padding, long header.
+    tmp = this.genMcmp('linkpl', 2, BPF_B, 0x06, 0x07);
+    let b2 = this.genCmp('linkpl', 2 + offsetLh, BPF_H, a);
+    genAnd(tmp, b2);
+    genOr(b2, b1);
+    // Padding byte present, short header.
+    tmp = this.genMcmp('linkpl', 2, BPF_H, swap16(0x0281), swap16(0x07ff));
+    b2 = this.genCmp('linkpl', 2 + 1 + offsetSh, BPF_H, a);
+    genAnd(tmp, b2);
+    genOr(b2, b1);
+    // No padding, short header.
+    tmp = this.genMcmp('linkpl', 2, BPF_B, 0x02, 0x07);
+    b2 = this.genCmp('linkpl', 2 + offsetSh, BPF_H, a);
+    genAnd(tmp, b2);
+    genOr(b2, b1);
+    genAnd(b0, b1);
+    return b1;
+  }
+
   private genNcode(s: string | undefined, v: number, q: Qual): Block {
     const proto = q.proto as string;
     let vlen = 32;
-    if (s !== undefined) {
-      if (proto === 'decnet') return this.unsupported('DECnet addresses are not supported');
+    if (s !== undefined && proto === 'decnet') {
+      v = this.atodn(s);
+    } else if (s !== undefined) {
       const r = this.atoin(s);
       v = r.v;
       vlen = r.len;
     }
     switch (q.addr) {
-      case 'default': case 'host': case 'net': {
-        if (proto === 'decnet') return this.unsupported('DECnet addresses are not supported');
+      case 'default':
+      case 'host':
+      case 'net': {
+        if (proto === 'decnet') return this.genHost(v, 0, proto, q.dir, q.addr);
         if (proto === 'link') return this.error('illegal link layer address');
         let mask = 0xffffffff;
         if (s === undefined && q.addr === 'net') {
@@ -787,10 +1229,14 @@ class CodeGen {
         if (v > 65535) this.error(`illegal port number ${v} > 65535`);
         return this.genPortrangeBoth(v, v, p, q.dir);
       }
-      case 'gateway': return this.error("'gateway' requires a name");
-      case 'proto': return this.genProto(v, proto, q.dir);
-      case 'protochain': return this.genProtochain(v, proto);
-      default: return this.error('syntax error in filter expression');
+      case 'gateway':
+        return this.error("'gateway' requires a name");
+      case 'proto':
+        return this.genProto(v, proto, q.dir);
+      case 'protochain':
+        return this.genProtochain(v, proto);
+      default:
+        return this.error('syntax error in filter expression');
     }
   }
 
@@ -818,9 +1264,11 @@ class CodeGen {
     const mask = new Uint8Array(16);
     mask.fill(0xff, 0, Math.floor(masklen / 8));
     if (masklen % 8) mask[Math.floor(masklen / 8)] = (0xff << (8 - (masklen % 8))) & 0xff;
-    for (let i = 0; i < 16; i++) if ((addr[i] & ~mask[i]) !== 0) this.error(`non-network bits set in "${s}/${masklen}"`);
+    for (let i = 0; i < 16; i++)
+      if ((addr[i] & ~mask[i]) !== 0) this.error(`non-network bits set in "${s}/${masklen}"`);
     switch (q.addr) {
-      case 'default': case 'host':
+      case 'default':
+      case 'host':
         if (masklen !== 128) this.error('Mask syntax for networks only');
       // falls through
       case 'net':
@@ -835,9 +1283,20 @@ class CodeGen {
       const hex = s.replace(/[:.-]/g, (c) => c);
       let bytes: number[];
       if (/^[0-9A-Fa-f]{12}$/.test(hex)) bytes = hex.match(/../g)!.map((h) => parseInt(h, 16));
-      else if (/^[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}$/.test(hex)) bytes = hex.replace(/\./g, '').match(/../g)!.map((h) => parseInt(h, 16));
+      else if (/^[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}$/.test(hex))
+        bytes = hex
+          .replace(/\./g, '')
+          .match(/../g)!
+          .map((h) => parseInt(h, 16));
       else bytes = hex.split(/[:.-]/).map((h) => parseInt(h, 16));
-      return this.genEhostop(Uint8Array.from(bytes), q.dir);
+      if (this.linktype !== 'EN10MB')
+        return this.error(
+          'ethernet addresses supported only on ethernet/FDDI/token ring/802.11/ATM LANE/Fibre Channel',
+        );
+      const tmp = this.genPrevlinkhdrCheck();
+      const b = this.genEhostop(Uint8Array.from(bytes), q.dir);
+      if (tmp !== null) genAnd(tmp, b);
+      return b;
     }
     return this.error('ethernet address used in non-ether expression');
   }
@@ -855,11 +1314,28 @@ class CodeGen {
         }
         return this.genHost(addr, mask, proto, q.dir, q.addr);
       }
-      case 'default': case 'host':
-        if (proto === 'link') return this.unsupported(`MAC address names are not supported: "${name}" would need /etc/ethers`, span);
-        return this.unsupported(`host names are not supported: "${name}" would need a DNS lookup; use an IP address`, span);
+      case 'default':
+      case 'host':
+        if (proto === 'link') {
+          if (this.linktype !== 'EN10MB')
+            return this.error(
+              'only ethernet/FDDI/token ring/802.11/ATM LANE/Fibre Channel supports link-level host name',
+            );
+          return this.unsupported(
+            `MAC address names are not supported: "${name}" would need /etc/ethers`,
+            span,
+          );
+        }
+        // libpcap is built without a DECnet name library, so it always refuses these.
+        if (proto === 'decnet')
+          return this.error(`decnet name support not included, '${name}' cannot be translated`);
+        return this.unsupported(
+          `host names are not supported: "${name}" would need a DNS lookup; use an IP address`,
+          span,
+        );
       case 'port': {
-        if (proto !== 'default' && proto !== 'udp' && proto !== 'tcp' && proto !== 'sctp') this.error("illegal qualifier of 'port'");
+        if (proto !== 'default' && proto !== 'udp' && proto !== 'tcp' && proto !== 'sctp')
+          this.error("illegal qualifier of 'port'");
         const r = lookupPort(name);
         if (r === undefined) return this.error(`unknown port '${name}'`);
         let real = r.proto;
@@ -868,7 +1344,8 @@ class CodeGen {
         return this.genPortBoth(r.port, real, q.dir);
       }
       case 'portrange': {
-        if (proto !== 'default' && proto !== 'udp' && proto !== 'tcp' && proto !== 'sctp') this.error("illegal qualifier of 'portrange'");
+        if (proto !== 'default' && proto !== 'udp' && proto !== 'tcp' && proto !== 'sctp')
+          this.error("illegal qualifier of 'portrange'");
         const r = lookupPortRange(name);
         if (r === undefined) return this.error(`unknown port in range '${name}'`);
         const real = this.checkPortProto(proto, r.proto, `port in range '${name}'`);
@@ -877,7 +1354,10 @@ class CodeGen {
         return this.genPortrangeBoth(r.port1, r.port2, real, q.dir);
       }
       case 'gateway':
-        return this.unsupported(`"gateway ${name}" needs host name and /etc/ethers lookups, which are not supported`, span);
+        return this.unsupported(
+          `"gateway ${name}" needs host name and /etc/ethers lookups, which are not supported`,
+          span,
+        );
       case 'proto':
         return this.genProto(this.lookupProto(name, proto), proto, q.dir);
       case 'protochain':
@@ -888,7 +1368,11 @@ class CodeGen {
   }
 
   private checkPortProto(proto: string, real: number, what: string): number {
-    const names: Record<number, string> = { [IPPROTO_TCP]: 'tcp', [IPPROTO_UDP]: 'udp', [IPPROTO_SCTP]: 'sctp' };
+    const names: Record<number, string> = {
+      [IPPROTO_TCP]: 'tcp',
+      [IPPROTO_UDP]: 'udp',
+      [IPPROTO_SCTP]: 'sctp',
+    };
     const want: Record<string, number> = { udp: IPPROTO_UDP, tcp: IPPROTO_TCP, sctp: IPPROTO_SCTP };
     const w = want[proto];
     if (w === undefined) return real;
@@ -898,7 +1382,9 @@ class CodeGen {
 
   private lookupProto(name: string, proto: string): number {
     switch (proto) {
-      case 'default': case 'ip': case 'ip6': {
+      case 'default':
+      case 'ip':
+      case 'ip6': {
         const v = lookupIpProto(name);
         if (v === undefined) return this.error(`unknown ip proto '${name}'`);
         return v;
@@ -922,8 +1408,14 @@ class CodeGen {
 
   private genBroadcast(proto: string): Block {
     switch (proto) {
-      case 'default': case 'link':
-        return this.genEhostop(Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), 'dst');
+      case 'default':
+      case 'link': {
+        if (this.linktype !== 'EN10MB') return this.error('not a broadcast link');
+        const b1 = this.genPrevlinkhdrCheck();
+        const b0 = this.genEhostop(Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), 'dst');
+        if (b1 !== null) genAnd(b1, b0);
+        return b0;
+      }
       case 'ip':
         // A compiled filter has no interface, so no netmask: libpcap's PCAP_NETMASK_UNKNOWN.
         return this.error("netmask not known, so 'ip broadcast' not supported");
@@ -934,9 +1426,13 @@ class CodeGen {
 
   private genMulticast(proto: string): Block {
     switch (proto) {
-      case 'default': case 'link': {
+      case 'default':
+      case 'link': {
+        if (this.linktype !== 'EN10MB') break;
+        const b1 = this.genPrevlinkhdrCheck();
         const b0 = newBlock(JMP(BPF_JSET), 1);
         b0.stmts = this.genLoadA('linkhdr', 0, BPF_B);
+        if (b1 !== null) genAnd(b1, b0);
         return b0;
       }
       case 'ip': {
@@ -952,8 +1448,11 @@ class CodeGen {
         return b1;
       }
       default:
-        return this.error('link-layer multicast filters supported only on ethernet/FDDI/token ring/ARCNET/802.11/ATM LANE/Fibre Channel');
+        break;
     }
+    return this.error(
+      'link-layer multicast filters supported only on ethernet/FDDI/token ring/ARCNET/802.11/ATM LANE/Fibre Channel',
+    );
   }
 
   private genLen(jmp: number, n: number): Block {
@@ -964,9 +1463,12 @@ class CodeGen {
 
   private genByteop(op: string, idx: number, val: number): Block {
     switch (op) {
-      case '=': return this.genCmp('linkhdr', idx, BPF_B, val);
-      case '<': return this.genCmpLt('linkhdr', idx, BPF_B, val);
-      case '>': return this.genCmpGt('linkhdr', idx, BPF_B, val);
+      case '=':
+        return this.genCmp('linkhdr', idx, BPF_B, val);
+      case '<':
+        return this.genCmpLt('linkhdr', idx, BPF_B, val);
+      case '>':
+        return this.genCmpGt('linkhdr', idx, BPF_B, val);
       default: {
         // libpcap emits the operation without loading the byte (its long-standing behaviour).
         const s = newStmt(BPF_ALU | (op === '|' ? BPF_OR : BPF_AND) | BPF_K, val);
@@ -980,6 +1482,7 @@ class CodeGen {
 
   private genVlan(vlanNum: number, hasTag: boolean): Block {
     if (this.labelStackDepth > 0) this.error('no VLAN match after MPLS');
+    if (this.linktype !== 'EN10MB') this.error(`no VLAN support for ${this.linktype}`);
     let b0 = this.genLinktype(ETHERTYPE_8021Q);
     let b1 = this.genLinktype(ETHERTYPE_8021AD);
     genOr(b0, b1);
@@ -993,8 +1496,8 @@ class CodeGen {
       genAnd(b0, b1);
       b0 = b1;
     }
-    this.offLinkpl += 4;
-    this.offLinktype += 4;
+    this.offLinkpl.constantPart += 4;
+    this.offLinktype.constantPart += 4;
     this.vlanStackDepth++;
     return b0;
   }
@@ -1002,7 +1505,7 @@ class CodeGen {
   private genMpls(labelNum: number, hasLabel: boolean): Block {
     let b0: Block;
     if (this.labelStackDepth > 0) b0 = this.genMcmp('prevmplshdr', 2, BPF_B, 0, 0x01);
-    else b0 = this.genLinktype(ETHERTYPE_MPLS);
+    else b0 = this.genLinktype(this.linktype === 'PPP' ? PPP_MPLS_UCAST : ETHERTYPE_MPLS);
     if (hasLabel) {
       if (labelNum > 0xfffff) this.error(`MPLS label ${labelNum} greater than maximum 1048575`);
       const b1 = this.genMcmp('linkpl', 0, BPF_W, (labelNum << 12) >>> 0, 0xfffff000);
@@ -1015,7 +1518,147 @@ class CodeGen {
     return b0;
   }
 
+  private genPppoes(sessNum: number, hasSessNum: boolean): Block {
+    let b0 = this.genLinktype(ETHERTYPE_PPPOES);
+    if (hasSessNum) {
+      if (sessNum > 0xffff)
+        this.error(`PPPoE session number ${sessNum} greater than maximum 65535`);
+      const b1 = this.genMcmp('linkpl', 0, BPF_W, sessNum, 0xffff);
+      genAnd(b0, b1);
+      b0 = b1;
+    }
+    // What follows is PPP: its protocol field ends the 6-byte PPPoE session header.
+    this.pushLinkhdr(
+      'PPP',
+      this.offLinkpl.isVariable,
+      this.offLinkpl.constantPart + this.offNl + 6,
+      this.offLinkpl.reg,
+    );
+    this.offLinktype = { ...this.offLinkhdr };
+    this.offLinkpl.constantPart = this.offLinkhdr.constantPart + 2;
+    this.offNl = 0;
+    this.offNlNosnap = 0;
+    return b0;
+  }
+
+  /** UDP destination port 6081, Geneve version 0 and, if given, the VNI, with `offrel` locating the UDP header. */
+  private genGeneveCheck(v6: boolean, vni: number, hasVni: boolean): Block {
+    const offrel: OffRel = v6 ? 'tran_ipv6' : 'tran_ipv4';
+    let b0 = v6
+      ? this.genPortGeneric(true, (off) => this.genPortatom6(off, GENEVE_PORT), IPPROTO_UDP, 'dst')
+      : this.genPortGeneric(false, (off) => this.genPortatom(off, GENEVE_PORT), IPPROTO_UDP, 'dst');
+    // The version is the top two bits of the first byte of the Geneve header.
+    let b1 = this.genMcmp(offrel, 8, BPF_B, 0, 0xc0);
+    genAnd(b0, b1);
+    b0 = b1;
+    if (hasVni) {
+      if (vni > 0xffffff) this.error(`Geneve VNI ${vni} greater than maximum 16777215`);
+      b1 = this.genMcmp(offrel, 12, BPF_W, (vni << 8) >>> 0, 0xffffff00);
+      genAnd(b0, b1);
+      b0 = b1;
+    }
+    return b0;
+  }
+
+  /** Geneve over IPv4, leaving the IPv4 header length (plus any variable offset) in A. */
+  private genGeneve4(vni: number, hasVni: boolean): Block {
+    const b0 = this.genGeneveCheck(false, vni, hasVni);
+    const s = this.genLoadxIphdrlen();
+    s.push(newStmt(BPF_MISC | BPF_TXA));
+    // An always-true block (A == X) carries the statements onto the true branch.
+    const b1 = newBlock(BPF_JMP | BPF_JEQ | BPF_X, 0);
+    b1.stmts = s;
+    genAnd(b0, b1);
+    return b1;
+  }
+
+  /** Geneve over IPv6, leaving the IPv6 header length (plus any variable offset) in A. */
+  private genGeneve6(vni: number, hasVni: boolean): Block {
+    const b0 = this.genGeneveCheck(true, vni, hasVni);
+    let s = this.genAbsOffsetVarpart(this.offLinkpl);
+    if (s !== null) s.push(newStmt(BPF_LD | BPF_IMM, 40), newStmt(BPF_ALU | BPF_ADD | BPF_X));
+    else s = [newStmt(BPF_LD | BPF_IMM, 40)];
+    s.push(newStmt(BPF_MISC | BPF_TAX));
+    const b1 = newBlock(BPF_JMP | BPF_JEQ | BPF_X, 0);
+    b1.stmts = s;
+    genAnd(b0, b1);
+    return b1;
+  }
+
+  /**
+   * Computes, from the IP header length in A, the run-time offsets of the
+   * inner link-layer type, header and payload into scratch registers, and
+   * points later primitives at them.
+   */
+  private genGeneveOffsets(): Stmt[] {
+    // The Geneve header starts after the IP header (in A) and the fixed link and UDP headers; keep it in X.
+    const s: Stmt[] = [
+      newStmt(BPF_ALU | BPF_ADD | BPF_K, this.offLinkpl.constantPart + this.offNl + 8),
+      newStmt(BPF_MISC | BPF_TAX),
+    ];
+    // The protocol type is 2 bytes into the Geneve header.
+    s.push(newStmt(BPF_ALU | BPF_ADD | BPF_K, 2));
+    this.offLinktype = { constantPart: 0, isVariable: true, reg: this.allocReg() };
+    s.push(newStmt(BPF_ST, this.offLinktype.reg));
+    // Header length: the option length (6 bits, in 4-byte words) plus the 8-byte base header.
+    s.push(
+      newStmt(BPF_LD | BPF_IND | BPF_B, 0),
+      newStmt(BPF_ALU | BPF_AND | BPF_K, 0x3f),
+      newStmt(BPF_ALU | BPF_MUL | BPF_K, 4),
+      newStmt(BPF_ALU | BPF_ADD | BPF_K, 8),
+      newStmt(BPF_ALU | BPF_ADD | BPF_X),
+    );
+    // Treat the payload as Ethernet: the type field is an Ethernet type either way,
+    // and whether an Ethernet header is really there is checked at run time.
+    this.pushLinkhdr('EN10MB', true, 0, this.allocReg());
+    s.push(newStmt(BPF_ST, this.offLinkhdr.reg));
+    // The block-local jump below cannot go through the optimizer.
+    this.noOptimize = true;
+    s.push(newStmt(BPF_LD | BPF_IND | BPF_H, 2), newStmt(BPF_LDX | BPF_MEM, this.offLinkhdr.reg));
+    // Transparent Ethernet bridging: the inner type and payload follow a 14-byte
+    // Ethernet header. Otherwise the payload starts where the header ended (in X).
+    const isTeb = newStmt(JMP(BPF_JEQ), ETHERTYPE_TEB);
+    const txa = newStmt(BPF_MISC | BPF_TXA);
+    isTeb.jt = txa;
+    s.push(
+      isTeb,
+      txa,
+      newStmt(BPF_ALU | BPF_ADD | BPF_K, 12),
+      newStmt(BPF_ST, this.offLinktype.reg),
+    );
+    s.push(newStmt(BPF_ALU | BPF_ADD | BPF_K, 2), newStmt(BPF_MISC | BPF_TAX));
+    this.offLinkpl = { constantPart: 0, isVariable: true, reg: this.allocReg() };
+    const stx = newStmt(BPF_STX, this.offLinkpl.reg);
+    isTeb.jf = stx;
+    s.push(stx);
+    this.offNl = 0;
+    return s;
+  }
+
+  private genGeneve(vni: number, hasVni: boolean): Block {
+    const b0 = this.genGeneve4(vni, hasVni);
+    let b1 = this.genGeneve6(vni, hasVni);
+    genOr(b0, b1);
+    const b2 = b1;
+    // Later primitives look inside the Geneve payload: compute its offsets when Geneve matched.
+    const s = this.genGeneveOffsets();
+    b1 = this.genTrue();
+    s.push(...b1.stmts);
+    b1.stmts = s;
+    genAnd(b2, b1);
+    this.isGeneve = true;
+    return b1;
+  }
+
+  /** libpcap's gen_true: an always-true block. */
+  private genTrue(): Block {
+    const b = newBlock(JMP(BPF_JEQ), 0);
+    b.stmts = [newStmt(BPF_LD | BPF_IMM, 0)];
+    return b;
+  }
+
   private genLlcInternal(): Block {
+    if (this.linktype !== 'EN10MB') this.error(`'llc' not supported for ${this.linktype}`);
     const b0 = this.genCmpGt('linktype', 0, BPF_H, ETHERMTU);
     genNot(b0);
     const b1 = this.genCmp('llc', 0, BPF_H, 0xffff);
@@ -1042,12 +1685,25 @@ class CodeGen {
       return b1;
     }
     const sSubtypes: Record<string, number> = { rr: 0x01, rnr: 0x05, rej: 0x09 };
-    const uSubtypes: Record<string, number> = { ui: 0x03, ua: 0x63, disc: 0x43, dm: 0x0f, sabme: 0x6f, test: 0xe3, xid: 0xaf, frmr: 0x87 };
+    const uSubtypes: Record<string, number> = {
+      ui: 0x03,
+      ua: 0x63,
+      disc: 0x43,
+      dm: 0x0f,
+      sabme: 0x6f,
+      test: 0xe3,
+      xid: 0xaf,
+      frmr: 0x87,
+    };
     const sv = sSubtypes[st];
     const uv = uSubtypes[st];
-    if (sv === undefined && uv === undefined) return this.error(`unknown LLC type name "${subtype}"`);
+    if (sv === undefined && uv === undefined)
+      return this.error(`unknown LLC type name "${subtype}"`);
     const b0 = this.genLlcInternal();
-    const b1 = sv !== undefined ? this.genMcmp('llc', 2, BPF_B, sv, 0x0f) : this.genMcmp('llc', 2, BPF_B, uv!, 0xef);
+    const b1 =
+      sv !== undefined
+        ? this.genMcmp('llc', 2, BPF_B, sv, 0x0f)
+        : this.genMcmp('llc', 2, BPF_B, uv!, 0xef);
     genAnd(b0, b1);
     return b1;
   }
@@ -1072,7 +1728,11 @@ class CodeGen {
     switch (a.kind) {
       case 'num': {
         const reg = this.allocReg();
-        return { s: [newStmt(BPF_LD | BPF_IMM, a.value >>> 0), newStmt(BPF_ST, reg)], regno: reg, b: null };
+        return {
+          s: [newStmt(BPF_LD | BPF_IMM, a.value >>> 0), newStmt(BPF_ST, reg)],
+          regno: reg,
+          b: null,
+        };
       }
       case 'len': {
         const reg = this.allocReg();
@@ -1080,20 +1740,44 @@ class CodeGen {
       }
       case 'neg': {
         const v = this.genArth(a.operand);
-        v.s.push(newStmt(BPF_LD | BPF_MEM, v.regno), newStmt(BPF_ALU | BPF_NEG, 0), newStmt(BPF_ST, v.regno));
+        v.s.push(
+          newStmt(BPF_LD | BPF_MEM, v.regno),
+          newStmt(BPF_ALU | BPF_NEG, 0),
+          newStmt(BPF_ST, v.regno),
+        );
         return v;
       }
       case 'binop': {
         const a0 = this.genArth(a.left);
         const a1 = this.genArth(a.right);
         this.at = a.span;
-        const code = ({ '+': BPF_ADD, '-': BPF_SUB, '*': BPF_MUL, '/': BPF_DIV, '%': BPF_MOD, '&': BPF_AND, '|': BPF_OR, '^': BPF_XOR, '<<': BPF_LSH, '>>': BPF_RSH } as const)[a.op];
+        const code = (
+          {
+            '+': BPF_ADD,
+            '-': BPF_SUB,
+            '*': BPF_MUL,
+            '/': BPF_DIV,
+            '%': BPF_MOD,
+            '&': BPF_AND,
+            '|': BPF_OR,
+            '^': BPF_XOR,
+            '<<': BPF_LSH,
+            '>>': BPF_RSH,
+          } as const
+        )[a.op];
         const first = a1.s[0];
         const constRhs = first.code === (BPF_LD | BPF_IMM);
-        if (code === BPF_DIV && constRhs && first.k === 0) this.error('division by zero', a.right.span);
-        if (code === BPF_MOD && constRhs && first.k === 0) this.error('modulus by zero', a.right.span);
-        if ((code === BPF_LSH || code === BPF_RSH) && constRhs && first.k >>> 0 > 31) this.error('shift by more than 31 bits', a.right.span);
-        const s0 = [newStmt(BPF_LDX | BPF_MEM, a1.regno), newStmt(BPF_LD | BPF_MEM, a0.regno), newStmt(BPF_ALU | BPF_X | code)];
+        if (code === BPF_DIV && constRhs && first.k === 0)
+          this.error('division by zero', a.right.span);
+        if (code === BPF_MOD && constRhs && first.k === 0)
+          this.error('modulus by zero', a.right.span);
+        if ((code === BPF_LSH || code === BPF_RSH) && constRhs && first.k >>> 0 > 31)
+          this.error('shift by more than 31 bits', a.right.span);
+        const s0 = [
+          newStmt(BPF_LDX | BPF_MEM, a1.regno),
+          newStmt(BPF_LD | BPF_MEM, a0.regno),
+          newStmt(BPF_ALU | BPF_X | code),
+        ];
         a1.s.push(...s0);
         a0.s.push(...a1.s);
         this.freeReg(a0.regno);
@@ -1116,26 +1800,61 @@ class CodeGen {
     this.freeReg(inst.regno);
     let sizeCode: number;
     switch (a.size) {
-      case 1: sizeCode = BPF_B; break;
-      case 2: sizeCode = BPF_H; break;
-      case 4: sizeCode = BPF_W; break;
-      default: return this.error('data size must be 1, 2, or 4', a.sizeSpan ?? a.span);
+      case 1:
+        sizeCode = BPF_B;
+        break;
+      case 2:
+        sizeCode = BPF_H;
+        break;
+      case 4:
+        sizeCode = BPF_W;
+        break;
+      default:
+        return this.error('data size must be 1, 2, or 4', a.sizeSpan ?? a.span);
     }
     const proto = a.proto;
     switch (proto) {
       case 'link':
-        inst.s.push(newStmt(BPF_LDX | BPF_MEM, inst.regno), newStmt(BPF_LD | BPF_IND | sizeCode, this.offLinkhdr));
+        inst.s.push(
+          ...this.xferOffsetToX(this.offLinkhdr, inst.regno),
+          newStmt(BPF_LD | BPF_IND | sizeCode, this.offLinkhdr.constantPart),
+        );
         break;
-      case 'ip': case 'arp': case 'rarp': case 'atalk': case 'decnet': case 'sca': case 'lat': case 'moprc': case 'mopdl': case 'ip6': {
-        inst.s.push(newStmt(BPF_LDX | BPF_MEM, inst.regno), newStmt(BPF_LD | BPF_IND | sizeCode, this.offLinkpl + this.offNl));
+      case 'ip':
+      case 'arp':
+      case 'rarp':
+      case 'atalk':
+      case 'decnet':
+      case 'sca':
+      case 'lat':
+      case 'moprc':
+      case 'mopdl':
+      case 'ip6': {
+        inst.s.push(
+          ...this.xferOffsetToX(this.offLinkpl, inst.regno),
+          newStmt(BPF_LD | BPF_IND | sizeCode, this.offLinkpl.constantPart + this.offNl),
+        );
         const b = this.genProtoAbbrev(proto);
         if (inst.b) genAnd(inst.b, b);
         inst.b = b;
         break;
       }
-      case 'sctp': case 'tcp': case 'udp': case 'icmp': case 'igmp': case 'igrp': case 'pim': case 'vrrp': case 'carp': {
+      case 'sctp':
+      case 'tcp':
+      case 'udp':
+      case 'icmp':
+      case 'igmp':
+      case 'igrp':
+      case 'pim':
+      case 'vrrp':
+      case 'carp': {
         const s = this.genLoadxIphdrlen();
-        s.push(newStmt(BPF_LD | BPF_MEM, inst.regno), newStmt(BPF_ALU | BPF_ADD | BPF_X), newStmt(BPF_MISC | BPF_TAX), newStmt(BPF_LD | BPF_IND | sizeCode, this.offLinkpl + this.offNl));
+        s.push(
+          newStmt(BPF_LD | BPF_MEM, inst.regno),
+          newStmt(BPF_ALU | BPF_ADD | BPF_X),
+          newStmt(BPF_MISC | BPF_TAX),
+          newStmt(BPF_LD | BPF_IND | sizeCode, this.offLinkpl.constantPart + this.offNl),
+        );
         inst.s.push(...s);
         const b = this.genIpfrag();
         genAnd(this.genProtoAbbrev(proto), b);
@@ -1151,7 +1870,10 @@ class CodeGen {
         b = this.genCmp('linkpl', 6, BPF_B, 58);
         genAnd(inst.b, b);
         inst.b = b;
-        inst.s.push(newStmt(BPF_LDX | BPF_MEM, inst.regno), newStmt(BPF_LD | BPF_IND | sizeCode, this.offLinkpl + this.offNl + 40));
+        inst.s.push(
+          ...this.xferOffsetToX(this.offLinkpl, inst.regno),
+          newStmt(BPF_LD | BPF_IND | sizeCode, this.offLinkpl.constantPart + this.offNl + 40),
+        );
         break;
       }
       case 'radio':
@@ -1162,6 +1884,18 @@ class CodeGen {
     inst.regno = regno;
     inst.s.push(newStmt(BPF_ST, regno));
     return inst;
+  }
+
+  /** X := the index in register `regno`, plus the variable part of `off` if it has one. */
+  private xferOffsetToX(off: AbsOffset, regno: number): Stmt[] {
+    const s = this.genAbsOffsetVarpart(off);
+    if (s === null) return [newStmt(BPF_LDX | BPF_MEM, regno)];
+    s.push(
+      newStmt(BPF_LD | BPF_MEM, regno),
+      newStmt(BPF_ALU | BPF_ADD | BPF_X),
+      newStmt(BPF_MISC | BPF_TAX),
+    );
+    return s;
   }
 
   private genRelation(code: number, a0: ArthValue, a1: ArthValue, reversed: boolean): Block {
@@ -1197,4 +1931,3 @@ export function generate(expression: string, ast: Expr): GenResult {
   const block = cg.gen(ast);
   return { block, noOptimize: cg.noOptimize };
 }
-

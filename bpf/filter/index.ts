@@ -56,13 +56,17 @@ export function compileFilter(expression: string, options: CompileOptions = {}):
     const marker = new Marker();
     let root = finishBlocks(block!, snaplen);
     if (countBlocks(root, marker) > MAX_RAW_BLOCKS) {
-      throw new FilterLimitError(`expression is too complex: more than ${MAX_RAW_BLOCKS} blocks before optimization`, whole);
+      throw new FilterLimitError(
+        `expression is too complex: more than ${MAX_RAW_BLOCKS} blocks before optimization`,
+        whole,
+      );
     }
     if (optimize && !noOptimize) {
       try {
         root = optimizeBlocks(root, marker);
       } catch (err: unknown) {
-        if (err instanceof OptimizeError) throw new FilterSyntaxError(`${err.message} in the expression`, whole, { cause: err });
+        if (err instanceof OptimizeError)
+          throw new FilterSyntaxError(`${err.message} in the expression`, whole, { cause: err });
         throw err;
       }
       if (root.s.code === (BPF_RET | BPF_K) && root.s.k === 0) {
@@ -73,16 +77,23 @@ export function compileFilter(expression: string, options: CompileOptions = {}):
     try {
       insns = linearize(root, marker);
     } catch (err: unknown) {
-      if (err instanceof ConvertError) throw new FilterLimitError(`cannot lay out the program: ${err.message}`, whole, { cause: err });
+      if (err instanceof ConvertError)
+        throw new FilterLimitError(`cannot lay out the program: ${err.message}`, whole, {
+          cause: err,
+        });
       throw err;
     }
     if (insns.length > BPF_MAXINSNS) {
-      throw new FilterLimitError(`program has ${insns.length} instructions, more than the ${BPF_MAXINSNS} the kernel accepts`, whole);
+      throw new FilterLimitError(
+        `program has ${insns.length} instructions, more than the ${BPF_MAXINSNS} the kernel accepts`,
+        whole,
+      );
     }
     return insns;
   } catch (err: unknown) {
     if (err instanceof FilterError) throw err;
-    if (err instanceof RangeError) throw new FilterLimitError('expression is too complex to compile', whole, { cause: err });
+    if (err instanceof RangeError)
+      throw new FilterLimitError('expression is too complex to compile', whole, { cause: err });
     throw err;
   }
 }

@@ -1,9 +1,43 @@
 // Classic BPF interpreter with the semantics of libpcap's bpf_filter and the Linux socket filter.
 import {
-  BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_DIV, BPF_H, BPF_IMM, BPF_IND, BPF_JA, BPF_JEQ, BPF_JGE,
-  BPF_JGT, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_LDX, BPF_LEN, BPF_LSH, BPF_MEM, BPF_MISC, BPF_MOD,
-  BPF_MSH, BPF_MUL, BPF_NEG, BPF_OR, BPF_RET, BPF_RSH, BPF_ST, BPF_STX, BPF_SUB, BPF_TAX, BPF_TXA, BPF_W,
-  BPF_X, BPF_XOR, type CbpfInsn,
+  BPF_ABS,
+  BPF_ADD,
+  BPF_ALU,
+  BPF_AND,
+  BPF_B,
+  BPF_DIV,
+  BPF_H,
+  BPF_IMM,
+  BPF_IND,
+  BPF_JA,
+  BPF_JEQ,
+  BPF_JGE,
+  BPF_JGT,
+  BPF_JMP,
+  BPF_JSET,
+  BPF_K,
+  BPF_LD,
+  BPF_LDX,
+  BPF_LEN,
+  BPF_LSH,
+  BPF_MEM,
+  BPF_MISC,
+  BPF_MOD,
+  BPF_MSH,
+  BPF_MUL,
+  BPF_NEG,
+  BPF_OR,
+  BPF_RET,
+  BPF_RSH,
+  BPF_ST,
+  BPF_STX,
+  BPF_SUB,
+  BPF_TAX,
+  BPF_TXA,
+  BPF_W,
+  BPF_X,
+  BPF_XOR,
+  type CbpfInsn,
 } from './cbpf.js';
 
 /** Bound on executed instructions; only backward jumps (libpcap's protochain loop) can reach it. */
@@ -16,7 +50,11 @@ const MAX_STEPS = 1 << 20;
  * the end of the program. `wireLength` (default: the captured length) is
  * what `len` sees. Never throws.
  */
-export function runCbpf(insns: CbpfInsn[], packet: Uint8Array, wireLength: number = packet.length): number {
+export function runCbpf(
+  insns: CbpfInsn[],
+  packet: Uint8Array,
+  wireLength: number = packet.length,
+): number {
   const buflen = packet.length;
   const mem = new Uint32Array(16);
   let a = 0;
@@ -25,11 +63,19 @@ export function runCbpf(insns: CbpfInsn[], packet: Uint8Array, wireLength: numbe
   const n = insns.length;
   const load = (offset: number, size: number): number | undefined => {
     if (offset < 0 || offset + size > buflen) return undefined;
-    if (size === 4) return ((packet[offset] << 24) | (packet[offset + 1] << 16) | (packet[offset + 2] << 8) | packet[offset + 3]) >>> 0;
+    if (size === 4)
+      return (
+        ((packet[offset] << 24) |
+          (packet[offset + 1] << 16) |
+          (packet[offset + 2] << 8) |
+          packet[offset + 3]) >>>
+        0
+      );
     if (size === 2) return (packet[offset] << 8) | packet[offset + 1];
     return packet[offset];
   };
-  const sizeOf = (code: number): number => (code & 0x18) === BPF_W ? 4 : (code & 0x18) === BPF_H ? 2 : 1;
+  const sizeOf = (code: number): number =>
+    (code & 0x18) === BPF_W ? 4 : (code & 0x18) === BPF_H ? 2 : 1;
   for (let steps = 0; steps < MAX_STEPS; steps++) {
     if (pc < 0 || pc >= n) return 0;
     const ins = insns[pc];
@@ -37,9 +83,12 @@ export function runCbpf(insns: CbpfInsn[], packet: Uint8Array, wireLength: numbe
     const code = ins.code;
     pc++;
     switch (code) {
-      case BPF_RET | BPF_K: return k;
-      case BPF_RET | 0x10: return a >>> 0;
-      case BPF_RET | BPF_X: return x >>> 0;
+      case BPF_RET | BPF_K:
+        return k;
+      case BPF_RET | 0x10:
+        return a >>> 0;
+      case BPF_RET | BPF_X:
+        return x >>> 0;
       case BPF_LD | BPF_W | BPF_ABS:
       case BPF_LD | BPF_H | BPF_ABS:
       case BPF_LD | BPF_B | BPF_ABS: {
@@ -56,23 +105,47 @@ export function runCbpf(insns: CbpfInsn[], packet: Uint8Array, wireLength: numbe
         a = v;
         break;
       }
-      case BPF_LD | BPF_W | BPF_LEN: a = wireLength >>> 0; break;
-      case BPF_LDX | BPF_W | BPF_LEN: x = wireLength >>> 0; break;
+      case BPF_LD | BPF_W | BPF_LEN:
+        a = wireLength >>> 0;
+        break;
+      case BPF_LDX | BPF_W | BPF_LEN:
+        x = wireLength >>> 0;
+        break;
       case BPF_LDX | BPF_MSH | BPF_B: {
         if (k >= buflen) return 0;
         x = (packet[k] & 0xf) << 2;
         break;
       }
-      case BPF_LD | BPF_IMM: a = k; break;
-      case BPF_LDX | BPF_IMM: x = k; break;
-      case BPF_LD | BPF_MEM: a = mem[k & 15]; break;
-      case BPF_LDX | BPF_MEM: x = mem[k & 15]; break;
-      case BPF_ST: mem[k & 15] = a; break;
-      case BPF_STX: mem[k & 15] = x; break;
-      case BPF_JMP | BPF_JA: pc = (pc + k) >>> 0; break;
-      case BPF_MISC | BPF_TAX: x = a; break;
-      case BPF_MISC | BPF_TXA: a = x; break;
-      case BPF_ALU | BPF_NEG: a = (0 - a) >>> 0; break;
+      case BPF_LD | BPF_IMM:
+        a = k;
+        break;
+      case BPF_LDX | BPF_IMM:
+        x = k;
+        break;
+      case BPF_LD | BPF_MEM:
+        a = mem[k & 15];
+        break;
+      case BPF_LDX | BPF_MEM:
+        x = mem[k & 15];
+        break;
+      case BPF_ST:
+        mem[k & 15] = a;
+        break;
+      case BPF_STX:
+        mem[k & 15] = x;
+        break;
+      case BPF_JMP | BPF_JA:
+        pc = (pc + k) >>> 0;
+        break;
+      case BPF_MISC | BPF_TAX:
+        x = a;
+        break;
+      case BPF_MISC | BPF_TXA:
+        a = x;
+        break;
+      case BPF_ALU | BPF_NEG:
+        a = (0 - a) >>> 0;
+        break;
       default: {
         const cls = code & 0x07;
         const op = code & 0xf0;
@@ -80,11 +153,20 @@ export function runCbpf(insns: CbpfInsn[], packet: Uint8Array, wireLength: numbe
         if (cls === BPF_JMP) {
           let taken: boolean;
           switch (op) {
-            case BPF_JEQ: taken = a >>> 0 === src; break;
-            case BPF_JGT: taken = a >>> 0 > src; break;
-            case BPF_JGE: taken = a >>> 0 >= src; break;
-            case BPF_JSET: taken = ((a & src) >>> 0) !== 0; break;
-            default: return 0;
+            case BPF_JEQ:
+              taken = a >>> 0 === src;
+              break;
+            case BPF_JGT:
+              taken = a >>> 0 > src;
+              break;
+            case BPF_JGE:
+              taken = a >>> 0 >= src;
+              break;
+            case BPF_JSET:
+              taken = (a & src) >>> 0 !== 0;
+              break;
+            default:
+              return 0;
           }
           pc += taken ? ins.jt : ins.jf;
           break;
@@ -92,18 +174,41 @@ export function runCbpf(insns: CbpfInsn[], packet: Uint8Array, wireLength: numbe
         if (cls === BPF_ALU) {
           const av = a >>> 0;
           switch (op) {
-            case BPF_ADD: a = (av + src) >>> 0; break;
-            case BPF_SUB: a = (av - src) >>> 0; break;
-            case BPF_MUL: a = Math.imul(av, src) >>> 0; break;
-            case BPF_DIV: if (src === 0) return 0; a = Math.floor(av / src) >>> 0; break;
-            case BPF_MOD: if (src === 0) return 0; a = (av % src) >>> 0; break;
-            case BPF_AND: a = (av & src) >>> 0; break;
-            case BPF_OR: a = (av | src) >>> 0; break;
-            case BPF_XOR: a = (av ^ src) >>> 0; break;
+            case BPF_ADD:
+              a = (av + src) >>> 0;
+              break;
+            case BPF_SUB:
+              a = (av - src) >>> 0;
+              break;
+            case BPF_MUL:
+              a = Math.imul(av, src) >>> 0;
+              break;
+            case BPF_DIV:
+              if (src === 0) return 0;
+              a = Math.floor(av / src) >>> 0;
+              break;
+            case BPF_MOD:
+              if (src === 0) return 0;
+              a = (av % src) >>> 0;
+              break;
+            case BPF_AND:
+              a = (av & src) >>> 0;
+              break;
+            case BPF_OR:
+              a = (av | src) >>> 0;
+              break;
+            case BPF_XOR:
+              a = (av ^ src) >>> 0;
+              break;
             // libpcap's bpf_filter shifts everything out for counts of 32 and more.
-            case BPF_LSH: a = src < 32 ? (av << src) >>> 0 : 0; break;
-            case BPF_RSH: a = src < 32 ? av >>> src : 0; break;
-            default: return 0;
+            case BPF_LSH:
+              a = src < 32 ? (av << src) >>> 0 : 0;
+              break;
+            case BPF_RSH:
+              a = src < 32 ? av >>> src : 0;
+              break;
+            default:
+              return 0;
           }
           break;
         }

@@ -57,9 +57,26 @@ export function newStmt(code: number, k = 0): Stmt {
 /** A new block ending in `code` (a jump or return) with operand k. */
 export function newBlock(code: number, k = 0): Block {
   const b = {
-    id: 0, stmts: [], s: { code, k }, mark: 0, longjt: 0, longjf: 0, level: 0, offset: 0, sense: false,
-    head: undefined as unknown as Block, link: null, dom: EMPTY, closure: EMPTY, inEdges: null,
-    def: 0, kill: 0, inUse: 0, outUse: 0, oval: 0, val: [],
+    id: 0,
+    stmts: [],
+    s: { code, k },
+    mark: 0,
+    longjt: 0,
+    longjf: 0,
+    level: 0,
+    offset: 0,
+    sense: false,
+    head: undefined as unknown as Block,
+    link: null,
+    dom: EMPTY,
+    closure: EMPTY,
+    inEdges: null,
+    def: 0,
+    kill: 0,
+    inUse: 0,
+    outUse: 0,
+    oval: 0,
+    val: [],
   } as unknown as Block;
   b.et = { id: 0, code: 0, edom: EMPTY, succ: null, pred: b, next: null };
   b.ef = { id: 0, code: 0, edom: EMPTY, succ: null, pred: b, next: null };
@@ -163,7 +180,6 @@ export function linearize(root: Block, marker: Marker): CbpfInsn[] {
     const out: CbpfInsn[] = Array.from({ length: n }, () => ({ code: 0, jt: 0, jf: 0, k: 0 }));
     let ftail = n;
     marker.unmarkAll();
-    let ok = true;
     // Iterative version of convert_code_r: visit JF, then JT, then emit the block.
     const convert = (p: Block | null): boolean => {
       if (p === null || marker.isMarked(p)) return true;
@@ -182,7 +198,8 @@ export function linearize(root: Block, marker: Marker): CbpfInsn[] {
         if (bpfClass(src.code) === BPF_JMP && src.code !== (BPF_JMP | BPF_JA) && off !== slen - 2) {
           const jt = src.jt ? live.indexOf(src.jt) : -1;
           const jf = src.jf ? live.indexOf(src.jf) : -1;
-          if (jt < 0 || jf < 0 || jt - off - 1 >= 256 || jf - off - 1 >= 256) throw new ConvertError('block-local jump cannot be encoded');
+          if (jt < 0 || jf < 0 || jt - off - 1 >= 256 || jf - off - 1 >= 256)
+            throw new ConvertError('block-local jump cannot be encoded');
           ins.jt = jt - off - 1;
           ins.jf = jf - off - 1;
         }
@@ -217,8 +234,7 @@ export function linearize(root: Block, marker: Marker): CbpfInsn[] {
       }
       return true;
     };
-    ok = convert(root);
-    if (ok) return out;
+    if (convert(root)) return out;
   }
 }
 

@@ -3,12 +3,40 @@ import { FilterSyntaxError } from './errors.js';
 
 /** Token kinds; keywords use their libpcap token name. */
 export type TokenKind =
-  | 'NUM' | 'ID' | 'HID' | 'HID6' | 'EID' | 'AID'
-  | 'PNAME' | 'DQUAL' | 'AQUAL' | 'NDAQUAL' | 'PROTO' | 'PROTOCHAIN' | 'NETMASK'
-  | 'AND' | 'OR' | 'NOT' | 'LEN' | 'LESS' | 'GREATER' | 'CBYTE' | 'BROADCAST' | 'MULTICAST'
-  | 'VLAN' | 'MPLS' | 'PPPOED' | 'PPPOES' | 'GENEVE' | 'INBOUND' | 'OUTBOUND' | 'IFINDEX'
-  | 'LLC' | 'OTHERKW'
-  | 'PUNCT' | 'EOF';
+  | 'NUM'
+  | 'ID'
+  | 'HID'
+  | 'HID6'
+  | 'EID'
+  | 'AID'
+  | 'PNAME'
+  | 'DQUAL'
+  | 'AQUAL'
+  | 'NDAQUAL'
+  | 'PROTO'
+  | 'PROTOCHAIN'
+  | 'NETMASK'
+  | 'AND'
+  | 'OR'
+  | 'NOT'
+  | 'LEN'
+  | 'LESS'
+  | 'GREATER'
+  | 'CBYTE'
+  | 'BROADCAST'
+  | 'MULTICAST'
+  | 'VLAN'
+  | 'MPLS'
+  | 'PPPOED'
+  | 'PPPOES'
+  | 'GENEVE'
+  | 'INBOUND'
+  | 'OUTBOUND'
+  | 'IFINDEX'
+  | 'LLC'
+  | 'OTHERKW'
+  | 'PUNCT'
+  | 'EOF';
 
 /** One token with its span in the expression. */
 export interface Token {
@@ -30,9 +58,47 @@ const kw = (kind: TokenKind, word: string, ...names: string[]): void => {
 kw('DQUAL', 'src', 'src');
 kw('DQUAL', 'dst', 'dst');
 kw('PNAME', 'link', 'link', 'ether', 'ppp', 'slip', 'fddi', 'tr', 'wlan');
-for (const p of ['arp', 'rarp', 'ip', 'sctp', 'tcp', 'udp', 'icmp', 'igmp', 'igrp', 'pim', 'vrrp', 'carp', 'radio',
-  'ip6', 'icmp6', 'ah', 'esp', 'atalk', 'aarp', 'decnet', 'lat', 'sca', 'moprc', 'mopdl', 'iso', 'esis', 'isis',
-  'l1', 'l2', 'iih', 'lsp', 'snp', 'csnp', 'psnp', 'clnp', 'stp', 'ipx', 'netbeui']) kw('PNAME', p, p);
+for (const p of [
+  'arp',
+  'rarp',
+  'ip',
+  'sctp',
+  'tcp',
+  'udp',
+  'icmp',
+  'igmp',
+  'igrp',
+  'pim',
+  'vrrp',
+  'carp',
+  'radio',
+  'ip6',
+  'icmp6',
+  'ah',
+  'esp',
+  'atalk',
+  'aarp',
+  'decnet',
+  'lat',
+  'sca',
+  'moprc',
+  'mopdl',
+  'iso',
+  'esis',
+  'isis',
+  'l1',
+  'l2',
+  'iih',
+  'lsp',
+  'snp',
+  'csnp',
+  'psnp',
+  'clnp',
+  'stp',
+  'ipx',
+  'netbeui',
+])
+  kw('PNAME', p, p);
 kw('PNAME', 'esis', 'es-is');
 kw('PNAME', 'isis', 'is-is');
 kw('AQUAL', 'host', 'host');
@@ -62,32 +128,121 @@ kw('PPPOES', 'pppoes', 'pppoes');
 kw('GENEVE', 'geneve', 'geneve');
 kw('LLC', 'llc', 'llc');
 // Keywords for other link types (802.11, ATM, pflog, SS7/MTP); libpcap rejects them on Ethernet.
-for (const w of ['type', 'subtype', 'direction', 'dir', 'address1', 'addr1', 'address2', 'addr2', 'address3',
-  'addr3', 'address4', 'addr4', 'ra', 'ta', 'lane', 'metac', 'bcc', 'oam', 'oamf4', 'oamf4ec', 'oamf4sc', 'sc',
-  'ilmic', 'vpi', 'vci', 'connectmsg', 'metaconnect', 'on', 'ifname', 'rset', 'ruleset', 'rnr', 'rulenum', 'srnr',
-  'subrulenum', 'reason', 'action', 'fisu', 'lssu', 'lsu', 'msu', 'hfisu', 'hlssu', 'hmsu', 'sio', 'opc', 'dpc',
-  'sls', 'hsio', 'hopc', 'hdpc', 'hsls']) kw('OTHERKW', w, w);
+for (const w of [
+  'type',
+  'subtype',
+  'direction',
+  'dir',
+  'address1',
+  'addr1',
+  'address2',
+  'addr2',
+  'address3',
+  'addr3',
+  'address4',
+  'addr4',
+  'ra',
+  'ta',
+  'lane',
+  'metac',
+  'bcc',
+  'oam',
+  'oamf4',
+  'oamf4ec',
+  'oamf4sc',
+  'sc',
+  'ilmic',
+  'vpi',
+  'vci',
+  'connectmsg',
+  'metaconnect',
+  'on',
+  'ifname',
+  'rset',
+  'ruleset',
+  'rnr',
+  'rulenum',
+  'srnr',
+  'subrulenum',
+  'reason',
+  'action',
+  'fisu',
+  'lssu',
+  'lsu',
+  'msu',
+  'hfisu',
+  'hlssu',
+  'hmsu',
+  'sio',
+  'opc',
+  'dpc',
+  'sls',
+  'hsio',
+  'hopc',
+  'hdpc',
+  'hsls',
+])
+  kw('OTHERKW', w, w);
 
 /** Named constants the scanner turns into numbers (tcpflags, icmp types, ...). */
 export const NAMED_NUMBERS: Record<string, number> = {
-  icmptype: 0, icmpcode: 1,
-  'icmp-echoreply': 0, 'icmp-unreach': 3, 'icmp-sourcequench': 4, 'icmp-redirect': 5, 'icmp-echo': 8,
-  'icmp-routeradvert': 9, 'icmp-routersolicit': 10, 'icmp-timxceed': 11, 'icmp-paramprob': 12,
-  'icmp-tstamp': 13, 'icmp-tstampreply': 14, 'icmp-ireq': 15, 'icmp-ireqreply': 16, 'icmp-maskreq': 17,
+  icmptype: 0,
+  icmpcode: 1,
+  'icmp-echoreply': 0,
+  'icmp-unreach': 3,
+  'icmp-sourcequench': 4,
+  'icmp-redirect': 5,
+  'icmp-echo': 8,
+  'icmp-routeradvert': 9,
+  'icmp-routersolicit': 10,
+  'icmp-timxceed': 11,
+  'icmp-paramprob': 12,
+  'icmp-tstamp': 13,
+  'icmp-tstampreply': 14,
+  'icmp-ireq': 15,
+  'icmp-ireqreply': 16,
+  'icmp-maskreq': 17,
   'icmp-maskreply': 18,
-  icmp6type: 0, icmp6code: 1,
-  'icmp6-destinationunreach': 1, 'icmp6-packettoobig': 2, 'icmp6-timeexceeded': 3, 'icmp6-parameterproblem': 4,
-  'icmp6-echo': 128, 'icmp6-echoreply': 129, 'icmp6-multicastlistenerquery': 130,
-  'icmp6-multicastlistenerreportv1': 131, 'icmp6-multicastlistenerdone': 132, 'icmp6-routersolicit': 133,
-  'icmp6-routeradvert': 134, 'icmp6-neighborsolicit': 135, 'icmp6-neighboradvert': 136, 'icmp6-redirect': 137,
-  'icmp6-routerrenum': 138, 'icmp6-nodeinformationquery': 139, 'icmp6-nodeinformationresponse': 140,
-  'icmp6-ineighbordiscoverysolicit': 141, 'icmp6-ineighbordiscoveryadvert': 142,
-  'icmp6-multicastlistenerreportv2': 143, 'icmp6-homeagentdiscoveryrequest': 144,
-  'icmp6-homeagentdiscoveryreply': 145, 'icmp6-mobileprefixsolicit': 146, 'icmp6-mobileprefixadvert': 147,
-  'icmp6-certpathsolicit': 148, 'icmp6-certpathadvert': 149, 'icmp6-multicastrouteradvert': 151,
-  'icmp6-multicastroutersolicit': 152, 'icmp6-multicastrouterterm': 153,
-  tcpflags: 13, 'tcp-fin': 0x01, 'tcp-syn': 0x02, 'tcp-rst': 0x04, 'tcp-push': 0x08, 'tcp-ack': 0x10,
-  'tcp-urg': 0x20, 'tcp-ece': 0x40, 'tcp-cwr': 0x80,
+  icmp6type: 0,
+  icmp6code: 1,
+  'icmp6-destinationunreach': 1,
+  'icmp6-packettoobig': 2,
+  'icmp6-timeexceeded': 3,
+  'icmp6-parameterproblem': 4,
+  'icmp6-echo': 128,
+  'icmp6-echoreply': 129,
+  'icmp6-multicastlistenerquery': 130,
+  'icmp6-multicastlistenerreportv1': 131,
+  'icmp6-multicastlistenerdone': 132,
+  'icmp6-routersolicit': 133,
+  'icmp6-routeradvert': 134,
+  'icmp6-neighborsolicit': 135,
+  'icmp6-neighboradvert': 136,
+  'icmp6-redirect': 137,
+  'icmp6-routerrenum': 138,
+  'icmp6-nodeinformationquery': 139,
+  'icmp6-nodeinformationresponse': 140,
+  'icmp6-ineighbordiscoverysolicit': 141,
+  'icmp6-ineighbordiscoveryadvert': 142,
+  'icmp6-multicastlistenerreportv2': 143,
+  'icmp6-homeagentdiscoveryrequest': 144,
+  'icmp6-homeagentdiscoveryreply': 145,
+  'icmp6-mobileprefixsolicit': 146,
+  'icmp6-mobileprefixadvert': 147,
+  'icmp6-certpathsolicit': 148,
+  'icmp6-certpathadvert': 149,
+  'icmp6-multicastrouteradvert': 151,
+  'icmp6-multicastroutersolicit': 152,
+  'icmp6-multicastrouterterm': 153,
+  tcpflags: 13,
+  'tcp-fin': 0x01,
+  'tcp-syn': 0x02,
+  'tcp-rst': 0x04,
+  'tcp-push': 0x08,
+  'tcp-ack': 0x10,
+  'tcp-urg': 0x20,
+  'tcp-ece': 0x40,
+  'tcp-cwr': 0x80,
 };
 
 // Patterns of the scanner's rules, all anchored (sticky).
@@ -105,7 +260,16 @@ const RE_V6ISH = /[0-9A-Fa-f:.]{2,45}/y;
 const RE_BOGUS_EID = new RegExp(`${B}:+(?:${B}:+)+`, 'y');
 const RE_ID = /[A-Za-z0-9](?:[-_.A-Za-z0-9]*[.A-Za-z0-9])?/y;
 const RE_ESCAPED_ID = /\\[^ !()\n\t]+/y;
-const TWO_CHAR = new Map([['>=', 'GEQ'], ['<=', 'LEQ'], ['!=', 'NEQ'], ['==', '='], ['<<', 'LSH'], ['>>', 'RSH'], ['&&', 'AND'], ['||', 'OR']]);
+const TWO_CHAR = new Map([
+  ['>=', 'GEQ'],
+  ['<=', 'LEQ'],
+  ['!=', 'NEQ'],
+  ['==', '='],
+  ['<<', 'LSH'],
+  ['>>', 'RSH'],
+  ['&&', 'AND'],
+  ['||', 'OR'],
+]);
 const ONE_CHAR = '+-*/%:[]!<>()&|^=';
 
 function matchAt(re: RegExp, s: string, pos: number): string | undefined {
@@ -154,7 +318,8 @@ export function parseIpv6(text: string): Uint8Array | undefined {
   if (halves.length === 2) {
     const a = parseGroups(halves[0]);
     const b = parseGroups(halves[1]);
-    if (a === undefined || b === undefined || a.length + b.length > groupsNeeded - 1) return undefined;
+    if (a === undefined || b === undefined || a.length + b.length > groupsNeeded - 1)
+      return undefined;
     groups = [...a, ...new Array<number>(groupsNeeded - a.length - b.length).fill(0), ...b];
   } else {
     const a = parseGroups(halves[0]);
@@ -187,13 +352,21 @@ function convertNumber(text: string, offset: number, expression: string): number
     base = 8n;
     digits = text.slice(1);
     if (/[89]/.test(digits)) {
-      throw new FilterSyntaxError(`number ${text} contains non-octal digit at column ${offset + 1}`, { expression, offset, length: text.length, expected: 'an octal number' });
+      throw new FilterSyntaxError(
+        `number ${text} contains non-octal digit at column ${offset + 1}`,
+        { expression, offset, length: text.length, expected: 'an octal number' },
+      );
     }
   }
   for (const ch of digits) {
     value = value * base + BigInt(parseInt(ch, 16));
     if (value > 0xffffffffn) {
-      throw new FilterSyntaxError(`number ${text} overflows 32 bits at column ${offset + 1}`, { expression, offset, length: text.length, expected: 'a number below 2^32' });
+      throw new FilterSyntaxError(`number ${text} overflows 32 bits at column ${offset + 1}`, {
+        expression,
+        offset,
+        length: text.length,
+        expected: 'a number below 2^32',
+      });
     }
   }
   return Number(value);
@@ -209,7 +382,12 @@ export function tokenize(expression: string): Token[] {
   const s = expression;
   let pos = 0;
   const fail = (message: string, offset: number, length: number, expected?: string): never => {
-    throw new FilterSyntaxError(message, { expression, offset, length: Math.max(1, length), expected });
+    throw new FilterSyntaxError(message, {
+      expression,
+      offset,
+      length: Math.max(1, length),
+      expected,
+    });
   };
   while (pos < s.length) {
     const c = s[pos];
@@ -220,7 +398,8 @@ export function tokenize(expression: string): Token[] {
     // Candidate rules in the scanner's order; the longest match wins, ties go to the earlier rule.
     let best: { len: number; make: () => Token } | undefined;
     const offer = (len: number | undefined, make: () => Token): void => {
-      if (len !== undefined && len > 0 && (best === undefined || len > best.len)) best = { len, make };
+      if (len !== undefined && len > 0 && (best === undefined || len > best.len))
+        best = { len, make };
     };
     const id = matchAt(RE_ID, s, pos);
     // Keywords: literal strings, so they match when the text starts with them.
@@ -236,37 +415,69 @@ export function tokenize(expression: string): Token[] {
     }
     const two = s.slice(pos, pos + 2);
     if (c === '!') offer(1, () => ({ kind: 'NOT', text: c, offset: pos, length: 1, word: 'not' }));
-    else if (ONE_CHAR.includes(c)) offer(1, () => ({ kind: 'PUNCT', text: c, offset: pos, length: 1, word: c }));
+    else if (ONE_CHAR.includes(c))
+      offer(1, () => ({ kind: 'PUNCT', text: c, offset: pos, length: 1, word: c }));
     const twoKind = TWO_CHAR.get(two);
     if (twoKind !== undefined) {
-      offer(2, () => twoKind === 'AND' || twoKind === 'OR'
-        ? { kind: twoKind, text: two, offset: pos, length: 2, word: twoKind.toLowerCase() }
-        : { kind: 'PUNCT', text: two, offset: pos, length: 2, word: twoKind });
+      offer(2, () =>
+        twoKind === 'AND' || twoKind === 'OR'
+          ? { kind: twoKind, text: two, offset: pos, length: 2, word: twoKind.toLowerCase() }
+          : { kind: 'PUNCT', text: two, offset: pos, length: 2, word: twoKind },
+      );
     }
     const aid = matchAt(RE_AID, s, pos);
     offer(aid?.length, () => ({ kind: 'AID', text: aid!, offset: pos, length: aid!.length }));
     const mac = matchAt(RE_MAC, s, pos);
     offer(mac?.length, () => ({ kind: 'EID', text: mac!, offset: pos, length: mac!.length }));
     const num = matchAt(RE_N, s, pos);
-    offer(num?.length, () => ({ kind: 'NUM', text: num!, offset: pos, length: num!.length, value: convertNumber(num!, pos, expression) }));
+    offer(num?.length, () => ({
+      kind: 'NUM',
+      text: num!,
+      offset: pos,
+      length: num!.length,
+      value: convertNumber(num!, pos, expression),
+    }));
     const hid = matchAt(RE_HID, s, pos);
     offer(hid?.length, () => ({ kind: 'HID', text: hid!, offset: pos, length: hid!.length }));
     const v6 = matchV6(s, pos);
     offer(v6?.length, () => ({ kind: 'HID6', text: v6!, offset: pos, length: v6!.length }));
     const bogus = matchAt(RE_BOGUS_EID, s, pos);
-    offer(bogus?.length, () => fail(`bogus ethernet address ${bogus} at column ${pos + 1}`, pos, bogus!.length, 'a MAC address'));
+    offer(bogus?.length, () =>
+      fail(
+        `bogus ethernet address ${bogus} at column ${pos + 1}`,
+        pos,
+        bogus!.length,
+        'a MAC address',
+      ),
+    );
     if (id !== undefined && Object.prototype.hasOwnProperty.call(NAMED_NUMBERS, id)) {
-      offer(id.length, () => ({ kind: 'NUM', text: id, offset: pos, length: id.length, value: NAMED_NUMBERS[id] }));
+      offer(id.length, () => ({
+        kind: 'NUM',
+        text: id,
+        offset: pos,
+        length: id.length,
+        value: NAMED_NUMBERS[id],
+      }));
     } else if (id !== undefined) {
       // Named constants are literal strings too: a prefix may match when the ID rule does not win.
       offer(id.length, () => ({ kind: 'ID', text: id, offset: pos, length: id.length }));
     }
     const esc = matchAt(RE_ESCAPED_ID, s, pos);
-    offer(esc?.length, () => ({ kind: 'ID', text: esc!.slice(1), offset: pos, length: esc!.length }));
+    offer(esc?.length, () => ({
+      kind: 'ID',
+      text: esc!.slice(1),
+      offset: pos,
+      length: esc!.length,
+    }));
     if (best === undefined) {
       const cp = s.codePointAt(pos) ?? 0;
       const ch = String.fromCodePoint(cp);
-      return fail(`unexpected character ${JSON.stringify(ch)} at column ${pos + 1}`, pos, ch.length, 'an operator, a keyword, a number or an address');
+      return fail(
+        `unexpected character ${JSON.stringify(ch)} at column ${pos + 1}`,
+        pos,
+        ch.length,
+        'an operator, a keyword, a number or an address',
+      );
     }
     const token = best.make();
     tokens.push(token);

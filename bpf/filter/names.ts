@@ -64,7 +64,13 @@ function inetNetwork(text: string): number | undefined {
   if (parts.length > 4) return undefined;
   let v = 0;
   for (const p of parts) {
-    const n = /^0[xX][0-9a-fA-F]+$/.test(p) ? parseInt(p, 16) : /^0[0-7]*$/.test(p) ? parseInt(p, 8) : /^[1-9][0-9]*$/.test(p) ? Number(p) : NaN;
+    const n = /^0[xX][0-9a-fA-F]+$/.test(p)
+      ? parseInt(p, 16)
+      : /^0[0-7]*$/.test(p)
+        ? parseInt(p, 8)
+        : /^[1-9][0-9]*$/.test(p)
+          ? Number(p)
+          : NaN;
     if (!Number.isFinite(n) || n > 255) return undefined;
     v = v * 256 + n;
   }
@@ -93,13 +99,16 @@ export function lookupPort(name: string): { port: number; proto: number } | unde
   }
   const e = loadServices().get(name);
   if (e === undefined) return undefined;
-  if (e.tcp !== undefined) return { port: e.tcp, proto: e.udp === e.tcp ? PROTO_UNDEF : IPPROTO_TCP };
+  if (e.tcp !== undefined)
+    return { port: e.tcp, proto: e.udp === e.tcp ? PROTO_UNDEF : IPPROTO_TCP };
   if (e.udp !== undefined) return { port: e.udp, proto: IPPROTO_UDP };
   return undefined;
 }
 
 /** pcap_nametoportrange: `a-b` with numbers or service names. */
-export function lookupPortRange(name: string): { port1: number; port2: number; proto: number } | undefined {
+export function lookupPortRange(
+  name: string,
+): { port1: number; port2: number; proto: number } | undefined {
   const m = /^(\d+)-(\d+)/.exec(name);
   if (m) return { port1: Number(m[1]) >>> 0, port2: Number(m[2]) >>> 0, proto: PROTO_UNDEF };
   const dash = name.indexOf('-');
@@ -123,12 +132,27 @@ export function lookupNetwork(name: string): number | undefined {
 
 /** libpcap's eproto_db: Ethernet type names. */
 export const ETHER_PROTO_NAMES: Record<string, number> = {
-  aarp: 0x80f3, arp: 0x0806, atalk: 0x809b, decnet: 0x6003, ip: 0x0800, ip6: 0x86dd, lat: 0x6004,
-  loopback: 0x9000, mopdl: 0x6001, moprc: 0x6002, rarp: 0x8035, sca: 0x6007,
+  aarp: 0x80f3,
+  arp: 0x0806,
+  atalk: 0x809b,
+  decnet: 0x6003,
+  ip: 0x0800,
+  ip6: 0x86dd,
+  lat: 0x6004,
+  loopback: 0x9000,
+  mopdl: 0x6001,
+  moprc: 0x6002,
+  rarp: 0x8035,
+  sca: 0x6007,
 };
 
 /** libpcap's llc_db: LLC SAP names. */
-export const LLC_PROTO_NAMES: Record<string, number> = { iso: 0xfe, stp: 0x42, ipx: 0xe0, netbeui: 0xf0 };
+export const LLC_PROTO_NAMES: Record<string, number> = {
+  iso: 0xfe,
+  stp: 0x42,
+  ipx: 0xe0,
+  netbeui: 0xf0,
+};
 
 /** Built-in OSI protocol names for `iso proto`. */
 export const ISO_PROTO_NAMES: Record<string, number> = { esis: 0x82, isis: 0x83, clnp: 0x81 };

@@ -1,9 +1,49 @@
 // The optimizer of libpcap (optimize.c): value numbering, dead-store removal, peephole rules, jump threading, pullups, interning.
 import {
-  BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_DIV, BPF_H, BPF_IMM, BPF_IND, BPF_JEQ, BPF_JGE, BPF_JGT, BPF_JMP,
-  BPF_JSET, BPF_K, BPF_LD, BPF_LDX, BPF_LEN, BPF_LSH, BPF_MEM, BPF_MEMWORDS, BPF_MISC, BPF_MOD, BPF_MSH, BPF_MUL,
-  BPF_NEG, BPF_OR, BPF_RET, BPF_RSH, BPF_ST, BPF_STX, BPF_SUB, BPF_TAX, BPF_TXA, BPF_W, BPF_X, BPF_XOR, bpfClass,
-  bpfMiscOp, bpfMode, bpfOp, bpfRval, bpfSize, bpfSrc,
+  BPF_ABS,
+  BPF_ADD,
+  BPF_ALU,
+  BPF_AND,
+  BPF_B,
+  BPF_DIV,
+  BPF_H,
+  BPF_IMM,
+  BPF_IND,
+  BPF_JEQ,
+  BPF_JGE,
+  BPF_JGT,
+  BPF_JMP,
+  BPF_JSET,
+  BPF_K,
+  BPF_LD,
+  BPF_LDX,
+  BPF_LEN,
+  BPF_LSH,
+  BPF_MEM,
+  BPF_MEMWORDS,
+  BPF_MISC,
+  BPF_MOD,
+  BPF_MSH,
+  BPF_MUL,
+  BPF_NEG,
+  BPF_OR,
+  BPF_RET,
+  BPF_RSH,
+  BPF_ST,
+  BPF_STX,
+  BPF_SUB,
+  BPF_TAX,
+  BPF_TXA,
+  BPF_W,
+  BPF_X,
+  BPF_XOR,
+  bpfClass,
+  bpfMiscOp,
+  bpfMode,
+  bpfOp,
+  bpfRval,
+  bpfSize,
+  bpfSrc,
 } from './cbpf.js';
 import { JF, JT, Marker, NOP, type Block, type Edge, type Stmt } from './ir.js';
 
@@ -33,12 +73,20 @@ function atomuse(s: Stmt): number {
   const c = s.code;
   if (c === NOP) return -1;
   switch (bpfClass(c)) {
-    case BPF_RET: return bpfRval(c) === 0x10 ? A_ATOM : bpfRval(c) === BPF_X ? X_ATOM : -1;
-    case BPF_LD: case BPF_LDX: return bpfMode(c) === BPF_IND ? X_ATOM : bpfMode(c) === BPF_MEM ? s.k : -1;
-    case BPF_ST: return A_ATOM;
-    case BPF_STX: return X_ATOM;
-    case BPF_JMP: case BPF_ALU: return bpfSrc(c) === BPF_X ? AX_ATOM : A_ATOM;
-    case BPF_MISC: return bpfMiscOp(c) === BPF_TXA ? X_ATOM : A_ATOM;
+    case BPF_RET:
+      return bpfRval(c) === 0x10 ? A_ATOM : bpfRval(c) === BPF_X ? X_ATOM : -1;
+    case BPF_LD:
+    case BPF_LDX:
+      return bpfMode(c) === BPF_IND ? X_ATOM : bpfMode(c) === BPF_MEM ? s.k : -1;
+    case BPF_ST:
+      return A_ATOM;
+    case BPF_STX:
+      return X_ATOM;
+    case BPF_JMP:
+    case BPF_ALU:
+      return bpfSrc(c) === BPF_X ? AX_ATOM : A_ATOM;
+    case BPF_MISC:
+      return bpfMiscOp(c) === BPF_TXA ? X_ATOM : A_ATOM;
   }
   return -1;
 }
@@ -46,10 +94,16 @@ function atomuse(s: Stmt): number {
 function atomdef(s: Stmt): number {
   if (s.code === NOP) return -1;
   switch (bpfClass(s.code)) {
-    case BPF_LD: case BPF_ALU: return A_ATOM;
-    case BPF_LDX: return X_ATOM;
-    case BPF_ST: case BPF_STX: return s.k;
-    case BPF_MISC: return bpfMiscOp(s.code) === BPF_TAX ? X_ATOM : A_ATOM;
+    case BPF_LD:
+    case BPF_ALU:
+      return A_ATOM;
+    case BPF_LDX:
+      return X_ATOM;
+    case BPF_ST:
+    case BPF_STX:
+      return s.k;
+    case BPF_MISC:
+      return bpfMiscOp(s.code) === BPF_TAX ? X_ATOM : A_ATOM;
   }
   return -1;
 }
@@ -67,7 +121,10 @@ class Optimizer {
   isConst: boolean[] = [];
   constVal: number[] = [];
 
-  constructor(private root: Block, private readonly marker: Marker) {}
+  constructor(
+    private root: Block,
+    private readonly marker: Marker,
+  ) {}
 
   getRoot(): Block {
     return this.root;
@@ -274,9 +331,15 @@ class Optimizer {
     let a = this.constVal[v0] >>> 0;
     const b = this.constVal[v1] >>> 0;
     switch (bpfOp(s.code)) {
-      case BPF_ADD: a = (a + b) >>> 0; break;
-      case BPF_SUB: a = (a - b) >>> 0; break;
-      case BPF_MUL: a = Math.imul(a, b) >>> 0; break;
+      case BPF_ADD:
+        a = (a + b) >>> 0;
+        break;
+      case BPF_SUB:
+        a = (a - b) >>> 0;
+        break;
+      case BPF_MUL:
+        a = Math.imul(a, b) >>> 0;
+        break;
       case BPF_DIV:
         if (b === 0) throw new OptimizeError('division by zero');
         a = Math.floor(a / b) >>> 0;
@@ -285,12 +348,23 @@ class Optimizer {
         if (b === 0) throw new OptimizeError('modulus by zero');
         a = (a % b) >>> 0;
         break;
-      case BPF_AND: a = (a & b) >>> 0; break;
-      case BPF_OR: a = (a | b) >>> 0; break;
-      case BPF_XOR: a = (a ^ b) >>> 0; break;
-      case BPF_LSH: a = b < 32 ? (a << b) >>> 0 : 0; break;
-      case BPF_RSH: a = b < 32 ? a >>> b : 0; break;
-      default: throw new OptimizeError('unexpected operation in constant folding');
+      case BPF_AND:
+        a = (a & b) >>> 0;
+        break;
+      case BPF_OR:
+        a = (a | b) >>> 0;
+        break;
+      case BPF_XOR:
+        a = (a ^ b) >>> 0;
+        break;
+      case BPF_LSH:
+        a = b < 32 ? (a << b) >>> 0 : 0;
+        break;
+      case BPF_RSH:
+        a = b < 32 ? a >>> b : 0;
+        break;
+      default:
+        throw new OptimizeError('unexpected operation in constant folding');
     }
     s.k = a;
     s.code = BPF_LD | BPF_IMM;
@@ -356,7 +430,13 @@ class Optimizer {
         const op = bpfOp(s.code);
         if (alter) {
           if (s.k === 0) {
-            if (op === BPF_ADD || op === BPF_LSH || op === BPF_RSH || op === BPF_OR || op === BPF_XOR) {
+            if (
+              op === BPF_ADD ||
+              op === BPF_LSH ||
+              op === BPF_RSH ||
+              op === BPF_OR ||
+              op === BPF_XOR
+            ) {
               s.code = NOP;
               break;
             }
@@ -395,7 +475,8 @@ class Optimizer {
           } else {
             s.code = BPF_ALU | BPF_K | op;
             s.k = this.constVal[val[X_ATOM]];
-            if ((op === BPF_LSH || op === BPF_RSH) && s.k > 31) throw new OptimizeError('shift by more than 31 bits');
+            if ((op === BPF_LSH || op === BPF_RSH) && s.k > 31)
+              throw new OptimizeError('shift by more than 31 bits');
             this.done = false;
             val[A_ATOM] = this.F(s.code, val[A_ATOM], this.K(s.k));
             this.nonBranchMovementPerformed = true;
@@ -407,7 +488,14 @@ class Optimizer {
             s.code = BPF_MISC | BPF_TXA;
             this.vstore(s, val, A_ATOM, val[X_ATOM], alter);
             break;
-          } else if (op === BPF_MUL || op === BPF_DIV || op === BPF_MOD || op === BPF_AND || op === BPF_LSH || op === BPF_RSH) {
+          } else if (
+            op === BPF_MUL ||
+            op === BPF_DIV ||
+            op === BPF_MOD ||
+            op === BPF_AND ||
+            op === BPF_LSH ||
+            op === BPF_RSH
+          ) {
             s.code = BPF_LD | BPF_IMM;
             s.k = 0;
             this.vstore(s, val, A_ATOM, this.K(s.k), alter);
@@ -497,7 +585,7 @@ class Optimizer {
       return i < stmts.length ? i : -1;
     };
     let lastIdx = 0;
-    for (let si = 0; ; ) {
+    for (let si = 0; ;) {
       si = thisOp(si);
       if (si < 0) break;
       const ni = thisOp(si + 1);
@@ -532,7 +620,11 @@ class Optimizer {
           continue;
         }
         const ildI = thisOp(taxI + 1);
-        if (ildI < 0 || bpfClass(stmts[ildI].code) !== BPF_LD || bpfMode(stmts[ildI].code) !== BPF_IND) {
+        if (
+          ildI < 0 ||
+          bpfClass(stmts[ildI].code) !== BPF_LD ||
+          bpfMode(stmts[ildI].code) !== BPF_IND
+        ) {
           si = ni;
           continue;
         }
@@ -590,11 +682,20 @@ class Optimizer {
       let v = this.constVal[val] >>> 0;
       const k = b.s.k >>> 0;
       switch (bpfOp(b.s.code)) {
-        case BPF_JEQ: v = v === k ? 1 : 0; break;
-        case BPF_JGT: v = v > k ? 1 : 0; break;
-        case BPF_JGE: v = v >= k ? 1 : 0; break;
-        case BPF_JSET: v = (v & k) >>> 0; break;
-        default: throw new OptimizeError('unexpected branch in constant folding');
+        case BPF_JEQ:
+          v = v === k ? 1 : 0;
+          break;
+        case BPF_JGT:
+          v = v > k ? 1 : 0;
+          break;
+        case BPF_JGE:
+          v = v >= k ? 1 : 0;
+          break;
+        case BPF_JSET:
+          v = (v & k) >>> 0;
+          break;
+        default:
+          throw new OptimizeError('unexpected branch in constant folding');
       }
       if (JF(b) !== JT(b)) {
         this.done = false;
@@ -619,7 +720,11 @@ class Optimizer {
     for (const s of b.stmts) this.optStmt(s, b.val, doStmts);
     if (
       doStmts &&
-      ((b.outUse === 0 && aval !== VAL_UNKNOWN && b.val[A_ATOM] === aval && xval !== VAL_UNKNOWN && b.val[X_ATOM] === xval) ||
+      ((b.outUse === 0 &&
+        aval !== VAL_UNKNOWN &&
+        b.val[A_ATOM] === aval &&
+        xval !== VAL_UNKNOWN &&
+        b.val[X_ATOM] === xval) ||
         bpfClass(b.s.code) === BPF_RET)
     ) {
       if (b.stmts.length !== 0) {
@@ -640,7 +745,8 @@ class Optimizer {
   private useConflict(b: Block, succ: Block): boolean {
     const use = succ.outUse;
     if (use === 0) return false;
-    for (let atom = 0; atom < N_ATOMS; ++atom) if (atomElem(use, atom) && b.val[atom] !== succ.val[atom]) return true;
+    for (let atom = 0; atom < N_ATOMS; ++atom)
+      if (atomElem(use, atom) && b.val[atom] !== succ.val[atom]) return true;
     return false;
   }
 
@@ -761,7 +867,8 @@ class Optimizer {
     this.initVal();
     const maxlevel = this.root.level;
     this.findInedges();
-    for (let i = maxlevel; i >= 0; --i) for (let p = this.levels[i]; p; p = p.link) this.optBlk(p, doStmts);
+    for (let i = maxlevel; i >= 0; --i)
+      for (let p = this.levels[i]; p; p = p.link) this.optBlk(p, doStmts);
     if (doStmts) return;
     for (let i = 1; i <= maxlevel; ++i) {
       for (let p = this.levels[i]; p; p = p.link) {
@@ -839,7 +946,7 @@ class Optimizer {
       const nearest = new Map<string, Block>();
       const last = this.blocks[n - 1];
       if (n > 0 && this.marker.isMarked(last)) nearest.set(key(last), last);
-      for (let i = n - 1; i !== 0; ) {
+      for (let i = n - 1; i !== 0;) {
         --i;
         const bi = this.blocks[i];
         if (!this.marker.isMarked(bi)) continue;
@@ -888,4 +995,3 @@ export function optimizeBlocks(root: Block, marker: Marker): Block {
   opt.optRoot();
   return opt.getRoot();
 }
-

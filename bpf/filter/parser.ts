@@ -1,5 +1,15 @@
 // Recursive-descent parser for pcap-filter expressions, mirroring libpcap's grammar.y (including qualifier inheritance).
-import { QUAL_ERR, type AddrQual, type Arth, type ArthOp, type DirQual, type Expr, type IdValue, type Qual, type Span } from './ast.js';
+import {
+  QUAL_ERR,
+  type AddrQual,
+  type Arth,
+  type ArthOp,
+  type DirQual,
+  type Expr,
+  type IdValue,
+  type Qual,
+  type Span,
+} from './ast.js';
 import { FilterLimitError, FilterSyntaxError, FilterUnsupportedError } from './errors.js';
 import { tokenize, type Token } from './lexer.js';
 
@@ -8,14 +18,42 @@ export const MAX_EXPRESSION_LENGTH = 64 * 1024;
 /** Deepest nesting of parentheses, `not` and unary minus. */
 export const MAX_NESTING = 256;
 
-const ARITH_PREC: Record<string, number> = { '|': 1, '&': 2, LSH: 3, RSH: 3, '+': 4, '-': 4, '*': 5, '/': 5, '%': 5 };
-const ARITH_OP: Record<string, ArthOp> = { '|': '|', '&': '&', LSH: '<<', RSH: '>>', '+': '+', '-': '-', '*': '*', '/': '/', '%': '%', '^': '^' };
+const ARITH_PREC: Record<string, number> = {
+  '|': 1,
+  '&': 2,
+  LSH: 3,
+  RSH: 3,
+  '+': 4,
+  '-': 4,
+  '*': 5,
+  '/': 5,
+  '%': 5,
+};
+const ARITH_OP: Record<string, ArthOp> = {
+  '|': '|',
+  '&': '&',
+  LSH: '<<',
+  RSH: '>>',
+  '+': '+',
+  '-': '-',
+  '*': '*',
+  '/': '/',
+  '%': '%',
+  '^': '^',
+};
 const RELOPS: Record<string, { op: 'jgt' | 'jge' | 'jeq'; reversed: boolean }> = {
-  '>': { op: 'jgt', reversed: false }, GEQ: { op: 'jge', reversed: false }, '=': { op: 'jeq', reversed: false },
-  LEQ: { op: 'jgt', reversed: true }, '<': { op: 'jge', reversed: true }, NEQ: { op: 'jeq', reversed: true },
+  '>': { op: 'jgt', reversed: false },
+  GEQ: { op: 'jge', reversed: false },
+  '=': { op: 'jeq', reversed: false },
+  LEQ: { op: 'jgt', reversed: true },
+  '<': { op: 'jge', reversed: true },
+  NEQ: { op: 'jeq', reversed: true },
 };
 
-const describe = (t: Token): string => (t.kind === 'EOF' ? 'end of expression' : `"${t.text.length > 40 ? `${t.text.slice(0, 40)}...` : t.text}"`);
+const describe = (t: Token): string =>
+  t.kind === 'EOF'
+    ? 'end of expression'
+    : `"${t.text.length > 40 ? `${t.text.slice(0, 40)}...` : t.text}"`;
 
 class Parser {
   private readonly toks: Token[];
@@ -50,9 +88,15 @@ class Parser {
   }
   private fail(t: Token, expected: string): never {
     const column = t.offset + 1;
-    throw new FilterSyntaxError(`unexpected ${describe(t)} at column ${column}: expected ${expected}`, {
-      expression: this.expression, offset: t.offset, length: Math.max(1, t.length), expected,
-    });
+    throw new FilterSyntaxError(
+      `unexpected ${describe(t)} at column ${column}: expected ${expected}`,
+      {
+        expression: this.expression,
+        offset: t.offset,
+        length: Math.max(1, t.length),
+        expected,
+      },
+    );
   }
   private expectP(p: string, expected: string): Token {
     const t = this.peek();
@@ -61,9 +105,14 @@ class Parser {
   }
   private enter(t: Token): void {
     if (++this.depth > MAX_NESTING) {
-      throw new FilterLimitError(`expression nests deeper than ${MAX_NESTING} levels at column ${t.offset + 1}`, {
-        expression: this.expression, offset: t.offset, length: Math.max(1, t.length),
-      });
+      throw new FilterLimitError(
+        `expression nests deeper than ${MAX_NESTING} levels at column ${t.offset + 1}`,
+        {
+          expression: this.expression,
+          offset: t.offset,
+          length: Math.max(1, t.length),
+        },
+      );
     }
   }
   private leave(): void {
@@ -78,7 +127,13 @@ class Parser {
     if (this.peek().kind === 'EOF') return null;
     const e = this.parseExpr(QUAL_ERR).node;
     const t = this.peek();
-    if (t.kind !== 'EOF') this.fail(t, this.isP(t, ')') ? '"and", "or" or the end of the expression (unbalanced ")")' : '"and", "or" or the end of the expression');
+    if (t.kind !== 'EOF')
+      this.fail(
+        t,
+        this.isP(t, ')')
+          ? '"and", "or" or the end of the expression (unbalanced ")")'
+          : '"and", "or" or the end of the expression',
+      );
     return e;
   }
 
@@ -92,7 +147,12 @@ class Parser {
       let right: { node: Expr; q: Qual };
       if (this.startsId(this.i)) right = { node: this.parseId(q), q };
       else right = this.parseTerm(q);
-      node = { kind: t.kind === 'AND' ? 'and' : 'or', left: node, right: right.node, span: this.span(node.span, right.node.span) };
+      node = {
+        kind: t.kind === 'AND' ? 'and' : 'or',
+        left: node,
+        right: right.node,
+        span: this.span(node.span, right.node.span),
+      };
       q = right.q;
     }
   }
@@ -111,14 +171,24 @@ class Parser {
   }
 
   private isArithOrRel(t: Token): boolean {
-    return t.kind === 'PUNCT' && (t.word! in ARITH_PREC || t.word! in RELOPS || t.word === '^' || t.word === '[');
+    return (
+      t.kind === 'PUNCT' &&
+      (t.word! in ARITH_PREC || t.word! in RELOPS || t.word === '^' || t.word === '[')
+    );
   }
 
   /** Whether the text at j is an `id` (a bare value inheriting qualifiers) rather than a term. */
   private startsId(j: number): boolean {
     for (let steps = 0; steps < 100000; steps++) {
       const t = this.at(j);
-      if (t.kind === 'ID' || t.kind === 'HID' || t.kind === 'HID6' || t.kind === 'EID' || t.kind === 'AID') return true;
+      if (
+        t.kind === 'ID' ||
+        t.kind === 'HID' ||
+        t.kind === 'HID6' ||
+        t.kind === 'EID' ||
+        t.kind === 'AID'
+      )
+        return true;
       if (t.kind === 'NOT') {
         j++;
         continue;
@@ -154,7 +224,8 @@ class Parser {
     const t = this.peek();
     if (this.isP(t, '(')) {
       const close = this.match[this.i];
-      if (close >= 0 && this.isArithOrRel(this.at(close + 1))) return { node: this.parseRelation(), q: QUAL_ERR };
+      if (close >= 0 && this.isArithOrRel(this.at(close + 1)))
+        return { node: this.parseRelation(), q: QUAL_ERR };
       if (this.scanPnum(this.i) >= 0) return { node: this.parseRelation(), q: QUAL_ERR };
       this.next();
       this.enter(t);
@@ -166,7 +237,13 @@ class Parser {
     switch (t.kind) {
       case 'PNAME': {
         const n = this.peek(1);
-        if (n.kind === 'DQUAL' || n.kind === 'AQUAL' || n.kind === 'PROTO' || n.kind === 'PROTOCHAIN' || n.kind === 'NDAQUAL') {
+        if (
+          n.kind === 'DQUAL' ||
+          n.kind === 'AQUAL' ||
+          n.kind === 'PROTO' ||
+          n.kind === 'PROTOCHAIN' ||
+          n.kind === 'NDAQUAL'
+        ) {
           this.next();
           return this.parseHead(t.word!, t);
         }
@@ -174,23 +251,51 @@ class Parser {
         if (n.kind === 'BROADCAST' || n.kind === 'MULTICAST') {
           this.next();
           this.next();
-          return { node: { kind: n.kind === 'BROADCAST' ? 'broadcast' : 'multicast', proto: t.word!, span: this.span(t) }, q: QUAL_ERR };
+          return {
+            node: {
+              kind: n.kind === 'BROADCAST' ? 'broadcast' : 'multicast',
+              proto: t.word!,
+              span: this.span(t),
+            },
+            q: QUAL_ERR,
+          };
         }
-        if (n.kind === 'OTHERKW' && ['type', 'subtype', 'dir', 'direction'].includes(n.word!)) this.unsupported(n, `"${n.text}" applies to 802.11 links only, not Ethernet`);
+        if (n.kind === 'OTHERKW' && ['type', 'subtype', 'dir', 'direction'].includes(n.word!))
+          this.unsupported(n, `"${n.text}" applies to 802.11 links only, not Ethernet`);
         this.next();
         return { node: { kind: 'pname', proto: t.word!, span: this.span(t) }, q: QUAL_ERR };
       }
-      case 'DQUAL': case 'AQUAL': case 'PROTO': case 'PROTOCHAIN': case 'NDAQUAL':
+      case 'DQUAL':
+      case 'AQUAL':
+      case 'PROTO':
+      case 'PROTOCHAIN':
+      case 'NDAQUAL':
         return this.parseHead('default', t);
-      case 'BROADCAST': case 'MULTICAST':
+      case 'BROADCAST':
+      case 'MULTICAST':
         this.next();
-        return { node: { kind: t.kind === 'BROADCAST' ? 'broadcast' : 'multicast', proto: 'default', span: this.span(t) }, q: QUAL_ERR };
-      case 'LESS': case 'GREATER': {
+        return {
+          node: {
+            kind: t.kind === 'BROADCAST' ? 'broadcast' : 'multicast',
+            proto: 'default',
+            span: this.span(t),
+          },
+          q: QUAL_ERR,
+        };
+      case 'LESS':
+      case 'GREATER': {
         this.next();
         const n = this.peek();
         if (n.kind !== 'NUM') this.fail(n, 'a length in bytes');
         this.next();
-        return { node: { kind: t.kind === 'LESS' ? 'less' : 'greater', value: n.value!, span: this.span(t) }, q: QUAL_ERR };
+        return {
+          node: {
+            kind: t.kind === 'LESS' ? 'less' : 'greater',
+            value: n.value!,
+            span: this.span(t),
+          },
+          q: QUAL_ERR,
+        };
       }
       case 'CBYTE': {
         this.next();
@@ -199,21 +304,37 @@ class Parser {
         this.next();
         const op = this.peek();
         const opWord = op.kind === 'PUNCT' ? op.word : undefined;
-        if (opWord !== '&' && opWord !== '|' && opWord !== '<' && opWord !== '>' && opWord !== '=') this.fail(op, 'one of "&", "|", "<", ">" or "="');
+        if (opWord !== '&' && opWord !== '|' && opWord !== '<' && opWord !== '>' && opWord !== '=')
+          this.fail(op, 'one of "&", "|", "<", ">" or "="');
         this.next();
         const v = this.peek();
         if (v.kind !== 'NUM') this.fail(v, 'a number');
         this.next();
-        return { node: { kind: 'byte', index: idx.value!, op: opWord as '&', value: v.value!, span: this.span(t) }, q: QUAL_ERR };
+        return {
+          node: {
+            kind: 'byte',
+            index: idx.value!,
+            op: opWord as '&',
+            value: v.value!,
+            span: this.span(t),
+          },
+          q: QUAL_ERR,
+        };
       }
-      case 'VLAN': case 'MPLS': case 'PPPOES': case 'GENEVE': {
+      case 'VLAN':
+      case 'MPLS':
+      case 'PPPOES':
+      case 'GENEVE': {
         this.next();
         const e = this.scanPnum(this.i);
         const kind = t.kind.toLowerCase() as 'vlan';
         if (e >= 0) {
           const first = this.peek();
           const value = this.parsePnum();
-          return { node: { kind, value, span: this.span(t), valueSpan: this.span(first) }, q: QUAL_ERR };
+          return {
+            node: { kind, value, span: this.span(t), valueSpan: this.span(first) },
+            q: QUAL_ERR,
+          };
         }
         return { node: { kind, span: this.span(t) }, q: QUAL_ERR };
       }
@@ -223,19 +344,37 @@ class Parser {
       case 'LLC': {
         this.next();
         const n = this.peek();
-        if (n.kind === 'ID' || (n.kind === 'OTHERKW' && (n.word === 'rnr' || n.word === 'rulenum'))) {
+        if (
+          n.kind === 'ID' ||
+          (n.kind === 'OTHERKW' && (n.word === 'rnr' || n.word === 'rulenum'))
+        ) {
           this.next();
-          return { node: { kind: 'llc', subtype: n.kind === 'OTHERKW' ? 'rnr' : n.text, span: this.span(t) }, q: QUAL_ERR };
+          return {
+            node: {
+              kind: 'llc',
+              subtype: n.kind === 'OTHERKW' ? 'rnr' : n.text,
+              span: this.span(t),
+            },
+            q: QUAL_ERR,
+          };
         }
         return { node: { kind: 'llc', span: this.span(t) }, q: QUAL_ERR };
       }
-      case 'INBOUND': case 'OUTBOUND':
-        return this.unsupported(t, `"${t.text}" depends on the capture direction, which a packet filter on a device does not see`);
+      case 'INBOUND':
+      case 'OUTBOUND':
+        return this.unsupported(
+          t,
+          `"${t.text}" depends on the capture direction, which a packet filter on a device does not see`,
+        );
       case 'IFINDEX':
         return this.unsupported(t, '"ifindex" applies to Linux cooked captures only, not Ethernet');
       case 'OTHERKW':
-        return this.unsupported(t, `"${t.text}" applies to another link type (802.11, ATM, pflog or SS7), not Ethernet`);
-      case 'NUM': case 'LEN':
+        return this.unsupported(
+          t,
+          `"${t.text}" applies to another link type (802.11, ATM, pflog or SS7), not Ethernet`,
+        );
+      case 'NUM':
+      case 'LEN':
         return { node: this.parseRelation(), q: QUAL_ERR };
       case 'PUNCT':
         if (t.word === '-') return { node: this.parseRelation(), q: QUAL_ERR };
@@ -247,7 +386,11 @@ class Parser {
   }
 
   private unsupported(t: Token, message: string): never {
-    throw new FilterUnsupportedError(`${message} (column ${t.offset + 1})`, { expression: this.expression, offset: t.offset, length: t.length });
+    throw new FilterUnsupportedError(`${message} (column ${t.offset + 1})`, {
+      expression: this.expression,
+      offset: t.offset,
+      length: t.length,
+    });
   }
 
   /** head id, where the protocol qualifier (if any) has been consumed. */
@@ -289,12 +432,19 @@ class Parser {
 
   private expectedValue(q: Qual): string {
     switch (q.addr) {
-      case 'port': return 'a port number or name';
-      case 'portrange': return 'a port range such as 1000-2000';
-      case 'proto': case 'protochain': return 'a protocol number or name';
-      case 'net': return 'a network address';
-      case 'gateway': return 'a host name';
-      default: return q.proto === 'link' ? 'a MAC address' : 'an address or a value';
+      case 'port':
+        return 'a port number or name';
+      case 'portrange':
+        return 'a port range such as 1000-2000';
+      case 'proto':
+      case 'protochain':
+        return 'a protocol number or name';
+      case 'net':
+        return 'a network address';
+      case 'gateway':
+        return 'a host name';
+      default:
+        return q.proto === 'link' ? 'a MAC address' : 'an address or a value';
     }
   }
 
@@ -302,7 +452,13 @@ class Parser {
   private parseId(q: Qual, start?: Token): Expr {
     const t = this.peek();
     const from = start ?? t;
-    const mk = (value: IdValue): Expr => ({ kind: 'id', q, value, span: this.span(from), valueSpan: this.span(t) });
+    const mk = (value: IdValue): Expr => ({
+      kind: 'id',
+      q,
+      value,
+      span: this.span(from),
+      valueSpan: this.span(t),
+    });
     switch (t.kind) {
       case 'NOT': {
         this.next();
@@ -374,7 +530,13 @@ class Parser {
     let node: Expr;
     if (this.scanPnum(this.i) >= 0) {
       const value = this.parsePnum();
-      node = { kind: 'id', q, value: { type: 'num', value }, span: this.span(t), valueSpan: this.span(t) };
+      node = {
+        kind: 'id',
+        q,
+        value: { type: 'num', value },
+        span: this.span(t),
+        valueSpan: this.span(t),
+      };
       const n = this.peek();
       if (n.kind !== 'AND' && n.kind !== 'OR') this.fail(n, '"and" or "or"');
     } else if (['ID', 'HID', 'HID6', 'EID', 'AID', 'NOT'].includes(t.kind)) {
@@ -387,7 +549,12 @@ class Parser {
       if (op.kind !== 'AND' && op.kind !== 'OR') return node;
       this.next();
       const right = this.parseId(q);
-      node = { kind: op.kind === 'AND' ? 'and' : 'or', left: node, right, span: this.span(node.span, right.span) };
+      node = {
+        kind: op.kind === 'AND' ? 'and' : 'or',
+        left: node,
+        right,
+        span: this.span(node.span, right.span),
+      };
     }
   }
 
@@ -412,10 +579,18 @@ class Parser {
     const left = this.parseArth(1);
     const r = this.peek();
     const rel = r.kind === 'PUNCT' ? RELOPS[r.word!] : undefined;
-    if (rel === undefined) return this.fail(r, 'a comparison operator (=, !=, <, <=, >, >=) or an arithmetic operator');
+    if (rel === undefined)
+      return this.fail(r, 'a comparison operator (=, !=, <, <=, >, >=) or an arithmetic operator');
     this.next();
     const right = this.parseArth(1);
-    return { kind: 'relation', op: rel.op, reversed: rel.reversed, left, right, span: this.span(start) };
+    return {
+      kind: 'relation',
+      op: rel.op,
+      reversed: rel.reversed,
+      left,
+      right,
+      span: this.span(start),
+    };
   }
 
   // '^' has no precedence in libpcap's grammar, so bison resolves every conflict
@@ -435,7 +610,13 @@ class Parser {
       this.enter(t);
       const right = this.parseArth(prec + 1);
       this.leave();
-      left = { kind: 'binop', op: ARITH_OP[t.word!], left, right, span: this.span(left.span, right.span) };
+      left = {
+        kind: 'binop',
+        op: ARITH_OP[t.word!],
+        left,
+        right,
+        span: this.span(left.span, right.span),
+      };
     }
   }
 
@@ -507,9 +688,14 @@ class Parser {
  */
 export function parseFilter(expression: string): Expr | null {
   if (expression.length > MAX_EXPRESSION_LENGTH) {
-    throw new FilterLimitError(`expression is ${expression.length} characters long, more than the ${MAX_EXPRESSION_LENGTH} allowed`, {
-      expression, offset: MAX_EXPRESSION_LENGTH, length: expression.length - MAX_EXPRESSION_LENGTH,
-    });
+    throw new FilterLimitError(
+      `expression is ${expression.length} characters long, more than the ${MAX_EXPRESSION_LENGTH} allowed`,
+      {
+        expression,
+        offset: MAX_EXPRESSION_LENGTH,
+        length: expression.length - MAX_EXPRESSION_LENGTH,
+      },
+    );
   }
   return new Parser(expression).parseProgram();
 }

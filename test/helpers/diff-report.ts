@@ -73,11 +73,11 @@ function parseArgs(argv: string[]): Options {
   return o;
 }
 
-async function inputs(which: string): Promise<Array<[string, JudgeInput]>> {
+async function inputs(which: string, optimize: boolean): Promise<Array<[string, JudgeInput]>> {
   const out: Array<[string, JudgeInput]> = [];
   for (const name of ['valid', 'invalid'] as const) {
     if (which !== 'all' && which !== name) continue;
-    const j = await getJudgedCorpus(name);
+    const j = await getJudgedCorpus(name, { optimize });
     out.push([
       `${name}.txt`,
       {
@@ -91,14 +91,20 @@ async function inputs(which: string): Promise<Array<[string, JudgeInput]>> {
     const expressions = randomExpressions(RANDOM_SEED, 200);
     out.push([
       'random',
-      { expressions, results: await getOracleResults(expressions, { program: true }) },
+      {
+        expressions,
+        results: await getOracleResults(expressions, { program: true, optimize }),
+      },
     ]);
   }
   if (which === 'all' || which === 'garbage') {
     const expressions = randomGarbage(GARBAGE_SEED, 400);
     out.push([
       'garbage',
-      { expressions, results: await getOracleResults(expressions, { program: true }) },
+      {
+        expressions,
+        results: await getOracleResults(expressions, { program: true, optimize }),
+      },
     ]);
   }
   return out;
@@ -147,7 +153,7 @@ async function main(): Promise<number> {
   let passing = 0;
   const failures: Judgement[] = [];
   const started = performance.now();
-  for (const [title, raw] of await inputs(o.corpus)) {
+  for (const [title, raw] of await inputs(o.corpus, o.optimize)) {
     const input = filterInput(raw, o.grep);
     const judgements = await judgeEngine(input, makeEngine(input));
     const ok = judgements.filter(isPassing).length;

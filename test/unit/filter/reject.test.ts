@@ -1,13 +1,34 @@
 // Reject table: expressions libpcap rejects (or sluice refuses) → code, message, offset, length.
 import { describe, expect, it } from 'vitest';
-import { compileFilter, FilterLimitError, FilterSyntaxError, FilterUnsupportedError } from '../../../bpf/filter/index.js';
+import {
+  compileFilter,
+  FilterLimitError,
+  FilterSyntaxError,
+  FilterUnsupportedError,
+} from '../../../bpf/filter/index.js';
 
-function rejection(expression: string): { code: string; message: string; offset: number; length: number; expected?: string } {
+function rejection(expression: string): {
+  code: string;
+  message: string;
+  offset: number;
+  length: number;
+  expected?: string;
+} {
   try {
     compileFilter(expression);
   } catch (err: unknown) {
-    if (err instanceof FilterSyntaxError || err instanceof FilterUnsupportedError || err instanceof FilterLimitError) {
-      const out: { code: string; message: string; offset: number; length: number; expected?: string } = { code: err.code, message: err.message, offset: err.offset, length: err.length };
+    if (
+      err instanceof FilterSyntaxError ||
+      err instanceof FilterUnsupportedError ||
+      err instanceof FilterLimitError
+    ) {
+      const out: {
+        code: string;
+        message: string;
+        offset: number;
+        length: number;
+        expected?: string;
+      } = { code: err.code, message: err.message, offset: err.offset, length: err.length };
       if (err.expected !== undefined) out.expected = err.expected;
       return out;
     }
@@ -358,11 +379,71 @@ describe('reject table', () => {
         "offset": 0,
       }
     `);
-    expect(rejection('pppoes')).toMatchInlineSnapshot(`
+  });
+  it('rejects what libpcap rejects inside PPPoE and Geneve payloads', () => {
+    expect(rejection('pppoes 65536')).toMatchInlineSnapshot(`
       {
-        "code": "FILTER_UNSUPPORTED",
-        "length": 6,
-        "message": ""pppoes" (re-parsing the payload as PPP) is not supported at column 1",
+        "code": "FILTER_SYNTAX",
+        "length": 5,
+        "message": "PPPoE session number 65536 greater than maximum 65535 at column 8",
+        "offset": 7,
+      }
+    `);
+    expect(rejection('geneve 16777216')).toMatchInlineSnapshot(`
+      {
+        "code": "FILTER_SYNTAX",
+        "length": 8,
+        "message": "Geneve VNI 16777216 greater than maximum 16777215 at column 8",
+        "offset": 7,
+      }
+    `);
+    expect(rejection('pppoes and vlan')).toMatchInlineSnapshot(`
+      {
+        "code": "FILTER_SYNTAX",
+        "length": 4,
+        "message": "no VLAN support for PPP at column 12",
+        "offset": 11,
+      }
+    `);
+    expect(rejection('pppoes and ether host 1:2:3:4:5:6')).toMatchInlineSnapshot(`
+      {
+        "code": "FILTER_SYNTAX",
+        "length": 22,
+        "message": "ethernet addresses supported only on ethernet/FDDI/token ring/802.11/ATM LANE/Fibre Channel at column 12",
+        "offset": 11,
+      }
+    `);
+    expect(rejection('pppoes and llc')).toMatchInlineSnapshot(`
+      {
+        "code": "FILTER_SYNTAX",
+        "length": 3,
+        "message": "'llc' not supported for PPP at column 12",
+        "offset": 11,
+      }
+    `);
+    expect(rejection('geneve and protochain 6')).toMatchInlineSnapshot(`
+      {
+        "code": "FILTER_SYNTAX",
+        "length": 12,
+        "message": "'protochain' not supported with variable length headers at column 12",
+        "offset": 11,
+      }
+    `);
+  });
+  it('rejects malformed DECnet addresses and DECnet host names', () => {
+    expect(rejection('decnet host 0x1.2')).toMatchInlineSnapshot(`
+      {
+        "code": "FILTER_SYNTAX",
+        "length": 17,
+        "message": "malformed decnet address '0x1.2' at column 1",
+        "offset": 0,
+      }
+    `);
+    expect(rejection('decnet host foo')).toMatchInlineSnapshot(`
+      {
+        "code": "FILTER_SYNTAX",
+        "length": 15,
+        "message": "decnet name support not included, 'foo' cannot be translated at column 1",
         "offset": 0,
       }
     `);
