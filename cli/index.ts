@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { describeFailure } from './errors.js';
+import { processIo, type CliIo } from './output.js';
 import { compileCommand } from './commands/compile.js';
 import { filterCommand } from './commands/filter.js';
 import { selfcheckCommand } from './commands/selfcheck.js';
@@ -19,30 +20,35 @@ function packageVersion(): string {
   return 'unknown';
 }
 
-/** Builds the program; commands write through `out`/`err` so tests can capture them. */
-export function buildProgram(): Command {
+/** Builds the program; every command writes through `io`, so tests can capture what it prints. */
+export function buildProgram(io: CliIo = processIo): Command {
   const program = new Command('sluice')
     .description('XDP/TC data-plane controller: drop, forward, load-balance and filter packets')
     .version(packageVersion());
   program.addCommand(compileCommand());
   program.addCommand(filterCommand());
   program.addCommand(selfcheckCommand());
-  throwInsteadOfExiting(program);
+  configureAll(program, io);
   return program;
 }
 
-/** Commands added with addCommand() don't inherit exitOverride, so set it on every one. */
-function throwInsteadOfExiting(command: Command): void {
-  command.exitOverride();
-  for (const sub of command.commands) throwInsteadOfExiting(sub);
+/** Commands added with addCommand() inherit neither exitOverride nor output settings: set them on each. */
+function configureAll(command: Command, io: CliIo): void {
+  command.exitOverride().configureOutput({
+    writeOut: io.out,
+    writeErr: io.err,
+    // Usage errors read like every other failure: `sluice: <message>`.
+    outputError: (text) => io.err(text.replace(/^error: /, 'sluice: ')),
+  });
+  for (const sub of command.commands) configureAll(sub, io);
 }
 
 /**
  * Runs the CLI and returns the exit code: 0 on success, 1 when a command
  * failed, 2 on a usage error. Never calls process.exit itself.
  */
-export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
+  const program = buildProgram(io);
   try {
     await program.parseAsync(argv);
     return 0;
@@ -51,7 +57,7 @@ export async function main(argv: string[]): Promise<number> {
       if (error.exitCode === 0) return 0; // --help, --version
       return 2;
     }
-    process.stderr.write(describeFailure(error) + '\n');
+    io.err(describeFailure(error) + '\n');
     return 1;
   }
 }

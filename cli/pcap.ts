@@ -186,6 +186,15 @@ export function parsePcap(bytes: Uint8Array, path?: string): PcapFile {
   };
 }
 
+/** A file-system failure in words, without Node's repetition of the call and path ("ENOENT: …, open '…'"). */
+function describeFsError(error: unknown): string {
+  const code = (error as { code?: unknown }).code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code === 'EISDIR') return 'is a directory, not a file';
+  return error instanceof Error ? error.message : String(error);
+}
+
 /**
  * Reads and parses a classic pcap file.
  *
@@ -197,11 +206,15 @@ export async function readPcap(path: string): Promise<PcapFile> {
   try {
     bytes = await readFile(path);
   } catch (error: unknown) {
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new PcapFormatError('PCAP_READ', `read pcap file "${path}": ${reason}`, 0, {
-      path,
-      cause: error,
-    });
+    throw new PcapFormatError(
+      'PCAP_READ',
+      `read pcap file "${path}": ${describeFsError(error)}`,
+      0,
+      {
+        path,
+        cause: error,
+      },
+    );
   }
   return parsePcap(bytes, path);
 }

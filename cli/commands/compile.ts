@@ -1,6 +1,7 @@
 // `sluice compile`: print a pcap-filter expression compiled to classic BPF (tcpdump's -d/-dd/-ddd layouts) or to eBPF.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { compileFilter, formatListing } from '../../bpf/filter/index.js';
+import { print } from '../output.js';
 import {
   compileFilterToEbpf,
   formatEbpfListing,
@@ -71,11 +72,7 @@ export function compileCommand(): Command {
     )
     .action(function (this: Command, words: string[], options: CompileOptions) {
       const expression = words.join(' ');
-      const write = (text: string): void => {
-        const out = this.configureOutput().writeOut;
-        if (out) out(text);
-        else process.stdout.write(text);
-      };
+      const write = (text: string): void => print(this, text);
       if (options.ebpf) {
         if (!options.optimize || options.snaplen !== undefined) {
           throw new InvalidArgumentError(

@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { runFilter, type FilterBackend } from '../../bpf/filter-run.js';
 import { compileFilter } from '../../bpf/filter/index.js';
+import { print, warn } from '../output.js';
 import { PcapFormatError, readPcap } from '../pcap.js';
 
 /** LINKTYPE_ETHERNET: the only link type the compiler generates code for. */
@@ -32,7 +33,7 @@ function filterTestCommand(): Command {
       '<expression...>',
       'pcap-filter(7) expression; several arguments are joined with spaces',
     )
-    .action(async (words: string[], options: TestOptions) => {
+    .action(async function (this: Command, words: string[], options: TestOptions) {
       const program = compileFilter(words.join(' '));
       const capture = await readPcap(options.pcap);
       if (capture.linkType !== LINKTYPE_ETHERNET) {
@@ -45,13 +46,14 @@ function filterTestCommand(): Command {
       }
       const { verdicts, interpreted } = await runFilter(program, capture.packets, options.backend);
       if (options.verdicts) {
-        process.stdout.write(verdicts.map((v) => (v ? '1\n' : '0\n')).join(''));
+        print(this, verdicts.map((v) => (v ? '1\n' : '0\n')).join(''));
       } else {
         const matched = verdicts.filter(Boolean).length;
-        process.stdout.write(`matched ${matched} of ${verdicts.length} packets\n`);
+        print(this, `matched ${matched} of ${verdicts.length} packets\n`);
       }
       if (options.backend === 'ebpf' && interpreted > 0) {
-        process.stderr.write(
+        warn(
+          this,
           `note: ${interpreted} packets judged by the classic interpreter: shorter than an Ethernet header, ` +
             'or truncated while the filter reads the wire length; the kernel test run cannot see either\n',
         );

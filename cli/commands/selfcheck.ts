@@ -1,6 +1,7 @@
 // `sluice selfcheck`: proves the machine can load, attach and count with XDP, in a throw-away lab.
 import { Command, InvalidArgumentError } from 'commander';
 import { runSelfcheck } from '../../netns-lab/selfcheck.js';
+import { print } from '../output.js';
 
 function parseCount(value: string): number {
   const n = Number(value);
@@ -17,14 +18,15 @@ export function selfcheckCommand(): Command {
     )
     .option('--pings <n>', 'echo requests to send', parseCount, 20)
     .option('--json', 'print the result as JSON')
-    .action(async (options: { pings: number; json?: boolean }) => {
+    .action(async function (this: Command, options: { pings: number; json?: boolean }) {
       const result = await runSelfcheck(options.pings);
       if (options.json) {
-        process.stdout.write(JSON.stringify(result) + '\n');
+        print(this, JSON.stringify(result) + '\n');
         return;
       }
       const { pass, drop } = result.counters;
-      process.stdout.write(
+      print(
+        this,
         [
           `attached counter_xdp (native XDP) to ${result.device} in namespace ${result.netns}`,
           `sent ${result.sent} pings, ${result.answered} answered`,

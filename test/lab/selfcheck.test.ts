@@ -1,7 +1,7 @@
 // The README's first command ends in `sluice selfcheck`: it must count what it sends and leave nothing behind.
 import { execFileSync } from 'node:child_process';
 import { expect, it } from 'vitest';
-import { main } from '../../cli/index.js';
+import { runCli } from '../helpers/cli.js';
 import { describeKernel } from '../helpers/privileges.js';
 
 function namespaces(): string[] {
@@ -10,18 +10,9 @@ function namespaces(): string[] {
 
 await describeKernel('sluice selfcheck', () => {
   it('counts every ping it sends and removes the namespaces it made', async () => {
-    const chunks: string[] = [];
-    const write = process.stdout.write;
-    process.stdout.write = ((chunk: string) =>
-      chunks.push(chunk) > 0) as typeof process.stdout.write;
-    let code: number;
-    try {
-      code = await main(['node', 'sluice', 'selfcheck', '--pings', '10', '--json']);
-    } finally {
-      process.stdout.write = write;
-    }
+    const { code, stdout } = await runCli('selfcheck', '--pings', '10', '--json');
     expect(code).toBe(0);
-    const result = JSON.parse(chunks.join(''));
+    const result = JSON.parse(stdout);
     expect(result).toMatchObject({
       sent: 10,
       answered: 10,
@@ -29,5 +20,14 @@ await describeKernel('sluice selfcheck', () => {
     });
     const labId = String(result.netns).slice(0, -1);
     expect(namespaces().filter((line) => line.startsWith(labId))).toEqual([]);
+  });
+
+  it('rejects a ping count that is not a whole number, as a usage error', async () => {
+    const { code, stderr } = await runCli('selfcheck', '--pings', 'many');
+    expect(code).toBe(2);
+    expect(stderr).toMatchInlineSnapshot(`
+      "sluice: option '--pings <n>' argument 'many' is invalid. expected a whole number of pings from 1 to 10000
+      "
+    `);
   });
 });

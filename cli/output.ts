@@ -1,0 +1,25 @@
+// Where commands write: through commander's configured writers, so tests and the entry point choose the streams.
+import type { Command } from 'commander';
+
+/** The two streams a run of the CLI writes to. */
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+export const processIo: CliIo = {
+  out: (text) => void process.stdout.write(text),
+  err: (text) => void process.stderr.write(text),
+};
+
+/** Writes a command's result (stdout by default). */
+export function print(command: Command, text: string): void {
+  const write = command.configureOutput().writeOut ?? processIo.out;
+  write(text);
+}
+
+/** Writes a note beside the result (stderr by default). */
+export function warn(command: Command, text: string): void {
+  const write = command.configureOutput().writeErr ?? processIo.err;
+  write(text);
+}
