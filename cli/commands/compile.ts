@@ -1,16 +1,18 @@
 // `sluice compile`: print a pcap-filter expression compiled to classic BPF (tcpdump's -d/-dd/-ddd layouts) or to eBPF.
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { compileFilter, formatListing } from '../../bpf/filter/index.js';
-import { print } from '../output.js';
+import { formatListing } from '../../bpf/filter/index.js';
 import {
-  compileFilterToEbpf,
+  cbpfToEbpf,
   formatEbpfListing,
   type EbpfContext,
   type EbpfOptions,
 } from '../../bpf/filter/ebpf.js';
+import { readFilterProgram } from '../filter-source.js';
+import { print } from '../output.js';
 
 interface CompileOptions {
   d: number;
+  cbpf?: string;
   ebpf?: boolean;
   context: EbpfContext;
   optimize: boolean;
@@ -66,27 +68,21 @@ export function compileCommand(): Command {
         .choices(['xdp', 'tc', 'socket'])
         .default('xdp'),
     )
+    .option(
+      '--cbpf <file>',
+      'classic BPF as tcpdump -ddd text ("-": standard input) instead of an expression',
+    )
     .argument(
-      '<expression...>',
+      '[expression...]',
       'pcap-filter(7) expression; several arguments are joined with spaces',
     )
-    .action(function (this: Command, words: string[], options: CompileOptions) {
-      const expression = words.join(' ');
-      const write = (text: string): void => print(this, text);
+    .action(async function (this: Command, words: string[], options: CompileOptions) {
+      const program = await readFilterProgram(this, words, options);
       if (options.ebpf) {
-        if (!options.optimize || options.snaplen !== undefined) {
-          throw new InvalidArgumentError(
-            '--ebpf compiles with the default optimizer and snaplen; drop -O and --snaplen',
-          );
-        }
-        write(formatEbpfListing(compileFilterToEbpf(expression, ebpfOptions(options.context))));
+        print(this, formatEbpfListing(cbpfToEbpf(program, ebpfOptions(options.context))));
         return;
       }
-      const insns = compileFilter(expression, {
-        optimize: options.optimize,
-        snaplen: options.snaplen,
-      });
       const layout = options.d >= 3 ? 'ddd' : options.d === 2 ? 'dd' : 'd';
-      write(formatListing(insns, layout));
+      print(this, formatListing(program, layout));
     });
 }

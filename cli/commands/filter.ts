@@ -1,7 +1,7 @@
 // `sluice filter test`: run a compiled filter over a capture file and report what it matches.
 import { Command, Option } from 'commander';
 import { runFilter, type FilterBackend } from '../../bpf/filter-run.js';
-import { compileFilter } from '../../bpf/filter/index.js';
+import { readFilterProgram } from '../filter-source.js';
 import { print, warn } from '../output.js';
 import { PcapFormatError, readPcap } from '../pcap.js';
 
@@ -10,6 +10,7 @@ const LINKTYPE_ETHERNET = 1;
 
 interface TestOptions {
   pcap: string;
+  cbpf?: string;
   verdicts?: boolean;
   backend: FilterBackend;
 }
@@ -29,12 +30,16 @@ function filterTestCommand(): Command {
         .choices(['ebpf', 'cbpf'])
         .default('ebpf'),
     )
+    .option(
+      '--cbpf <file>',
+      'classic BPF as tcpdump -ddd text ("-": standard input) instead of an expression',
+    )
     .argument(
-      '<expression...>',
+      '[expression...]',
       'pcap-filter(7) expression; several arguments are joined with spaces',
     )
     .action(async function (this: Command, words: string[], options: TestOptions) {
-      const program = compileFilter(words.join(' '));
+      const program = await readFilterProgram(this, words, options);
       const capture = await readPcap(options.pcap);
       if (capture.linkType !== LINKTYPE_ETHERNET) {
         throw new PcapFormatError(

@@ -1,4 +1,8 @@
 // `sluice filter test` with its default backend: our eBPF, test-run in the kernel over a capture.
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
 import { getPacketCorpus } from '../helpers/differential.js';
@@ -37,5 +41,34 @@ await describeKernel('sluice filter test (eBPF in the kernel)', () => {
     expect(length.stderr).toContain(
       `note: ${runts + truncated} packets judged by the classic interpreter`,
     );
+  });
+});
+
+await describeKernel('sluice filter test --cbpf (a program the user already has)', () => {
+  it("runs tcpdump's own -ddd program as eBPF with libpcap's verdicts", async () => {
+    const { pcapPath } = await getPacketCorpus();
+    const expected = await libpcapVerdicts();
+    const dir = await mkdtemp(join(tmpdir(), 'sluice-cbpf-run-'));
+    try {
+      for (const [i, expression] of FILTER_TEST_EXPRESSIONS.entries()) {
+        const path = join(dir, `${i}.ddd`);
+        const ddd = execFileSync('tcpdump', ['-ddd', '-y', 'EN10MB', expression], {
+          encoding: 'utf8',
+        });
+        await writeFile(path, ddd);
+        const run = await runCli(
+          'filter',
+          'test',
+          '--pcap',
+          pcapPath,
+          '--verdicts',
+          '--cbpf',
+          path,
+        );
+        expect(run.stdout.replaceAll('\n', ''), expression).toBe(expected[i]);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
