@@ -1,6 +1,6 @@
 // BpfLink: XDP and TC attachments (bpf_link for XDP and TCX; clsact + cls_bpf where TCX is missing).
 import { native, type NativeLink, type NativeLinkInfo } from './addon/index.js';
-import { explainPinError } from './bpffs.js';
+import { KernelHandle } from './handle.js';
 import { DeviceNotFoundError, InvalidArgumentError, SyscallError } from './errors.js';
 import { ifindexOf, withNetns } from './netns.js';
 import type { BpfProgram } from './program.js';
@@ -26,34 +26,14 @@ export interface AttachOptions {
  * An attachment. XDP and TCX links own a link fd: close() detaches unless pinned. A legacy tc
  * attachment ('tc') has no fd: close() and detach() remove the cls_bpf filter; the finalizer does not.
  */
-export class BpfLink {
-  /** @internal */
-  readonly native: NativeLink;
-
-  /** @internal Use attachXdp(), attachTc(), openPinned() or getLinkById(). */
-  constructor(handle: NativeLink) {
-    this.native = handle;
-  }
-
+export class BpfLink extends KernelHandle<NativeLink> {
   get kind(): LinkKind {
     return this.native.kind;
-  }
-  /** -1 for a legacy tc attachment. */
-  get fd(): number {
-    return this.native.fd;
-  }
-  /** 0 for a legacy tc attachment. */
-  get id(): number {
-    return this.native.id;
   }
   /** The program's name when attached through this process. */
   get programName(): string {
     return this.native.name;
   }
-  get closed(): boolean {
-    return this.native.closed;
-  }
-
   /**
    * Replaces the program behind the link atomically (bpf_link_update; no gap). With `expected`,
    * fails with SyscallError EPERM unless that program is the one attached now.
@@ -82,19 +62,6 @@ export class BpfLink {
 
   info(): LinkInfo {
     return this.native.info();
-  }
-
-  /** Pins the link so the attachment outlives the process. Throws NotSupportedError for legacy tc. */
-  pin(path: string): void {
-    try {
-      this.native.pin(path);
-    } catch (error: unknown) {
-      throw explainPinError(error, path);
-    }
-  }
-
-  close(): void {
-    this.native.close();
   }
 }
 

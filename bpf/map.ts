@@ -1,6 +1,6 @@
 // BpfMap: typed access to a kernel BPF map (element CRUD, iteration, per-CPU values, fd values, async batches).
 import { native, type NativeMap } from './addon/index.js';
-import { explainPinError } from './bpffs.js';
+import { KernelHandle } from './handle.js';
 import { InvalidArgumentError, SyscallError } from './errors.js';
 import { MAP_FLAGS, MAP_TYPES, mapTypeName, type MapType } from './kinds.js';
 
@@ -68,18 +68,7 @@ export interface FdHolder {
  * A kernel BPF map, owning one file descriptor. Created by createMap(), BpfObject.map(),
  * openPinned() or getMapById(); close() releases it (the finalizer does too, later).
  */
-export class BpfMap implements FdHolder {
-  /** @internal */
-  readonly native: NativeMap;
-
-  /** @internal Use createMap(), BpfObject.map(), openPinned() or getMapById(). */
-  constructor(handle: NativeMap) {
-    this.native = handle;
-  }
-
-  get fd(): number {
-    return this.native.fd;
-  }
+export class BpfMap extends KernelHandle<NativeMap> implements FdHolder {
   get name(): string {
     return this.native.name;
   }
@@ -97,12 +86,6 @@ export class BpfMap implements FdHolder {
   }
   get flags(): number {
     return this.native.flags;
-  }
-  get id(): number {
-    return this.native.id;
-  }
-  get closed(): boolean {
-    return this.native.closed;
   }
   /** True for per-CPU maps: values are one Buffer per possible CPU. */
   get perCpu(): boolean {
@@ -217,20 +200,6 @@ export class BpfMap implements FdHolder {
   info(): MapInfo {
     const info = this.native.info();
     return { ...info, type: mapTypeName(info.type) };
-  }
-
-  /** Pins the map at `path` in a bpffs. Throws SyscallError (ENOENT: no such directory; EEXIST; EPERM outside bpffs). */
-  pin(path: string): void {
-    try {
-      this.native.pin(path);
-    } catch (error: unknown) {
-      throw explainPinError(error, path);
-    }
-  }
-
-  /** Releases the fd; the kernel frees the map when nothing else (pin, program) holds it. Idempotent. */
-  close(): void {
-    this.native.close();
   }
 }
 

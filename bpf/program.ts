@@ -1,6 +1,6 @@
 // BpfProgram: load from raw eBPF instructions, BPF_PROG_TEST_RUN, info, and BPF run-time statistics.
 import { native, type NativeProgram, type NativeStats } from './addon/index.js';
-import { explainPinError } from './bpffs.js';
+import { KernelHandle } from './handle.js';
 import { InvalidArgumentError } from './errors.js';
 import { PROGRAM_TYPES, programTypeName, type ProgramType } from './kinds.js';
 import type { BpfMap } from './map.js';
@@ -69,34 +69,16 @@ export interface ProgramInfo {
  * A loaded BPF program, owning one file descriptor. Created by loadProgram(), BpfObject.program(),
  * openPinned() or getProgramById(); close() releases it (the finalizer does too, later).
  */
-export class BpfProgram {
-  /** @internal */
-  readonly native: NativeProgram;
-
-  /** @internal Use loadProgram(), BpfObject.program(), openPinned() or getProgramById(). */
-  constructor(handle: NativeProgram) {
-    this.native = handle;
-  }
-
-  get fd(): number {
-    return this.native.fd;
-  }
+export class BpfProgram extends KernelHandle<NativeProgram> {
   get name(): string {
     return this.native.name;
   }
   get type(): ProgramType | `type_${number}` {
     return programTypeName(this.native.type);
   }
-  get id(): number {
-    return this.native.id;
-  }
   get tag(): string {
     return this.native.tag;
   }
-  get closed(): boolean {
-    return this.native.closed;
-  }
-
   /**
    * Runs the program once or `repeat` times over `data` in the kernel (BPF_PROG_TEST_RUN), on a
    * worker thread. Rejects with SyscallError (EINVAL for a packet the hook does not accept).
@@ -118,20 +100,6 @@ export class BpfProgram {
   info(): ProgramInfo {
     const info = this.native.info();
     return { ...info, type: programTypeName(info.type) };
-  }
-
-  /** Pins the program at `path` in a bpffs. */
-  pin(path: string): void {
-    try {
-      this.native.pin(path);
-    } catch (error: unknown) {
-      throw explainPinError(error, path);
-    }
-  }
-
-  /** Releases the fd; attached programs stay while their link or pin holds them. Idempotent. */
-  close(): void {
-    this.native.close();
   }
 }
 
