@@ -117,3 +117,38 @@ const VALID_CODES: ReadonlySet<number> = new Set([
 export function isKnownOpcode(code: number): boolean {
   return VALID_CODES.has(code);
 }
+
+/**
+ * The 32-bit result of the binary ALU operation `op` (BPF_ADD … BPF_XOR) on `a` and `b`, as
+ * libpcap's bpf_filter computes it: shifts by 32 or more give 0. Returns null for a division or
+ * modulus by zero, which the interpreter turns into "no match" and the optimizer into an error;
+ * undefined for an operation that is not binary (BPF_NEG) or not known.
+ */
+export function evalAlu(op: number, a: number, b: number): number | null | undefined {
+  a >>>= 0;
+  b >>>= 0;
+  switch (op) {
+    case BPF_ADD:
+      return (a + b) >>> 0;
+    case BPF_SUB:
+      return (a - b) >>> 0;
+    case BPF_MUL:
+      return Math.imul(a, b) >>> 0;
+    case BPF_DIV:
+      return b === 0 ? null : Math.floor(a / b) >>> 0;
+    case BPF_MOD:
+      return b === 0 ? null : (a % b) >>> 0;
+    case BPF_AND:
+      return (a & b) >>> 0;
+    case BPF_OR:
+      return (a | b) >>> 0;
+    case BPF_XOR:
+      return (a ^ b) >>> 0;
+    case BPF_LSH:
+      return b < 32 ? (a << b) >>> 0 : 0;
+    case BPF_RSH:
+      return b < 32 ? a >>> b : 0;
+    default:
+      return undefined;
+  }
+}

@@ -1,11 +1,8 @@
 // Classic BPF interpreter with the semantics of libpcap's bpf_filter and the Linux socket filter.
 import {
   BPF_ABS,
-  BPF_ADD,
   BPF_ALU,
-  BPF_AND,
   BPF_B,
-  BPF_DIV,
   BPF_H,
   BPF_IMM,
   BPF_IND,
@@ -19,25 +16,19 @@ import {
   BPF_LD,
   BPF_LDX,
   BPF_LEN,
-  BPF_LSH,
   BPF_MEM,
   BPF_MISC,
-  BPF_MOD,
   BPF_MSH,
-  BPF_MUL,
   BPF_NEG,
-  BPF_OR,
   BPF_RET,
-  BPF_RSH,
   BPF_ST,
   BPF_STX,
-  BPF_SUB,
   BPF_TAX,
   BPF_TXA,
   BPF_W,
   BPF_X,
-  BPF_XOR,
   type CbpfInsn,
+  evalAlu,
 } from './cbpf.js';
 
 /** Bound on executed instructions; only backward jumps (libpcap's protochain loop) can reach it. */
@@ -172,44 +163,10 @@ export function runCbpf(
           break;
         }
         if (cls === BPF_ALU) {
-          const av = a >>> 0;
-          switch (op) {
-            case BPF_ADD:
-              a = (av + src) >>> 0;
-              break;
-            case BPF_SUB:
-              a = (av - src) >>> 0;
-              break;
-            case BPF_MUL:
-              a = Math.imul(av, src) >>> 0;
-              break;
-            case BPF_DIV:
-              if (src === 0) return 0;
-              a = Math.floor(av / src) >>> 0;
-              break;
-            case BPF_MOD:
-              if (src === 0) return 0;
-              a = (av % src) >>> 0;
-              break;
-            case BPF_AND:
-              a = (av & src) >>> 0;
-              break;
-            case BPF_OR:
-              a = (av | src) >>> 0;
-              break;
-            case BPF_XOR:
-              a = (av ^ src) >>> 0;
-              break;
-            // libpcap's bpf_filter shifts everything out for counts of 32 and more.
-            case BPF_LSH:
-              a = src < 32 ? (av << src) >>> 0 : 0;
-              break;
-            case BPF_RSH:
-              a = src < 32 ? av >>> src : 0;
-              break;
-            default:
-              return 0;
-          }
+          // Division or modulus by zero (null) and unknown operations reject, as in bpf_filter.
+          const result = evalAlu(op, a, src);
+          if (result === null || result === undefined) return 0;
+          a = result;
           break;
         }
         return 0;

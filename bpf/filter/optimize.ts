@@ -44,6 +44,7 @@ import {
   bpfRval,
   bpfSize,
   bpfSrc,
+  evalAlu,
 } from './cbpf.js';
 import { JF, JT, Marker, NOP, type Block, type Edge, type Stmt } from './ir.js';
 
@@ -328,44 +329,10 @@ class Optimizer {
   }
 
   private foldOp(s: Stmt, v0: number, v1: number): void {
-    let a = this.constVal[v0] >>> 0;
-    const b = this.constVal[v1] >>> 0;
-    switch (bpfOp(s.code)) {
-      case BPF_ADD:
-        a = (a + b) >>> 0;
-        break;
-      case BPF_SUB:
-        a = (a - b) >>> 0;
-        break;
-      case BPF_MUL:
-        a = Math.imul(a, b) >>> 0;
-        break;
-      case BPF_DIV:
-        if (b === 0) throw new OptimizeError('division by zero');
-        a = Math.floor(a / b) >>> 0;
-        break;
-      case BPF_MOD:
-        if (b === 0) throw new OptimizeError('modulus by zero');
-        a = (a % b) >>> 0;
-        break;
-      case BPF_AND:
-        a = (a & b) >>> 0;
-        break;
-      case BPF_OR:
-        a = (a | b) >>> 0;
-        break;
-      case BPF_XOR:
-        a = (a ^ b) >>> 0;
-        break;
-      case BPF_LSH:
-        a = b < 32 ? (a << b) >>> 0 : 0;
-        break;
-      case BPF_RSH:
-        a = b < 32 ? a >>> b : 0;
-        break;
-      default:
-        throw new OptimizeError('unexpected operation in constant folding');
-    }
+    const a = evalAlu(bpfOp(s.code), this.constVal[v0], this.constVal[v1]);
+    if (a === null)
+      throw new OptimizeError(bpfOp(s.code) === BPF_DIV ? 'division by zero' : 'modulus by zero');
+    if (a === undefined) throw new OptimizeError('unexpected operation in constant folding');
     s.k = a;
     s.code = BPF_LD | BPF_IMM;
     this.done = false;
