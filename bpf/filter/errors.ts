@@ -3,7 +3,8 @@
 // Codes:
 //   FILTER_SYNTAX       the expression (or cBPF text) does not parse, or libpcap rejects it
 //   FILTER_UNSUPPORTED  valid for libpcap, refused by sluice (host names, other link types)
-//   FILTER_LIMIT        too long, too deeply nested, or compiles to too many instructions
+//   FILTER_LIMIT        too long, too deeply nested, too big or costly to optimize, or compiles to
+//                       too many instructions
 
 /** Where an error points in the expression. */
 export interface FilterErrorPosition {
@@ -62,7 +63,7 @@ export class FilterUnsupportedError extends FilterError {
   readonly code = 'FILTER_UNSUPPORTED';
 }
 
-/** The expression or its program exceeds a limit (length, nesting, BPF_MAXINSNS). */
+/** The expression or its program exceeds a limit (length, nesting, optimizer size or work, BPF_MAXINSNS). */
 export class FilterLimitError extends FilterError {
   override readonly name = 'FilterLimitError';
   readonly code = 'FILTER_LIMIT';

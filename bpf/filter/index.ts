@@ -3,7 +3,12 @@ import { BPF_MAXINSNS, BPF_RET, BPF_K, type CbpfInsn } from './cbpf.js';
 import { FilterError, FilterLimitError, FilterSyntaxError } from './errors.js';
 import { generate } from './codegen.js';
 import { ConvertError, Marker, finishBlocks, linearize, type Block } from './ir.js';
-import { OptimizeError, optimizeBlocks } from './optimize.js';
+import {
+  MAX_OPTIMIZER_STEPS,
+  OptimizeError,
+  OptimizeLimitError,
+  optimizeBlocks,
+} from './optimize.js';
 import { parseFilter } from './parser.js';
 
 export type { CbpfInsn } from './cbpf.js';
@@ -19,8 +24,14 @@ export interface CompileOptions {
   snaplen?: number;
 }
 
-/** Largest unoptimized block graph we are willing to optimize (the optimizer is quadratic). */
-const MAX_RAW_BLOCKS = 4096;
+/**
+ * Largest block graph compileFilter takes before optimizing. It bounds memory:
+ * the optimizer's edge-dominator sets take n²/4 bytes (64 MiB here), as in
+ * libpcap. libpcap 1.10 itself takes minutes over a graph this size (a
+ * 1,365-term `host … or …`); time is capped by MAX_OPTIMIZER_STEPS. Without
+ * the optimizer, more blocks than BPF_MAXINSNS could not fit anyway.
+ */
+const MAX_RAW_BLOCKS = 16384;
 
 function countBlocks(root: Block, marker: Marker): number {
   marker.unmarkAll();
@@ -43,7 +54,11 @@ function countBlocks(root: Block, marker: Marker): number {
  * Throws `FilterSyntaxError` where libpcap rejects the expression,
  * `FilterUnsupportedError` for what sluice refuses (host names needing DNS,
  * other link types), `FilterLimitError` past 64 KiB of text, 256 levels of
- * nesting or BPF_MAXINSNS (4096) instructions.
+ * nesting, 16384 blocks before optimization, the optimizer's step budget
+ * (`MAX_OPTIMIZER_STEPS`, some 20 s of work) or BPF_MAXINSNS (4096)
+ * instructions. libpcap 1.10 checks none of these but the nesting (its parser
+ * stack): `tcpdump -d` prints programs longer than BPF_MAXINSNS, which the
+ * kernel then refuses to attach.
  */
 export function compileFilter(expression: string, options: CompileOptions = {}): CbpfInsn[] {
   const optimize = options.optimize ?? true;
@@ -67,6 +82,12 @@ export function compileFilter(expression: string, options: CompileOptions = {}):
       } catch (err: unknown) {
         if (err instanceof OptimizeError)
           throw new FilterSyntaxError(`${err.message} in the expression`, whole, { cause: err });
+        if (err instanceof OptimizeLimitError)
+          throw new FilterLimitError(
+            `expression is too complex to optimize: more than ${MAX_OPTIMIZER_STEPS} steps`,
+            whole,
+            { cause: err },
+          );
         throw err;
       }
       if (root.s.code === (BPF_RET | BPF_K) && root.s.k === 0) {

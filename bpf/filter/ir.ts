@@ -16,7 +16,6 @@ export interface Stmt {
 export interface Edge {
   id: number;
   code: number;
-  edom: Uint32Array;
   succ: Block | null;
   pred: Block;
   next: Edge | null;
@@ -37,18 +36,17 @@ export interface Block {
   ef: Edge;
   head: Block;
   link: Block | null;
-  dom: Uint32Array;
-  closure: Uint32Array;
   inEdges: Edge | null;
   def: number;
   kill: number;
   inUse: number;
   outUse: number;
   oval: number;
-  val: number[];
+  /** Value numbers of the atoms on exit (libpcap's val[N_ATOMS]), set by the optimizer. */
+  val: Int32Array;
 }
 
-const EMPTY = new Uint32Array(0);
+const NO_VALUES = new Int32Array(0);
 
 export function newStmt(code: number, k = 0): Stmt {
   return { code, k };
@@ -68,18 +66,16 @@ export function newBlock(code: number, k = 0): Block {
     sense: false,
     head: undefined as unknown as Block,
     link: null,
-    dom: EMPTY,
-    closure: EMPTY,
     inEdges: null,
     def: 0,
     kill: 0,
     inUse: 0,
     outUse: 0,
     oval: 0,
-    val: [],
+    val: NO_VALUES,
   } as unknown as Block;
-  b.et = { id: 0, code: 0, edom: EMPTY, succ: null, pred: b, next: null };
-  b.ef = { id: 0, code: 0, edom: EMPTY, succ: null, pred: b, next: null };
+  b.et = { id: 0, code: 0, succ: null, pred: b, next: null };
+  b.ef = { id: 0, code: 0, succ: null, pred: b, next: null };
   b.head = b;
   return b;
 }
@@ -172,84 +168,98 @@ export class ConvertError extends Error {}
  * Lays the graph out as instructions exactly as libpcap's icode_to_fcode:
  * false branches placed after true branches, blocks emitted from the tail,
  * long branches through inserted `ja`.
+ *
+ * libpcap restarts the whole layout each time a branch turns out to need a
+ * `ja`. Offsets here count back from the end of the program, so the blocks
+ * already laid out keep theirs and only the block that grew is laid out
+ * again: the same program without the quadratic restarts.
  */
 export function linearize(root: Block, marker: Marker): CbpfInsn[] {
-  for (;;) {
-    marker.unmarkAll();
-    const n = countStmts(root, marker);
-    const out: CbpfInsn[] = Array.from({ length: n }, () => ({ code: 0, jt: 0, jf: 0, k: 0 }));
-    let ftail = n;
-    marker.unmarkAll();
-    // Iterative version of convert_code_r: visit JF, then JT, then emit the block.
-    const convert = (p: Block | null): boolean => {
-      if (p === null || marker.isMarked(p)) return true;
-      marker.mark(p);
-      if (!convert(JF(p))) return false;
-      if (!convert(JT(p))) return false;
-      const slen = slength(p.stmts);
-      ftail -= slen + 1 + p.longjt + p.longjf;
-      let dst = ftail;
-      p.offset = dst;
-      const live = p.stmts.filter((s) => s.code !== NOP);
-      live.forEach((src, off) => {
-        const ins = out[dst];
-        ins.code = src.code;
-        ins.k = src.k >>> 0;
-        if (bpfClass(src.code) === BPF_JMP && src.code !== (BPF_JMP | BPF_JA) && off !== slen - 2) {
-          const jt = src.jt ? live.indexOf(src.jt) : -1;
-          const jf = src.jf ? live.indexOf(src.jf) : -1;
-          if (jt < 0 || jf < 0 || jt - off - 1 >= 256 || jf - off - 1 >= 256)
-            throw new ConvertError('block-local jump cannot be encoded');
-          ins.jt = jt - off - 1;
-          ins.jf = jf - off - 1;
-        }
-        dst++;
-      });
-      const ins = out[dst];
-      ins.code = p.s.code;
-      ins.k = p.s.k >>> 0;
-      const jtb = JT(p);
-      if (jtb !== null) {
-        let extrajmps = 0;
-        let off = jtb.offset - (p.offset + slen) - 1;
-        if (off >= 256) {
-          if (p.longjt === 0) {
-            p.longjt++;
-            return false;
-          }
-          ins.jt = extrajmps;
-          extrajmps++;
-          out[dst + extrajmps] = { code: BPF_JMP | BPF_JA, jt: 0, jf: 0, k: off - extrajmps };
-        } else ins.jt = off;
-        off = JF(p)!.offset - (p.offset + slen) - 1;
-        if (off >= 256) {
-          if (p.longjf === 0) {
-            p.longjf++;
-            return false;
-          }
-          ins.jf = extrajmps;
-          extrajmps++;
-          out[dst + extrajmps] = { code: BPF_JMP | BPF_JA, jt: 0, jf: 0, k: off - extrajmps };
-        } else ins.jf = off;
+  marker.unmarkAll();
+  // Each block's instructions in layout order; the program is these in reverse.
+  const groups: CbpfInsn[][] = [];
+  let tail = 0;
+  // Post-order walk as convert_code_r: JF, then JT, then the block.
+  const stack: Block[] = [root];
+  const state: number[] = [0];
+  marker.mark(root);
+  while (stack.length > 0) {
+    const top = stack.length - 1;
+    const p = stack[top];
+    if (state[top] < 2) {
+      const next = state[top] === 0 ? JF(p) : JT(p);
+      state[top]++;
+      if (next !== null && !marker.isMarked(next)) {
+        marker.mark(next);
+        stack.push(next);
+        state.push(0);
       }
-      return true;
-    };
-    if (convert(root)) return out;
+      continue;
+    }
+    stack.pop();
+    state.pop();
+    let group: CbpfInsn[] | null;
+    do group = layOutBlock(p, tail);
+    while (group === null);
+    tail += group.length;
+    groups.push(group);
   }
+  const out: CbpfInsn[] = [];
+  for (let i = groups.length - 1; i >= 0; i--) for (const ins of groups[i]) out.push(ins);
+  return out;
 }
 
-function countStmts(root: Block, marker: Marker): number {
-  let n = 0;
-  const stack: Block[] = [root];
-  while (stack.length > 0) {
-    const p = stack.pop()!;
-    if (marker.isMarked(p)) continue;
-    marker.mark(p);
-    n += slength(p.stmts) + 1 + p.longjt + p.longjf;
-    const jt = JT(p);
-    const jf = JF(p);
-    if (jt) stack.push(jt);
-    if (jf) stack.push(jf);
+/**
+ * The instructions of one block placed just before the last `tail` ones, its
+ * offset (negative, from the end) in `p.offset`; null when a branch needed a
+ * `ja` that the block had no room for (it has now; lay it out again).
+ */
+function layOutBlock(p: Block, tail: number): CbpfInsn[] | null {
+  const slen = slength(p.stmts);
+  const size = slen + 1 + p.longjt + p.longjf;
+  p.offset = -(tail + size);
+  const out: CbpfInsn[] = Array.from({ length: size }, () => ({ code: 0, jt: 0, jf: 0, k: 0 }));
+  const live = p.stmts.filter((s) => s.code !== NOP);
+  live.forEach((src, off) => {
+    const ins = out[off];
+    ins.code = src.code;
+    ins.k = src.k >>> 0;
+    if (bpfClass(src.code) === BPF_JMP && src.code !== (BPF_JMP | BPF_JA) && off !== slen - 2) {
+      const jt = src.jt ? live.indexOf(src.jt) : -1;
+      const jf = src.jf ? live.indexOf(src.jf) : -1;
+      if (jt < 0 || jf < 0 || jt - off - 1 >= 256 || jf - off - 1 >= 256)
+        throw new ConvertError('block-local jump cannot be encoded');
+      ins.jt = jt - off - 1;
+      ins.jf = jf - off - 1;
+    }
+  });
+  const dst = slen;
+  const ins = out[dst];
+  ins.code = p.s.code;
+  ins.k = p.s.k >>> 0;
+  const jtb = JT(p);
+  if (jtb !== null) {
+    let extrajmps = 0;
+    let off = jtb.offset - (p.offset + slen) - 1;
+    if (off >= 256) {
+      if (p.longjt === 0) {
+        p.longjt++;
+        return null;
+      }
+      ins.jt = extrajmps;
+      extrajmps++;
+      out[dst + extrajmps] = { code: BPF_JMP | BPF_JA, jt: 0, jf: 0, k: off - extrajmps };
+    } else ins.jt = off;
+    off = JF(p)!.offset - (p.offset + slen) - 1;
+    if (off >= 256) {
+      if (p.longjf === 0) {
+        p.longjf++;
+        return null;
+      }
+      ins.jf = extrajmps;
+      extrajmps++;
+      out[dst + extrajmps] = { code: BPF_JMP | BPF_JA, jt: 0, jf: 0, k: off - extrajmps };
+    } else ins.jf = off;
   }
-  return n;
+  return out;
 }

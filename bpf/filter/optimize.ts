@@ -57,18 +57,98 @@ const VAL_UNKNOWN = 0;
 /** Raised when constant folding meets a division by zero or an oversized shift. */
 export class OptimizeError extends Error {}
 
+/**
+ * Work the optimizer may spend on one expression, in steps (a block visited
+ * by a dominator run or a pullup, a word of the per-pass edge-dominator
+ * sets), before it gives up. libpcap has no such cap; this keeps any input
+ * from holding the compiler for long. A step costs under 10 ns, so the cap
+ * is reached within about 20 s. A 1,365-term `host … or …` (16,382 blocks)
+ * takes 860 million steps; its 600-term form (the largest of that shape
+ * under BPF_MAXINSNS) 170 million.
+ */
+export const MAX_OPTIMIZER_STEPS = 2_000_000_000;
+
+/** Raised when the optimizer would pass `MAX_OPTIMIZER_STEPS`. */
+export class OptimizeLimitError extends Error {}
+
 const atomElem = (set: number, n: number): boolean => ((set >>> n) & 1) === 1;
 const atomMask = (n: number): number => 1 << n;
-const setInsert = (p: Uint32Array, a: number): void => {
-  p[a >>> 5] |= 1 << (a & 31);
-};
-const setMember = (p: Uint32Array, a: number): boolean => ((p[a >>> 5] >>> (a & 31)) & 1) === 1;
-const setIntersect = (a: Uint32Array, b: Uint32Array): void => {
-  for (let i = 0; i < a.length; i++) a[i] &= b[i];
-};
-const setUnion = (a: Uint32Array, b: Uint32Array): void => {
-  for (let i = 0; i < a.length; i++) a[i] |= b[i];
-};
+
+/**
+ * Edge dominator sets live in one flat Uint32Array, `words` words per edge, as
+ * libpcap's all_edge_sets: set `x` starts at word x * words.
+ * a := a ∩ b for the sets starting at words `a` and `b`.
+ */
+function setIntersect(space: Uint32Array, a: number, b: number, words: number): void {
+  for (let i = 0; i < words; i++) space[a + i] &= space[b + i];
+}
+
+/**
+ * Value numbers (libpcap's F() hash of valnodes): an open-addressing table
+ * keyed by (code, v0, v1) as 32-bit integers. Numbers are handed out in
+ * order of first lookup, as libpcap's are; the table layout does not matter.
+ */
+class ValueTable {
+  private keys = new Int32Array(3 * 1024);
+  private vals = new Int32Array(1024);
+  private mask = 1023;
+  private count = 0;
+  /** The empty slot where the last missed `get` ended. */
+  private slot = 0;
+
+  clear(): void {
+    if (this.count === 0) return;
+    this.vals.fill(0);
+    this.count = 0;
+  }
+
+  private static hash(code: number, v0: number, v1: number): number {
+    let h = Math.imul(code, 0x9e3779b1) ^ v0;
+    h = Math.imul(h ^ (h >>> 15), 0x85ebca6b) ^ v1;
+    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+    return h ^ (h >>> 16);
+  }
+
+  /** The value of (code, v0, v1), or 0 with the slot remembered for `insert`. */
+  get(code: number, v0: number, v1: number): number {
+    const { keys, vals, mask } = this;
+    for (let i = ValueTable.hash(code, v0, v1) & mask; ; i = (i + 1) & mask) {
+      const v = vals[i];
+      if (v === 0) {
+        this.slot = i;
+        return 0;
+      }
+      if (keys[3 * i] === code && keys[3 * i + 1] === v0 && keys[3 * i + 2] === v1) return v;
+    }
+  }
+
+  /** Stores `val` for the key `get` just missed. */
+  insert(code: number, v0: number, v1: number, val: number): void {
+    if (2 * (this.count + 1) > this.vals.length) {
+      this.grow();
+      this.get(code, v0, v1);
+    }
+    const i = this.slot;
+    this.keys[3 * i] = code;
+    this.keys[3 * i + 1] = v0;
+    this.keys[3 * i + 2] = v1;
+    this.vals[i] = val;
+    this.count++;
+  }
+
+  private grow(): void {
+    const { keys, vals } = this;
+    this.keys = new Int32Array(keys.length * 2);
+    this.vals = new Int32Array(vals.length * 2);
+    this.mask = this.vals.length - 1;
+    this.count = 0;
+    for (let i = 0; i < vals.length; i++) {
+      if (vals[i] === 0) continue;
+      this.get(keys[3 * i], keys[3 * i + 1], keys[3 * i + 2]);
+      this.insert(keys[3 * i], keys[3 * i + 1], keys[3 * i + 2], vals[i]);
+    }
+  }
+}
 
 function atomuse(s: Stmt): number {
   const c = s.code;
@@ -109,23 +189,217 @@ function atomdef(s: Stmt): number {
   return -1;
 }
 
+/**
+ * The dominator sets of find_dom, kept as a tree instead of libpcap's bit
+ * vectors (which cost n²/32 words per run, and libpcap reruns find_dom after
+ * every pullup). find_dom starts every set full and the root's empty, then,
+ * walking the level lists, adds b to b's set and intersects b's successors'
+ * sets with it. Every set that is not full is then a chain: a node and its
+ * ancestors in a tree whose node for b is made when b adds itself, under
+ * whatever b's set held. Intersecting two chains is the chain of their lowest
+ * common ancestor. This gives the sets libpcap's bits give even where a
+ * pullup has made the level order stale (a successor visited before one of
+ * its predecessors), so membership queries answer alike.
+ *
+ * Ancestors are found through skew-binary jump pointers (Myers 1983), which
+ * depend only on depth: O(1) to add a node, O(log n) to climb.
+ *
+ * A rerun after a pullup starts at the first block (in walk order) whose
+ * successors changed: an undo log takes the sets back to what they held
+ * when the previous run reached that block, and the steps before it would
+ * repeat exactly.
+ */
+class DomSets {
+  /** Per block id: FULL, EMPTY (node 0) or the tree node whose chain is the set. */
+  private readonly set: Int32Array;
+  /** Per block id: the block's own tree node, 0 if it has none in this run. */
+  private readonly own: Int32Array;
+  private readonly depth: Int32Array;
+  private readonly parent: Int32Array;
+  private readonly jump: Int32Array;
+  /** Tree nodes made before each step of the walk. */
+  private readonly nodesBefore: Int32Array;
+  /** Undo log: (step, slot, old value) triples; slots below n are `set`, the rest `own`. */
+  private log: Int32Array;
+  private logLength = 0;
+  private nodes = 0;
+  /** Steps of the walk whose results are current. */
+  private doneSteps = 0;
+  private static readonly FULL = -1;
+
+  constructor(private readonly n: number) {
+    this.set = new Int32Array(n);
+    this.own = new Int32Array(n);
+    // Node 0 is the empty set, the root of the tree, its own parent and jump.
+    this.depth = new Int32Array(n + 1);
+    this.parent = new Int32Array(n + 1);
+    this.jump = new Int32Array(n + 1);
+    this.nodesBefore = new Int32Array(n + 1);
+    this.log = new Int32Array(3 * 4 * (n + 1));
+  }
+
+  /**
+   * Runs find_dom over `order` (block ids, level lists from the root down)
+   * with successors `jt`/`jf` (-1 for none), redoing only the steps from
+   * `from` on (0 for a full run). Returns the number of steps taken.
+   */
+  run(order: Int32Array, jt: Int32Array, jf: Int32Array, rootId: number, from: number): number {
+    if (from <= 0) {
+      this.set.fill(DomSets.FULL);
+      this.own.fill(0);
+      this.nodes = 0;
+      this.logLength = 0;
+      this.set[rootId] = 0;
+      from = 0;
+    } else {
+      from = Math.min(from, this.doneSteps);
+      this.undo(from);
+    }
+    for (let step = from; step < order.length; step++) {
+      this.nodesBefore[step] = this.nodes;
+      const b = order[step];
+      this.insertSelf(step, b);
+      const t = jt[b];
+      if (t < 0) continue;
+      this.intersect(step, t, b);
+      this.intersect(step, jf[b], b);
+    }
+    this.doneSteps = order.length;
+    return order.length - from;
+  }
+
+  /** SET_MEMBER(dom[b], a). */
+  has(b: number, a: number): boolean {
+    const s = this.set[b];
+    if (s === DomSets.FULL) return true;
+    const x = this.own[a];
+    if (x === 0 || this.depth[x] > this.depth[s]) return false;
+    return this.ancestorAt(s, this.depth[x]) === x;
+  }
+
+  private write(step: number, slot: number, value: number): void {
+    if (this.logLength + 3 > this.log.length) {
+      const log = new Int32Array(2 * this.log.length);
+      log.set(this.log);
+      this.log = log;
+    }
+    const log = this.log;
+    const i = this.logLength;
+    log[i] = step;
+    log[i + 1] = slot;
+    if (slot < this.n) {
+      log[i + 2] = this.set[slot];
+      this.set[slot] = value;
+    } else {
+      log[i + 2] = this.own[slot - this.n];
+      this.own[slot - this.n] = value;
+    }
+    this.logLength = i + 3;
+  }
+
+  /** Takes the sets back to their state before step `step`. */
+  private undo(step: number): void {
+    const log = this.log;
+    let i = this.logLength;
+    while (i > 0 && log[i - 3] >= step) {
+      i -= 3;
+      const slot = log[i + 1];
+      if (slot < this.n) this.set[slot] = log[i + 2];
+      else this.own[slot - this.n] = log[i + 2];
+    }
+    this.logLength = i;
+    this.nodes = this.nodesBefore[step];
+  }
+
+  /** SET_INSERT(dom[b], b): a full set stays full. */
+  private insertSelf(step: number, b: number): void {
+    const p = this.set[b];
+    if (p === DomSets.FULL) return;
+    const { depth, jump } = this;
+    const x = ++this.nodes;
+    depth[x] = depth[p] + 1;
+    this.parent[x] = p;
+    const jp = jump[p];
+    jump[x] = depth[p] - depth[jp] === depth[jp] - depth[jump[jp]] ? jump[jp] : p;
+    this.write(step, this.n + b, x);
+    this.write(step, b, x);
+  }
+
+  /** SET_INTERSECT(dom[target], dom[source]). */
+  private intersect(step: number, target: number, source: number): void {
+    const s = this.set[source];
+    if (s === DomSets.FULL) return;
+    const t = this.set[target];
+    if (t === s) return;
+    this.write(step, target, t === DomSets.FULL ? s : this.lca(t, s));
+  }
+
+  private ancestorAt(x: number, d: number): number {
+    const { depth, jump, parent } = this;
+    while (depth[x] > d) x = depth[jump[x]] >= d ? jump[x] : parent[x];
+    return x;
+  }
+
+  private lca(x: number, y: number): number {
+    const { depth, jump, parent } = this;
+    if (depth[x] > depth[y]) x = this.ancestorAt(x, depth[y]);
+    else if (depth[y] > depth[x]) y = this.ancestorAt(y, depth[x]);
+    while (x !== y) {
+      if (jump[x] !== jump[y]) {
+        x = jump[x];
+        y = jump[y];
+      } else {
+        x = parent[x];
+        y = parent[y];
+      }
+    }
+    return x;
+  }
+}
+
 class Optimizer {
   blocks: Block[] = [];
   edges: Edge[] = [];
   levels: (Block | null)[] = [];
-  nodewords = 0;
   edgewords = 0;
+  dom = new DomSets(0);
+  /** Block ids in find_dom's walk order (level lists, root first), rebuilt each pass. */
+  order = new Int32Array(0);
+  orderLength = 0;
+  /** Per block id: its step in `order`, or the length of `order` if absent. */
+  stepOf = new Int32Array(0);
+  /** Successor ids as find_dom reads them (-1 for none); pullups keep them current. */
+  jtId = new Int32Array(0);
+  jfId = new Int32Array(0);
+  /** First step of `order` whose block's successors changed since the last find_dom. */
+  dirtyStep = 0;
+  /** A pullup changed the graph since the last find_dom. */
+  domStale = false;
+  /** Edge dominator sets, `edgewords` words per edge id (libpcap's all_edge_sets). */
+  edom = new Uint32Array(0);
   done = false;
   nonBranchMovementPerformed = false;
   curval = 0;
-  valueTable = new Map<string, number>();
-  isConst: boolean[] = [];
-  constVal: number[] = [];
+  valueTable = new ValueTable();
+  isConst = new Uint8Array(1024);
+  constVal = new Uint32Array(1024);
+  // Scratch stacks for the iterative graph walks.
+  private walkBlocks: Block[] = [];
+  private walkState = new Uint8Array(0);
+
+  /** Steps spent so far, against MAX_OPTIMIZER_STEPS. */
+  private steps = 0;
 
   constructor(
     private root: Block,
     private readonly marker: Marker,
   ) {}
+
+  private spend(steps: number): void {
+    this.steps += steps;
+    if (this.steps > MAX_OPTIMIZER_STEPS)
+      throw new OptimizeLimitError(`more than ${MAX_OPTIMIZER_STEPS} optimizer steps`);
+  }
 
   getRoot(): Block {
     return this.root;
@@ -148,22 +422,24 @@ class Optimizer {
       if (jt) stack.push(jt);
     }
     const n = this.blocks.length;
-    this.nodewords = Math.floor(n / 32) + 1;
     this.edgewords = Math.floor((2 * n) / 32) + 1;
+    this.dom = new DomSets(n);
+    this.order = new Int32Array(n);
+    this.stepOf = new Int32Array(n);
+    this.jtId = new Int32Array(n);
+    this.jfId = new Int32Array(n);
+    this.edom = new Uint32Array(2 * n * this.edgewords);
     this.edges = new Array<Edge>(2 * n);
     this.levels = new Array<Block | null>(n).fill(null);
+    this.walkState = new Uint8Array(n + 1);
     this.blocks.forEach((b, i) => {
-      b.dom = new Uint32Array(this.nodewords);
-      b.closure = new Uint32Array(this.nodewords);
-      b.et.edom = new Uint32Array(this.edgewords);
-      b.ef.edom = new Uint32Array(this.edgewords);
       b.et.id = i;
       b.ef.id = n + i;
       this.edges[i] = b.et;
       this.edges[n + i] = b.ef;
       b.et.pred = b;
       b.ef.pred = b;
-      b.val = new Array<number>(N_ATOMS).fill(0);
+      b.val = new Int32Array(N_ATOMS);
     });
   }
 
@@ -173,79 +449,127 @@ class Optimizer {
     this.levels.fill(null);
     this.marker.unmarkAll();
     // Post-order walk (JT subtree, then JF subtree), as find_levels_r.
-    const stack: { b: Block; state: number }[] = [{ b: this.root, state: 0 }];
+    const stack = this.walkBlocks;
+    const state = this.walkState;
+    stack.length = 0;
+    stack.push(this.root);
+    state[0] = 0;
     while (stack.length > 0) {
-      const top = stack[stack.length - 1];
-      const b = top.b;
-      if (top.state === 0) {
+      const top = stack.length - 1;
+      const b = stack[top];
+      if (state[top] === 0) {
         if (this.marker.isMarked(b)) {
           stack.pop();
           continue;
         }
         this.marker.mark(b);
         b.link = null;
-        top.state = 1;
-        if (JT(b)) {
-          stack.push({ b: JT(b)!, state: 0 });
+        state[top] = 1;
+        if (b.et.succ) {
+          stack.push(b.et.succ);
+          state[top + 1] = 0;
           continue;
         }
       }
-      if (top.state === 1) {
-        top.state = 2;
-        if (JT(b)) {
-          stack.push({ b: JF(b)!, state: 0 });
+      if (state[top] === 1) {
+        state[top] = 2;
+        if (b.et.succ) {
+          stack.push(b.ef.succ!);
+          state[top + 1] = 0;
           continue;
         }
       }
       stack.pop();
-      const level = JT(b) ? Math.max(JT(b)!.level, JF(b)!.level) + 1 : 0;
+      const level = b.et.succ ? Math.max(b.et.succ.level, b.ef.succ!.level) + 1 : 0;
       b.level = level;
       b.link = this.levels[level];
       this.levels[level] = b;
     }
   }
 
-  findDom(): void {
-    for (const b of this.blocks) b.dom.fill(0xffffffff);
-    this.root.dom.fill(0);
+  /** Lists the blocks in find_dom's walk order and numbers the steps. */
+  private findOrder(): void {
+    const n = this.blocks.length;
+    let k = 0;
+    this.stepOf.fill(n);
     for (let i = this.root.level; i >= 0; --i) {
       for (let b = this.levels[i]; b; b = b.link) {
-        setInsert(b.dom, b.id);
-        if (JT(b) === null) continue;
-        setIntersect(JT(b)!.dom, b.dom);
-        setIntersect(JF(b)!.dom, b.dom);
+        this.stepOf[b.id] = k;
+        this.order[k++] = b.id;
+      }
+    }
+    this.orderLength = k;
+  }
+
+  /**
+   * Copies every block's successors into `jtId`/`jfId`, noting in `dirtyStep`
+   * the first step whose block changed since the last copy.
+   */
+  private snapshotEdges(): void {
+    for (const b of this.blocks) {
+      const jt = b.et.succ ? b.et.succ.id : -1;
+      const jf = b.ef.succ ? b.ef.succ.id : -1;
+      if (jt !== this.jtId[b.id] || jf !== this.jfId[b.id]) {
+        this.jtId[b.id] = jt;
+        this.jfId[b.id] = jf;
+        this.dirtyStep = Math.min(this.dirtyStep, this.stepOf[b.id]);
       }
     }
   }
 
+  /** find_dom over the graph as it is now (edges from `jtId`/`jfId`). */
+  findDom(): void {
+    const order = this.order.subarray(0, this.orderLength);
+    this.spend(this.dom.run(order, this.jtId, this.jfId, this.root.id, 0));
+    this.dirtyStep = this.orderLength;
+    this.domStale = false;
+  }
+
+  /** Whether `a` dominates `b`, first redoing find_dom if a pullup changed the graph. */
+  private dominates(a: Block, b: Block): boolean {
+    // libpcap reruns find_dom after every pullup; only the next query can see the result.
+    if (this.domStale) {
+      const order = this.order.subarray(0, this.orderLength);
+      this.spend(this.dom.run(order, this.jtId, this.jfId, this.root.id, this.dirtyStep));
+      this.dirtyStep = this.orderLength;
+      this.domStale = false;
+    }
+    return this.dom.has(b.id, a.id);
+  }
+
+  /** Points an edge of `p` at `target` during pullups, keeping find_dom's view current. */
+  private setSucc(p: Block, jt: boolean, target: Block | null): void {
+    if (jt) {
+      p.et.succ = target;
+      this.jtId[p.id] = target ? target.id : -1;
+    } else {
+      p.ef.succ = target;
+      this.jfId[p.id] = target ? target.id : -1;
+    }
+    this.dirtyStep = Math.min(this.dirtyStep, this.stepOf[p.id]);
+    this.domStale = true;
+  }
+
   private propedom(ep: Edge): void {
-    setInsert(ep.edom, ep.id);
+    const w = this.edgewords;
+    const edom = this.edom;
+    const own = ep.id * w;
+    edom[own + (ep.id >>> 5)] |= 1 << (ep.id & 31);
     if (ep.succ) {
-      setIntersect(ep.succ.et.edom, ep.edom);
-      setIntersect(ep.succ.ef.edom, ep.edom);
+      setIntersect(edom, ep.succ.et.id * w, own, w);
+      setIntersect(edom, ep.succ.ef.id * w, own, w);
     }
   }
 
   findEdom(): void {
-    for (const e of this.edges) e.edom.fill(0xffffffff);
-    this.root.et.edom.fill(0);
-    this.root.ef.edom.fill(0);
+    const w = this.edgewords;
+    this.edom.fill(0xffffffff);
+    this.edom.fill(0, this.root.et.id * w, this.root.et.id * w + w);
+    this.edom.fill(0, this.root.ef.id * w, this.root.ef.id * w + w);
     for (let i = this.root.level; i >= 0; --i) {
       for (let b = this.levels[i]; b; b = b.link) {
         this.propedom(b.et);
         this.propedom(b.ef);
-      }
-    }
-  }
-
-  findClosure(): void {
-    for (const b of this.blocks) b.closure.fill(0);
-    for (let i = this.root.level; i >= 0; --i) {
-      for (let b = this.levels[i]; b; b = b.link) {
-        setInsert(b.closure, b.id);
-        if (JT(b) === null) continue;
-        setUnion(JT(b)!.closure, b.closure);
-        setUnion(JF(b)!.closure, b.closure);
       }
     }
   }
@@ -297,25 +621,35 @@ class Optimizer {
   // ---- value numbering ----
 
   private initVal(): void {
+    this.isConst.fill(0, 0, this.curval + 1);
     this.curval = 0;
     this.valueTable.clear();
-    this.isConst = [false];
-    this.constVal = [0];
   }
 
   private F(code: number, v0: number, v1: number): number {
-    const key = `${code},${v0},${v1}`;
-    const found = this.valueTable.get(key);
-    if (found !== undefined) return found;
+    // Operands are 32-bit in libpcap: k of -1 and of 0xffffffff are one value.
+    code |= 0;
+    v0 |= 0;
+    v1 |= 0;
+    const found = this.valueTable.get(code, v0, v1);
+    if (found !== 0) return found;
     const val = ++this.curval;
+    if (val >= this.isConst.length) {
+      const isConst = new Uint8Array(2 * val);
+      isConst.set(this.isConst);
+      this.isConst = isConst;
+      const constVal = new Uint32Array(2 * val);
+      constVal.set(this.constVal);
+      this.constVal = constVal;
+    }
     if (bpfMode(code) === BPF_IMM && (bpfClass(code) === BPF_LD || bpfClass(code) === BPF_LDX)) {
-      this.isConst[val] = true;
+      this.isConst[val] = 1;
       this.constVal[val] = v0 >>> 0;
     } else {
-      this.isConst[val] = false;
+      this.isConst[val] = 0;
       this.constVal[val] = 0;
     }
-    this.valueTable.set(key, val);
+    this.valueTable.insert(code, v0, v1, val);
     return val;
   }
 
@@ -323,7 +657,13 @@ class Optimizer {
     return this.F(BPF_LD | BPF_IMM | BPF_W, i >>> 0, 0);
   }
 
-  private vstore(s: Stmt | null, val: number[], idx: number, newval: number, alter: boolean): void {
+  private vstore(
+    s: Stmt | null,
+    val: Int32Array,
+    idx: number,
+    newval: number,
+    alter: boolean,
+  ): void {
     if (alter && s !== null && newval !== VAL_UNKNOWN && val[idx] === newval) s.code = NOP;
     else val[idx] = newval;
   }
@@ -339,7 +679,7 @@ class Optimizer {
     this.nonBranchMovementPerformed = true;
   }
 
-  private optStmt(s: Stmt, val: number[], alter: boolean): void {
+  private optStmt(s: Stmt, val: Int32Array, alter: boolean): void {
     let v: number;
     switch (s.code) {
       case BPF_LD | BPF_ABS | BPF_W:
@@ -744,9 +1084,11 @@ class Optimizer {
         this.nonBranchMovementPerformed = true;
       }
     }
+    const words = this.edgewords;
+    const base = ep.id * words;
     top: for (;;) {
-      for (let i = 0; i < this.edgewords; ++i) {
-        let x = ep.edom[i];
+      for (let i = 0; i < words; ++i) {
+        let x = this.edom[base + i];
         while (x !== 0) {
           const k0 = 31 - Math.clz32(x & -x);
           x = (x & ~(1 << k0)) >>> 0;
@@ -780,10 +1122,11 @@ class Optimizer {
     let atTop = true;
     const sameB = same(b);
     for (;;) {
+      this.spend(1);
       const d = diffT ? diffBlk.et.succ : diffBlk.ef.succ;
       if (d === null) return;
       if (same(d) !== sameB) return;
-      if (!setMember(d.dom, b.id)) return;
+      if (!this.dominates(b, d)) return;
       if (d.val[A_ATOM] !== val) break;
       diffBlk = d;
       diffT = and;
@@ -791,31 +1134,23 @@ class Optimizer {
     }
     let sameBlk = (diffT ? diffBlk.et.succ : diffBlk.ef.succ)!;
     for (;;) {
+      this.spend(1);
       const sm = follow(sameBlk);
       if (sm === null) return;
       if (same(sm) !== sameB) return;
-      if (!setMember(sm.dom, b.id)) return;
+      if (!this.dominates(b, sm)) return;
       if (sm.val[A_ATOM] === val) break;
       sameBlk = sm;
     }
     const pull = follow(sameBlk)!;
     const diffTarget = diffT ? diffBlk.et.succ : diffBlk.ef.succ;
-    if (and) {
-      sameBlk.et.succ = pull.et.succ;
-      pull.et.succ = diffTarget;
-    } else {
-      sameBlk.ef.succ = pull.ef.succ;
-      pull.ef.succ = diffTarget;
-    }
+    this.setSucc(sameBlk, and, follow(pull));
+    this.setSucc(pull, and, diffTarget);
     if (atTop) {
-      for (let e = b.inEdges; e !== null; e = e.next) {
-        if (e.pred.et.succ === b) e.pred.et.succ = pull;
-        else e.pred.ef.succ = pull;
-      }
-    } else if (diffT) diffBlk.et.succ = pull;
-    else diffBlk.ef.succ = pull;
+      for (let e = b.inEdges; e !== null; e = e.next)
+        this.setSucc(e.pred, e.pred.et.succ === b, pull);
+    } else this.setSucc(diffBlk, diffT, pull);
     this.done = false;
-    this.findDom();
   }
 
   private findInedges(): void {
@@ -844,6 +1179,8 @@ class Optimizer {
       }
     }
     this.findInedges();
+    // optBlk and optJ moved edges; find_dom sees them at its next run, after a pullup.
+    this.snapshotEdges();
     for (let i = 1; i <= maxlevel; ++i) {
       for (let p = this.levels[i]; p; p = p.link) {
         this.pullup(p, false);
@@ -858,10 +1195,13 @@ class Optimizer {
       this.done = true;
       this.nonBranchMovementPerformed = false;
       this.findLevels();
+      this.findOrder();
+      this.snapshotEdges();
       this.findDom();
-      this.findClosure();
+      // libpcap also computes find_closure here; nothing reads the closure sets, so it is skipped.
       this.findUd();
       this.findEdom();
+      this.spend(this.blocks.length * (1 + 2 * this.edgewords));
       this.optBlks(doStmts);
       if (this.done) break;
       if (this.nonBranchMovementPerformed) loopCount = 0;
@@ -869,18 +1209,6 @@ class Optimizer {
         this.done = true;
         break;
       }
-    }
-  }
-
-  private markCode(): void {
-    this.marker.unmarkAll();
-    const stack: Block[] = [this.root];
-    while (stack.length > 0) {
-      const p = stack.pop()!;
-      if (this.marker.isMarked(p)) continue;
-      this.marker.mark(p);
-      if (JT(p)) stack.push(JT(p)!);
-      if (JF(p)) stack.push(JF(p)!);
     }
   }
 
@@ -898,42 +1226,82 @@ class Optimizer {
     }
   }
 
+  /**
+   * intern_blocks: equal blocks (same statements, branch and successors)
+   * become one. libpcap merges the blocks equal right now, redirects their
+   * predecessors and repeats until nothing changes, pointing each block at
+   * the highest-numbered reachable block equal to it; two chains of n equal
+   * tests take n rounds. Its fixed point is reached here in one bottom-up
+   * pass: blocks are equal when their statements are and their successors
+   * are (already classed, children first), and every class is represented by
+   * its highest-numbered block, which is the one libpcap's rounds keep.
+   */
   internBlocks(): void {
     const n = this.blocks.length;
-    const key = (b: Block): string => {
-      let k = `${b.s.code},${b.s.k >>> 0},${b.et.succ ? b.et.succ.id : -1},${b.ef.succ ? b.ef.succ.id : -1}`;
-      for (const st of b.stmts) if (st.code !== NOP) k += `;${st.code},${st.k >>> 0}`;
-      return k;
-    };
-    for (;;) {
-      let done1 = true;
-      for (const b of this.blocks) b.link = null;
-      this.markCode();
-      // For each block, the first equal marked block after it (in numbering order), as libpcap's double loop finds.
-      const nearest = new Map<string, Block>();
-      const last = this.blocks[n - 1];
-      if (n > 0 && this.marker.isMarked(last)) nearest.set(key(last), last);
-      for (let i = n - 1; i !== 0;) {
-        --i;
-        const bi = this.blocks[i];
-        if (!this.marker.isMarked(bi)) continue;
-        const k = key(bi);
-        const bj = nearest.get(k);
-        if (bj !== undefined) bi.link = bj.link ? bj.link : bj;
-        nearest.set(k, bi);
-      }
-      for (const p of this.blocks) {
-        if (JT(p) === null) continue;
-        if (JT(p)!.link) {
-          done1 = false;
-          p.et.succ = JT(p)!.link;
+    // Reachable blocks, successors before predecessors (post-order).
+    const post: Block[] = [];
+    this.marker.unmarkAll();
+    const stack: Block[] = [this.root];
+    const state: number[] = [0];
+    this.marker.mark(this.root);
+    while (stack.length > 0) {
+      const top = stack.length - 1;
+      const p = stack[top];
+      if (state[top] < 2) {
+        const next = state[top] === 0 ? p.et.succ : p.ef.succ;
+        state[top]++;
+        if (next !== null && !this.marker.isMarked(next)) {
+          this.marker.mark(next);
+          stack.push(next);
+          state.push(0);
         }
-        if (JF(p)!.link) {
-          done1 = false;
-          p.ef.succ = JF(p)!.link;
+        continue;
+      }
+      stack.pop();
+      state.pop();
+      post.push(p);
+    }
+    const classOf = new Int32Array(n).fill(-1);
+    // Per class: a member to compare with and the highest-numbered member.
+    const sample: Block[] = [];
+    const rep: number[] = [];
+    const buckets = new Map<number, number[]>();
+    for (const b of post) {
+      const jt = b.et.succ ? classOf[b.et.succ.id] : -1;
+      const jf = b.ef.succ ? classOf[b.ef.succ.id] : -1;
+      let h = Math.imul(b.s.code, 0x9e3779b1) ^ b.s.k;
+      h = Math.imul(h ^ jt, 0x85ebca6b) ^ Math.imul(jf, 0xc2b2ae35);
+      for (const st of b.stmts) {
+        if (st.code !== NOP) h = Math.imul(h ^ st.code, 0x27d4eb2f) ^ Math.imul(st.k, 0x165667b1);
+      }
+      let bucket = buckets.get(h);
+      if (bucket === undefined) buckets.set(h, (bucket = []));
+      let c = -1;
+      for (const candidate of bucket) {
+        const o = sample[candidate];
+        if (
+          o.s.code === b.s.code &&
+          o.s.k >>> 0 === b.s.k >>> 0 &&
+          (o.et.succ ? classOf[o.et.succ.id] : -1) === jt &&
+          (o.ef.succ ? classOf[o.ef.succ.id] : -1) === jf &&
+          Optimizer.eqSlist(o.stmts, b.stmts)
+        ) {
+          c = candidate;
+          break;
         }
       }
-      if (done1) return;
+      if (c < 0) {
+        c = sample.length;
+        sample.push(b);
+        rep.push(b.id);
+        bucket.push(c);
+      } else if (b.id > rep[c]) rep[c] = b.id;
+      classOf[b.id] = c;
+    }
+    for (const p of post) {
+      if (p.et.succ === null) continue;
+      p.et.succ = this.blocks[rep[classOf[p.et.succ.id]]];
+      p.ef.succ = this.blocks[rep[classOf[p.ef.succ!.id]]];
     }
   }
 
