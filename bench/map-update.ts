@@ -25,26 +25,10 @@ interface CResult {
 const cDir = fileURLToPath(new URL('./c/', import.meta.url));
 const cBinary = `${cDir}build/map_update`;
 
-/** Best of `rounds` runs of the C baseline, per field (the machine is shared; minima are steadier). */
-function runC(entries: number, rounds: number): CResult {
+/** One run of the C baseline (bench/c/map_update.c), built on first use. */
+function runC(entries: number): CResult {
   if (!existsSync(cBinary)) execFileSync('make', ['-s', '-C', cDir], { stdio: 'inherit' });
-  const runs = Array.from(
-    { length: rounds },
-    () => JSON.parse(execFileSync(cBinary, [String(entries)], { encoding: 'utf8' })) as CResult,
-  );
-  const best = (field: keyof CResult) => Math.min(...runs.map((r) => r[field]));
-  return {
-    hashSingleNs: best('hashSingleNs'),
-    hashBatchNs: best('hashBatchNs'),
-    lpmSingleNs: best('lpmSingleNs'),
-    lpmBatchNs: best('lpmBatchNs'),
-  };
-}
-
-async function bestOf(rounds: number, fn: () => number | Promise<number>): Promise<number> {
-  let best = Infinity;
-  for (let i = 0; i < rounds; i++) best = Math.min(best, await fn());
-  return best;
+  return JSON.parse(execFileSync(cBinary, [String(entries)], { encoding: 'utf8' })) as CResult;
 }
 
 interface Workload {
@@ -107,21 +91,51 @@ async function batch(w: Workload, entries: number): Promise<number> {
   return elapsed / entries;
 }
 
-/** Runs both sides (C first, then the addon), best of `rounds` each, one row per operation. Needs CAP_BPF. */
+/**
+ * Runs both sides in alternating rounds (C, then the addon) and keeps each side's best per
+ * operation: the machine is shared, and alternating puts both sides under the same load.
+ * One row per operation. Needs CAP_BPF.
+ */
 export async function runMapUpdateBench(
   options: { entries?: number; rounds?: number } = {},
 ): Promise<BenchRow[]> {
   const entries = options.entries ?? 1_000_000;
   const rounds = options.rounds ?? 3;
-  const c = runC(entries, rounds);
   const w = workloads(entries);
-  const rows: Array<[string, number, number]> = [
-    ['hash update (single)', await bestOf(rounds, () => single(w.hash, entries)), c.hashSingleNs],
-    ['hash update (batch)', await bestOf(rounds, () => batch(w.hash, entries)), c.hashBatchNs],
-    ['lpm update (single)', await bestOf(rounds, () => single(w.lpm, entries)), c.lpmSingleNs],
-    ['lpm update (batch)', await bestOf(rounds, () => batch(w.lpm, entries)), c.lpmBatchNs],
+  const best = { c: { ...NONE }, sluice: { ...NONE } };
+  for (let round = 0; round < rounds; round++) {
+    keepBest(best.c, runC(entries));
+    keepBest(best.sluice, {
+      hashSingleNs: single(w.hash, entries),
+      hashBatchNs: await batch(w.hash, entries),
+      lpmSingleNs: single(w.lpm, entries),
+      lpmBatchNs: await batch(w.lpm, entries),
+    });
+  }
+  const rows: Array<[string, keyof CResult]> = [
+    ['hash update (single)', 'hashSingleNs'],
+    ['hash update (batch)', 'hashBatchNs'],
+    ['lpm update (single)', 'lpmSingleNs'],
+    ['lpm update (batch)', 'lpmBatchNs'],
   ];
-  return rows.map(([op, sluiceNs, cNs]) => ({ op, sluiceNs, cNs, ratio: sluiceNs / cNs }));
+  return rows.map(([op, field]) => ({
+    op,
+    sluiceNs: best.sluice[field],
+    cNs: best.c[field],
+    ratio: best.sluice[field] / best.c[field],
+  }));
+}
+
+const NONE: CResult = {
+  hashSingleNs: Infinity,
+  hashBatchNs: Infinity,
+  lpmSingleNs: Infinity,
+  lpmBatchNs: Infinity,
+};
+
+function keepBest(best: CResult, run: CResult): void {
+  for (const field of Object.keys(best) as Array<keyof CResult>)
+    best[field] = Math.min(best[field], run[field]);
 }
 
 /** The rows as an aligned text table. */

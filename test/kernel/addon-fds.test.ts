@@ -1,6 +1,8 @@
 // Kernel test that handles do not leak file descriptors: 10,000 create/load/close cycles leave /proc/self/fd unchanged.
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 import { expect, it } from 'vitest';
 
@@ -51,5 +53,33 @@ await describeKernel('addon file descriptors', () => {
     const before = openFds();
     for (let i = 0; i < 10_000; i++) await cycle(i);
     expect(openFds()).toBe(before);
+  });
+});
+
+await describeKernel('addon handles and the garbage collector', () => {
+  it('reports a closed map, not a crash, through an update function that outlived its map', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const before = openFds();
+    const update = ((): ((key: Buffer, value: Buffer, flags: number) => void) => {
+      const map = createMap({
+        type: 'hash',
+        keySize: 4,
+        valueSize: 8,
+        maxEntries: 8,
+        name: 'orphan_map',
+      });
+      return map.native.update.bind(null);
+    })();
+    update(Buffer.alloc(4), Buffer.alloc(8), 0);
+    // The map's finalizer runs in a later turn of the event loop than the collection.
+    for (let i = 0; i < 20 && openFds() > before; i++) {
+      gc();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(openFds()).toBe(before);
+    expect(() => update(Buffer.alloc(4), Buffer.alloc(8), 0)).toThrow(
+      'map is closed: its handle was garbage-collected',
+    );
   });
 });

@@ -19,6 +19,7 @@ class Map : public Napi::ObjectWrap<Map> {
   // Takes ownership of fd; queries the kernel for the map's shape.
   static Napi::Object Wrap(Napi::Env env, Fd fd, const std::string& name = "");
   explicit Map(const Napi::CallbackInfo& info);
+  ~Map() override;
 
   int FdOrThrow(Napi::Env env) const;
   uint32_t Type() const { return type_; }
@@ -38,6 +39,14 @@ class Map : public Napi::ObjectWrap<Map> {
 
   Napi::Value Lookup(const Napi::CallbackInfo& info);
   Napi::Value LookupInto(const Napi::CallbackInfo& info);
+  // The per-instance update function's link back to its Map; the Map clears it when destroyed,
+  // so a function that outlives its Map reports a closed map instead of touching freed memory.
+  struct UpdateTarget {
+    Map* map;
+  };
+  static napi_value UpdateBound(napi_env env, napi_callback_info cbinfo);
+  void InstallUpdate(Napi::Env env, Napi::Object self);
+  bool UpdatePlain(napi_env env, napi_value key, napi_value value, napi_value flags);
   Napi::Value Update(const Napi::CallbackInfo& info);
   Napi::Value UpdateFd(const Napi::CallbackInfo& info);
   Napi::Value Delete(const Napi::CallbackInfo& info);
@@ -58,6 +67,7 @@ class Map : public Napi::ObjectWrap<Map> {
   uint32_t type_ = 0, keySize_ = 0, valueSize_ = 0, maxEntries_ = 0, flags_ = 0, id_ = 0;
   bool perCpu_ = false;
   std::vector<uint8_t> scratch_;  // per-CPU value staging, reused across calls
+  std::shared_ptr<UpdateTarget> updateTarget_;
 };
 
 class Program : public Napi::ObjectWrap<Program> {

@@ -59,7 +59,6 @@ Napi::Function Map::Define(Napi::Env env) {
                          InstanceAccessor<&Map::GetPerCpu>("perCpu"),
                          InstanceMethod<&Map::Lookup>("lookup"),
                          InstanceMethod<&Map::LookupInto>("lookupInto"),
-                         InstanceMethod<&Map::Update>("update"),
                          InstanceMethod<&Map::UpdateFd>("updateFd"),
                          InstanceMethod<&Map::Delete>("delete"),
                          InstanceMethod<&Map::NextKey>("nextKey"),
@@ -94,6 +93,11 @@ Map::Map(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Map>(info) {
   flags_ = mi.map_flags;
   id_ = mi.id;
   perCpu_ = IsPerCpuMapType(type_);
+  InstallUpdate(env, info.This().As<Napi::Object>());
+}
+
+Map::~Map() {
+  if (updateTarget_) updateTarget_->map = nullptr;
 }
 
 int Map::FdOrThrow(Napi::Env env) const {
@@ -181,6 +185,64 @@ Napi::Value Map::LookupInto(const Napi::CallbackInfo& info) {
     ThrowSyscall(env, MapWhat("look up in", name_), "bpf_map_lookup_elem", err);
   }
   return Napi::Boolean::New(env, true);
+}
+
+// update(key, value, flags?) is an own function of each Map, bound to it through N-API callback
+// data. Single-element updates are the controller's rule writes; where the kernel isolates page
+// tables every syscall leaves the TLB cold, and each N-API step after it (an unwrap of `this`
+// above all, a property lookup) costs hundreds of ns. The common case (a plain map, right sizes)
+// goes straight to the syscall; anything else goes to Update, which validates and throws.
+void Map::InstallUpdate(Napi::Env env, Napi::Object self) {
+  updateTarget_ = std::make_shared<UpdateTarget>(UpdateTarget{this});
+  auto* holder = new std::shared_ptr<UpdateTarget>(updateTarget_);
+  napi_value fn;
+  if (napi_create_function(env, "update", NAPI_AUTO_LENGTH, &Map::UpdateBound, holder, &fn) != napi_ok ||
+      napi_add_finalizer(
+          env, fn, holder,
+          [](napi_env, void* data, void*) { delete static_cast<std::shared_ptr<UpdateTarget>*>(data); }, nullptr,
+          nullptr) != napi_ok) {
+    delete holder;
+    ThrowState(env, "create map \"" + name_ + "\": could not create its update function");
+  }
+  self.DefineProperty(Napi::PropertyDescriptor::Value("update", Napi::Value(env, fn), napi_default));
+}
+
+napi_value Map::UpdateBound(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 3;
+  napi_value argv[3];
+  void* data = nullptr;
+  if (napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, &data) != napi_ok) return nullptr;
+  Map* map = (*static_cast<std::shared_ptr<UpdateTarget>*>(data))->map;
+  try {
+    if (map == nullptr) ThrowClosed(Napi::Env(env), "map is closed: its handle was garbage-collected");
+    if (argc >= 2 && map->UpdatePlain(env, argv[0], argv[1], argc == 3 ? argv[2] : nullptr)) return nullptr;
+    Napi::CallbackInfo info(env, cbinfo);
+    return map->Update(info);
+  } catch (const Napi::Error& e) {
+    e.ThrowAsJavaScriptException();
+    return nullptr;
+  }
+}
+
+// The common case of update: true when done, false when the arguments need Update's full checks.
+bool Map::UpdatePlain(napi_env env, napi_value key, napi_value value, napi_value flagsValue) {
+  if (perCpu_ || !fd_.Valid()) return false;
+  Bytes k, v;
+  if (!GetBytes(env, key, &k) || k.len != keySize_ || !GetBytes(env, value, &v) || v.len != valueSize_) return false;
+  uint32_t flags = BPF_ANY;
+  if (flagsValue != nullptr) {
+    // One call: napi_get_value_double fails for anything but a number (undefined included).
+    double d;
+    if (napi_get_value_double(env, flagsValue, &d) != napi_ok) return false;
+    flags = static_cast<uint32_t>(d);
+    if (!(d >= 0 && d <= 6) || static_cast<double>(flags) != d || (flags & 3) == 3) return false;
+  }
+  if (bpf_map_update_elem(fd_.Get(), k.data, v.data, flags) < 0) {
+    int err = errno;
+    ThrowSyscallReason(Napi::Env(env), MapWhat("update", name_), MapReason(type_, maxEntries_, err), "bpf_map_update_elem",
+                       err);
+  }
+  return true;
 }
 
 // update(key, value, flags?) — value: Buffer (per-CPU: one value for every CPU, or the raw
