@@ -88,7 +88,19 @@ function reason(error: SyscallError, mode?: string): string {
 }
 
 function resolve(device: Device, netns: string | undefined, what: string): number {
-  if (typeof device === 'number') return device;
+  if (typeof device === 'number') {
+    // Out-of-range numbers are the addon's to reject; a free ifindex would be a bare EINVAL there.
+    if (
+      Number.isInteger(device) &&
+      device > 0 &&
+      device <= 0xffffffff &&
+      native.ifIndexToName(device) === null
+    )
+      throw new DeviceNotFoundError(`${what} to ifindex ${device}: no device has that ifindex`, {
+        device: String(device),
+      });
+    return device;
+  }
   if (typeof device !== 'string')
     throw new InvalidArgumentError(`${what}: device must be a name or an ifindex`);
   try {

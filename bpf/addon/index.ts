@@ -225,6 +225,8 @@ export interface NativeAddon {
   isBpffs(path: string): boolean;
   runInNetns<T>(name: string, fn: () => T): T;
   ifNameToIndex(name: string): number;
+  /** The device's name, or null where no device has that ifindex. */
+  ifIndexToName(index: number): string | null;
   possibleCpus(): number;
   libbpfLog(lines?: number): string[];
   setErrorClasses(classes: Record<string, unknown>): void;

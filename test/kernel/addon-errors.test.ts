@@ -653,6 +653,21 @@ await describeKernel('addon bad input', () => {
         "message": "attach xdp program "addon_pass_xdp" to "sl-no-such-dev0": no such device "sl-no-such-dev0"",
       }
     `);
+    // 2^31 - 7: far past any ifindex this machine hands out.
+    expect(shape(() => attachXdp(pass, 2 ** 31 - 7))).toMatchInlineSnapshot(`
+      {
+        "class": "DeviceNotFoundError",
+        "code": "DEVICE_NOT_FOUND",
+        "message": "attach xdp program "addon_pass_xdp" to ifindex 2147483641: no device has that ifindex",
+      }
+    `);
+    expect(shape(() => attachTc(tc, 2 ** 31 - 7))).toMatchInlineSnapshot(`
+      {
+        "class": "DeviceNotFoundError",
+        "code": "DEVICE_NOT_FOUND",
+        "message": "attach tc ingress program "addon_pass_tc" to ifindex 2147483641: no device has that ifindex",
+      }
+    `);
     expect(shape(() => ifindexOf('a-device-name-longer-than-ifnamsiz'))).toMatchInlineSnapshot(`
       {
         "class": "InvalidArgumentError",

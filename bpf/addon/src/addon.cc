@@ -65,6 +65,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("isBpffs", Napi::Function::New(env, IsBpffs, "isBpffs"));
   exports.Set("runInNetns", Napi::Function::New(env, RunInNetns, "runInNetns"));
   exports.Set("ifNameToIndex", Napi::Function::New(env, IfNameToIndex, "ifNameToIndex"));
+  exports.Set("ifIndexToName", Napi::Function::New(env, IfIndexToName, "ifIndexToName"));
   return exports;
 }
 }  // namespace

@@ -194,6 +194,7 @@ Napi::Value MountBpffs(const Napi::CallbackInfo& info);
 Napi::Value IsBpffs(const Napi::CallbackInfo& info);
 Napi::Value RunInNetns(const Napi::CallbackInfo& info);
 Napi::Value IfNameToIndex(const Napi::CallbackInfo& info);
+Napi::Value IfIndexToName(const Napi::CallbackInfo& info);
 Napi::Value PinFd(Napi::Env env, int fd, const std::string& what, const Napi::Value& path);
 
 // Map info from the kernel; returns -errno on failure.

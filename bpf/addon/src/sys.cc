@@ -203,4 +203,12 @@ Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, if_nametoindex(name.c_str()));
 }
 
+Napi::Value IfIndexToName(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t index = ArgU32(env, info[0], "look up device: ifindex");
+  char name[IF_NAMESIZE];
+  if (index == 0 || if_indextoname(index, name) == nullptr) return env.Null();
+  return Napi::String::New(env, name);
+}
+
 }  // namespace sluice
