@@ -93,7 +93,7 @@ function resolve(device: Device, netns: string | undefined, what: string): numbe
     if (
       Number.isInteger(device) &&
       device > 0 &&
-      device <= 0xffffffff &&
+      device <= 0x7fffffff &&
       native.ifIndexToName(device) === null
     )
       throw new DeviceNotFoundError(`${what} to ifindex ${device}: no device has that ifindex`, {

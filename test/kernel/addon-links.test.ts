@@ -148,22 +148,22 @@ await describeKernel('addon links', () => {
     `);
     expect(errorShape(() => attachXdp(pass, 999_999, { netns: ns }))).toMatchInlineSnapshot(`
       {
-        "code": "EINVAL",
-        "message": "attach xdp program "addon_pass_xdp" to ifindex 999999: invalid argument",
-        "name": "SyscallError",
+        "code": "DEVICE_NOT_FOUND",
+        "message": "attach xdp program "addon_pass_xdp" to ifindex 999999: no device has that ifindex",
+        "name": "DeviceNotFoundError",
       }
     `);
     expect(errorShape(() => attachXdp(tc, vethA, { netns: ns }))).toMatchInlineSnapshot(`
       {
         "code": "BPF_INVALID_ARGUMENT",
-        "message": "attach xdp program "addon_pass_tc": program type is 3, expected xdp (6)",
+        "message": "attach xdp program "addon_pass_tc": program type is sched_cls; XDP needs an xdp program",
         "name": "InvalidArgumentError",
       }
     `);
     expect(errorShape(() => attachTc(pass, vethA, { netns: ns }))).toMatchInlineSnapshot(`
       {
         "code": "BPF_INVALID_ARGUMENT",
-        "message": "attach tc program "addon_pass_xdp": program type is 6, expected sched_cls (3)",
+        "message": "attach tc program "addon_pass_xdp": program type is xdp; TC needs a sched_cls program",
         "name": "InvalidArgumentError",
       }
     `);

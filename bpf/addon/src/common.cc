@@ -19,6 +19,11 @@ AddonData* Data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 
 std::string Quote(const std::string& s) { return "\"" + s + "\""; }
 
+std::string ProgTypeName(uint32_t type) {
+  const char* name = libbpf_bpf_prog_type_str(static_cast<bpf_prog_type>(type));
+  return name != nullptr ? name : "type " + std::to_string(type);
+}
+
 std::string ErrnoText(int err) {
   switch (err) {
     case 524:

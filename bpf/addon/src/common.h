@@ -87,6 +87,8 @@ Napi::Value MakeSimpleError(Napi::Env env, Napi::FunctionReference& ctor, const 
 
 std::string ErrnoText(int err);
 std::string Quote(const std::string& s);
+// libbpf's name of a program type ("xdp", "sched_cls"), or "type N" for one it does not know.
+std::string ProgTypeName(uint32_t type);
 
 // ---- arguments ----------------------------------------------------------------------------
 struct Bytes {

@@ -242,7 +242,7 @@ Napi::Value AttachXdp(const Napi::CallbackInfo& info) {
   std::string what = "attach xdp program " + Quote(prog->Name());
   int progFd = prog->FdOrThrow(env);
   if (prog->Type() != BPF_PROG_TYPE_XDP)
-    ThrowInvalid(env, what + ": program type is " + std::to_string(prog->Type()) + ", expected xdp (6)");
+    ThrowInvalid(env, what + ": program type is " + ProgTypeName(prog->Type()) + "; XDP needs an xdp program");
   uint32_t ifindex = ArgU32(env, info[1], what + ": ifindex");
   if (ifindex == 0 || ifindex > 0x7fffffff) ThrowInvalid(env, what + ": ifindex must be from 1 to 2147483647");
   std::string mode = info[2].IsUndefined() ? "auto" : ArgString(env, info[2], what + ": mode");
@@ -265,7 +265,7 @@ Napi::Value AttachTc(const Napi::CallbackInfo& info) {
   std::string what = "attach tc program " + Quote(prog->Name());
   int progFd = prog->FdOrThrow(env);
   if (prog->Type() != BPF_PROG_TYPE_SCHED_CLS)
-    ThrowInvalid(env, what + ": program type is " + std::to_string(prog->Type()) + ", expected sched_cls (3)");
+    ThrowInvalid(env, what + ": program type is " + ProgTypeName(prog->Type()) + "; TC needs a sched_cls program");
   uint32_t ifindex = ArgU32(env, info[1], what + ": ifindex");
   if (ifindex == 0 || ifindex > 0x7fffffff) ThrowInvalid(env, what + ": ifindex must be from 1 to 2147483647");
   std::string direction = ArgString(env, info[2], what + ": direction");
