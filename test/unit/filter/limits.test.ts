@@ -291,15 +291,18 @@ const oracle = probeTcpdump();
 describe.skipIf(!oracle.ok && process.env.CI !== 'true')(
   `large expressions against tcpdump ${oracle.reason}`,
   () => {
-    it('compiles a 400-term host list to tcpdump’s listing in well under its time', () => {
-      // Past the old 4096-block limit (4,802 blocks); libpcap 1.10 takes 2.5 s here.
+    it('compiles a 400-term host list to tcpdump’s listing in less than its time', () => {
+      // Past the old 4096-block limit (4,802 blocks). Alone, sluice takes about 1.2 s here and
+      // libpcap 1.10 about 3 s; timed back to back, both see the same load from parallel tests.
       const e = hostList(400);
       const started = performance.now();
       const insns = compileFilter(e);
-      const elapsed = performance.now() - started;
+      const ours = performance.now() - started;
+      const listing = tcpdump(e);
+      const theirs = performance.now() - started - ours;
       expect(insns).toHaveLength(2159);
-      expect(formatListing(insns, 'd')).toBe(tcpdump(e));
-      expect(elapsed).toBeLessThan(4000);
+      expect(formatListing(insns, 'd')).toBe(listing);
+      expect(ours).toBeLessThan(theirs);
     });
     it('rejects a 1000-term host list whose program tcpdump prints past BPF_MAXINSNS', () => {
       // tcpdump -d prints all 5759 instructions; the kernel would refuse to attach them.
