@@ -77,6 +77,16 @@ export function compileCommand(): Command {
       'pcap-filter(7) expression; several arguments are joined with spaces',
     )
     .action(async function (this: Command, words: string[], options: CompileOptions) {
+      // Silently dropping a layout or a context would print something other than what was asked for.
+      if (options.ebpf && options.d > 0)
+        this.error(
+          'sluice: -d, -dd and -ddd are classic BPF layouts; --ebpf prints its own listing',
+          {
+            exitCode: 2,
+          },
+        );
+      if (!options.ebpf && this.getOptionValueSource('context') !== 'default')
+        this.error('sluice: --context chooses the eBPF program type; add --ebpf', { exitCode: 2 });
       const program = await readFilterProgram(this, words, options);
       if (options.ebpf) {
         print(this, formatEbpfListing(cbpfToEbpf(program, ebpfOptions(options.context))));

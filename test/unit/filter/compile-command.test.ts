@@ -34,6 +34,18 @@ describe('sluice compile', () => {
   it('prints eBPF with --ebpf', async () => {
     expect(await run(['--ebpf', 'tcp'])).toMatch(/^\s+0: \(/);
   });
+  it('refuses a classic layout with --ebpf, and an eBPF context without it', async () => {
+    const usage = async (args: string[]): Promise<string> => {
+      const err = (await run(args).catch((e: unknown) => e)) as { code?: string; message?: string };
+      return `${err.code}: ${err.message}`;
+    };
+    expect(await usage(['--ebpf', '-dd', 'tcp'])).toBe(
+      'commander.error: sluice: -d, -dd and -ddd are classic BPF layouts; --ebpf prints its own listing',
+    );
+    expect(await usage(['--context', 'tc', 'tcp'])).toBe(
+      'commander.error: sluice: --context chooses the eBPF program type; add --ebpf',
+    );
+  });
   it('throws the positioned error for bad input', async () => {
     const err = await run(['udp', 'and', 'dst', 'port', 'and', 'host', '192.0.2.1']).catch(
       (e: unknown) => e,
