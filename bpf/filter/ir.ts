@@ -155,6 +155,37 @@ export class Marker {
   }
 }
 
+/**
+ * The blocks reachable from `root`, each after both its successors (post-order, as libpcap's
+ * recursive walks visit them), the false branch first where `falseFirst` (convert_code_r) and
+ * the true branch first otherwise (find_levels_r). Iterative: graphs run to thousands of levels.
+ */
+export function postOrder(root: Block, marker: Marker, falseFirst: boolean): Block[] {
+  const post: Block[] = [];
+  marker.unmarkAll();
+  marker.mark(root);
+  const stack: Block[] = [root];
+  const state: number[] = [0];
+  while (stack.length > 0) {
+    const top = stack.length - 1;
+    const p = stack[top];
+    if (state[top] < 2) {
+      const next = (state[top] === 0) === falseFirst ? p.ef.succ : p.et.succ;
+      state[top]++;
+      if (next !== null && !marker.isMarked(next)) {
+        marker.mark(next);
+        stack.push(next);
+        state.push(0);
+      }
+      continue;
+    }
+    stack.pop();
+    state.pop();
+    post.push(p);
+  }
+  return post;
+}
+
 export function slength(stmts: Stmt[]): number {
   let n = 0;
   for (const s of stmts) if (s.code !== NOP) n++;
@@ -175,29 +206,10 @@ export class ConvertError extends Error {}
  * again: the same program without the quadratic restarts.
  */
 export function linearize(root: Block, marker: Marker): CbpfInsn[] {
-  marker.unmarkAll();
   // Each block's instructions in layout order; the program is these in reverse.
   const groups: CbpfInsn[][] = [];
   let tail = 0;
-  // Post-order walk as convert_code_r: JF, then JT, then the block.
-  const stack: Block[] = [root];
-  const state: number[] = [0];
-  marker.mark(root);
-  while (stack.length > 0) {
-    const top = stack.length - 1;
-    const p = stack[top];
-    if (state[top] < 2) {
-      const next = state[top] === 0 ? JF(p) : JT(p);
-      state[top]++;
-      if (next !== null && !marker.isMarked(next)) {
-        marker.mark(next);
-        stack.push(next);
-        state.push(0);
-      }
-      continue;
-    }
-    stack.pop();
-    state.pop();
+  for (const p of postOrder(root, marker, true)) {
     let group: CbpfInsn[] | null;
     do group = layOutBlock(p, tail);
     while (group === null);
@@ -238,28 +250,25 @@ function layOutBlock(p: Block, tail: number): CbpfInsn[] | null {
   ins.code = p.s.code;
   ins.k = p.s.k >>> 0;
   const jtb = JT(p);
-  if (jtb !== null) {
-    let extrajmps = 0;
-    let off = jtb.offset - (p.offset + slen) - 1;
-    if (off >= 256) {
-      if (p.longjt === 0) {
-        p.longjt++;
-        return null;
-      }
-      ins.jt = extrajmps;
-      extrajmps++;
-      out[dst + extrajmps] = { code: BPF_JMP | BPF_JA, jt: 0, jf: 0, k: off - extrajmps };
-    } else ins.jt = off;
-    off = JF(p)!.offset - (p.offset + slen) - 1;
-    if (off >= 256) {
-      if (p.longjf === 0) {
-        p.longjf++;
-        return null;
-      }
-      ins.jf = extrajmps;
-      extrajmps++;
-      out[dst + extrajmps] = { code: BPF_JMP | BPF_JA, jt: 0, jf: 0, k: off - extrajmps };
-    } else ins.jf = off;
-  }
+  if (jtb === null) return out;
+  let extrajmps = 0;
+  // A branch too far for 8 bits goes through a `ja` after the block; null until it has room.
+  const branch = (target: Block, long: 'longjt' | 'longjf'): number | null => {
+    const off = target.offset - (p.offset + slen) - 1;
+    if (off < 256) return off;
+    if (p[long] === 0) {
+      p[long]++;
+      return null;
+    }
+    extrajmps++;
+    out[dst + extrajmps] = { code: BPF_JMP | BPF_JA, jt: 0, jf: 0, k: off - extrajmps };
+    return extrajmps - 1;
+  };
+  const jt = branch(jtb, 'longjt');
+  if (jt === null) return null;
+  ins.jt = jt;
+  const jf = branch(JF(p)!, 'longjf');
+  if (jf === null) return null;
+  ins.jf = jf;
   return out;
 }

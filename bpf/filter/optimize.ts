@@ -46,7 +46,7 @@ import {
   bpfSrc,
   evalAlu,
 } from './cbpf.js';
-import { JF, JT, Marker, NOP, type Block, type Edge, type Stmt } from './ir.js';
+import { JF, JT, Marker, NOP, postOrder, type Block, type Edge, type Stmt } from './ir.js';
 
 const A_ATOM = BPF_MEMWORDS;
 const X_ATOM = BPF_MEMWORDS + 1;
@@ -383,9 +383,6 @@ class Optimizer {
   valueTable = new ValueTable();
   isConst = new Uint8Array(1024);
   constVal = new Uint32Array(1024);
-  // Scratch stacks for the iterative graph walks.
-  private walkBlocks: Block[] = [];
-  private walkState = new Uint8Array(0);
 
   /** Steps spent so far, against MAX_OPTIMIZER_STEPS. */
   private steps = 0;
@@ -431,7 +428,6 @@ class Optimizer {
     this.edom = new Uint32Array(2 * n * this.edgewords);
     this.edges = new Array<Edge>(2 * n);
     this.levels = new Array<Block | null>(n).fill(null);
-    this.walkState = new Uint8Array(n + 1);
     this.blocks.forEach((b, i) => {
       b.et.id = i;
       b.ef.id = n + i;
@@ -447,39 +443,8 @@ class Optimizer {
 
   findLevels(): void {
     this.levels.fill(null);
-    this.marker.unmarkAll();
-    // Post-order walk (JT subtree, then JF subtree), as find_levels_r.
-    const stack = this.walkBlocks;
-    const state = this.walkState;
-    stack.length = 0;
-    stack.push(this.root);
-    state[0] = 0;
-    while (stack.length > 0) {
-      const top = stack.length - 1;
-      const b = stack[top];
-      if (state[top] === 0) {
-        if (this.marker.isMarked(b)) {
-          stack.pop();
-          continue;
-        }
-        this.marker.mark(b);
-        b.link = null;
-        state[top] = 1;
-        if (b.et.succ) {
-          stack.push(b.et.succ);
-          state[top + 1] = 0;
-          continue;
-        }
-      }
-      if (state[top] === 1) {
-        state[top] = 2;
-        if (b.et.succ) {
-          stack.push(b.ef.succ!);
-          state[top + 1] = 0;
-          continue;
-        }
-      }
-      stack.pop();
+    // Successors first, true branch first, as find_levels_r.
+    for (const b of postOrder(this.root, this.marker, false)) {
       const level = b.et.succ ? Math.max(b.et.succ.level, b.ef.succ!.level) + 1 : 0;
       b.level = level;
       b.link = this.levels[level];
@@ -519,8 +484,13 @@ class Optimizer {
 
   /** find_dom over the graph as it is now (edges from `jtId`/`jfId`). */
   findDom(): void {
+    this.runDom(0);
+  }
+
+  /** find_dom, redoing the walk from step `from` on (0: all of it). */
+  private runDom(from: number): void {
     const order = this.order.subarray(0, this.orderLength);
-    this.spend(this.dom.run(order, this.jtId, this.jfId, this.root.id, 0));
+    this.spend(this.dom.run(order, this.jtId, this.jfId, this.root.id, from));
     this.dirtyStep = this.orderLength;
     this.domStale = false;
   }
@@ -528,12 +498,7 @@ class Optimizer {
   /** Whether `a` dominates `b`, first redoing find_dom if a pullup changed the graph. */
   private dominates(a: Block, b: Block): boolean {
     // libpcap reruns find_dom after every pullup; only the next query can see the result.
-    if (this.domStale) {
-      const order = this.order.subarray(0, this.orderLength);
-      this.spend(this.dom.run(order, this.jtId, this.jfId, this.root.id, this.dirtyStep));
-      this.dirtyStep = this.orderLength;
-      this.domStale = false;
-    }
+    if (this.domStale) this.runDom(this.dirtyStep);
     return this.dom.has(b.id, a.id);
   }
 
@@ -1238,29 +1203,8 @@ class Optimizer {
    */
   internBlocks(): void {
     const n = this.blocks.length;
-    // Reachable blocks, successors before predecessors (post-order).
-    const post: Block[] = [];
-    this.marker.unmarkAll();
-    const stack: Block[] = [this.root];
-    const state: number[] = [0];
-    this.marker.mark(this.root);
-    while (stack.length > 0) {
-      const top = stack.length - 1;
-      const p = stack[top];
-      if (state[top] < 2) {
-        const next = state[top] === 0 ? p.et.succ : p.ef.succ;
-        state[top]++;
-        if (next !== null && !this.marker.isMarked(next)) {
-          this.marker.mark(next);
-          stack.push(next);
-          state.push(0);
-        }
-        continue;
-      }
-      stack.pop();
-      state.pop();
-      post.push(p);
-    }
+    // Reachable blocks, successors before predecessors.
+    const post = postOrder(this.root, this.marker, false);
     const classOf = new Int32Array(n).fill(-1);
     // Per class: a member to compare with and the highest-numbered member.
     const sample: Block[] = [];

@@ -60,6 +60,8 @@ class Map : public Napi::ObjectWrap<Map> {
 
   void CheckKey(Napi::Env env, const char* op, const Bytes& key) const;
   uint32_t CheckFlags(Napi::Env env, const char* op, const Napi::Value& v) const;
+  // bpf_map_update_elem on this map; throws SyscallError with the map's reason on failure.
+  void UpdateElem(Napi::Env env, const void* key, const void* value, uint32_t flags) const;
   size_t StoredValueSize() const;
 
   Fd fd_;

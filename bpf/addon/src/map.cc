@@ -113,14 +113,27 @@ void Map::CheckKey(Napi::Env env, const char* op, const Bytes& key) const {
                           std::to_string(keySize_));
 }
 
+// Update flags: BPF_ANY, BPF_NOEXIST or BPF_EXIST, optionally | BPF_F_LOCK. False for anything else.
+static bool UpdateFlags(double d, uint32_t* out) {
+  uint32_t f = static_cast<uint32_t>(d);
+  if (!(d >= 0 && d <= 6) || static_cast<double>(f) != d || (f & 3) == 3) return false;
+  *out = f;
+  return true;
+}
+
 uint32_t Map::CheckFlags(Napi::Env env, const char* op, const Napi::Value& v) const {
   if (v.IsEmpty() || v.IsUndefined()) return BPF_ANY;
-  if (!v.IsNumber()) ThrowInvalid(env, MapWhat(op, name_) + ": flags must be 0 (any), 1 (noexist) or 2 (exist), optionally | 4 (lock)");
-  double d = v.As<Napi::Number>().DoubleValue();
-  uint32_t f = static_cast<uint32_t>(d);
-  if (!(d >= 0 && d <= 6) || static_cast<double>(f) != d || (f & 3) == 3)
+  uint32_t f;
+  if (!v.IsNumber() || !UpdateFlags(v.As<Napi::Number>().DoubleValue(), &f))
     ThrowInvalid(env, MapWhat(op, name_) + ": flags must be 0 (any), 1 (noexist) or 2 (exist), optionally | 4 (lock)");
   return f;
+}
+
+void Map::UpdateElem(Napi::Env env, const void* key, const void* value, uint32_t flags) const {
+  if (bpf_map_update_elem(fd_.Get(), key, value, flags) < 0) {
+    int err = errno;
+    ThrowSyscallReason(env, MapWhat("update", name_), MapReason(type_, maxEntries_, err), "bpf_map_update_elem", err);
+  }
 }
 
 #define SLUICE_GETTER(fn, expr) \
@@ -233,15 +246,9 @@ bool Map::UpdatePlain(napi_env env, napi_value key, napi_value value, napi_value
   if (flagsValue != nullptr) {
     // One call: napi_get_value_double fails for anything but a number (undefined included).
     double d;
-    if (napi_get_value_double(env, flagsValue, &d) != napi_ok) return false;
-    flags = static_cast<uint32_t>(d);
-    if (!(d >= 0 && d <= 6) || static_cast<double>(flags) != d || (flags & 3) == 3) return false;
+    if (napi_get_value_double(env, flagsValue, &d) != napi_ok || !UpdateFlags(d, &flags)) return false;
   }
-  if (bpf_map_update_elem(fd_.Get(), k.data, v.data, flags) < 0) {
-    int err = errno;
-    ThrowSyscallReason(Napi::Env(env), MapWhat("update", name_), MapReason(type_, maxEntries_, err), "bpf_map_update_elem",
-                       err);
-  }
+  UpdateElem(Napi::Env(env), k.data, v.data, flags);
   return true;
 }
 
@@ -249,7 +256,7 @@ bool Map::UpdatePlain(napi_env env, napi_value key, napi_value value, napi_value
 // round8(valueSize) × CPUs layout) or, for per-CPU maps, an array with one Buffer per possible CPU.
 Napi::Value Map::Update(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = FdOrThrow(env);
+  FdOrThrow(env);  // a closed map throws before its arguments are read
   Bytes key;
   if (!GetBytes(env, info[0], &key)) ThrowInvalid(env, MapWhat("update", name_) + ": key must be a Buffer or Uint8Array");
   CheckKey(env, "update", key);
@@ -296,10 +303,7 @@ Napi::Value Map::Update(const Napi::CallbackInfo& info) {
     }
     value = scratch_.data();
   }
-  if (bpf_map_update_elem(fd, key.data, value, flags) < 0) {
-    int err = errno;
-    ThrowSyscallReason(env, MapWhat("update", name_), MapReason(type_, maxEntries_, err), "bpf_map_update_elem", err);
-  }
+  UpdateElem(env, key.data, value, flags);
   return env.Undefined();
 }
 
