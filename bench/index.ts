@@ -1,7 +1,10 @@
 // `npm run bench`: every benchmark, each a side-by-side table against its peer, measured in this run.
 import { benchFilterCbpf } from './filter-cbpf.js';
+import { benchFilterCompile } from './filter-compile.js';
 import { runFilterEbpfBench } from './filter-ebpf.js';
+import { benchLabDrop } from './lab-drop.js';
 import { runMapUpdateBench } from './map-update.js';
+import { benchPipelineCost } from './pipeline-cost.js';
 import { formatTable, type BenchTable } from './table.js';
 
 type Section = () => Promise<{ tables: BenchTable[]; notes: string[] }>;
@@ -29,6 +32,7 @@ const sections: Record<string, Section> = {
     };
   },
   'filter-cbpf': benchFilterCbpf,
+  'filter-compile': benchFilterCompile,
   'filter-ebpf': async () => {
     const result = await runFilterEbpfBench();
     const sizes: BenchTable = {
@@ -46,6 +50,8 @@ const sections: Record<string, Section> = {
       ],
     };
   },
+  'pipeline-cost': benchPipelineCost,
+  'lab-drop': benchLabDrop,
 };
 
 const only = process.argv.slice(2);

@@ -69,16 +69,17 @@ function describe(device: Device): string {
   return typeof device === 'number' ? `ifindex ${device}` : `"${device}"`;
 }
 
+// Hints name this module's options and methods, never a CLI flag: callers of the library have none.
 function reason(error: SyscallError, mode?: string): string {
   switch (error.code) {
     case 'EBUSY':
     case 'EEXIST':
-      return 'device busy (another program is attached; use --replace)';
+      return 'device busy (another program is attached: detach it first, or swap programs with update() on its link)';
     case 'ENODEV':
       return 'no such device';
     case 'EOPNOTSUPP':
       return mode === 'native'
-        ? 'the driver has no native XDP support (use --mode generic)'
+        ? "the driver has no native XDP support (attach with mode: 'generic' instead)"
         : 'operation not supported by the device';
     default: {
       const at = error.message.lastIndexOf(': ');
@@ -153,12 +154,20 @@ export function attachXdp(
 export interface AttachTcOptions extends AttachOptions {
   direction?: TcDirection;
   mode?: TcMode;
+  /**
+   * Mode 'legacy' only: the cls_bpf filter's priority, 1 to 65535 (lower runs first). Default: the
+   * kernel picks one.
+   */
+  priority?: number;
 }
 
 /**
  * Attaches a sched_cls program to a device's ingress (default) or egress: as a TCX link where the
  * kernel has them (Linux ≥ 6.6), else clsact + cls_bpf direct-action. `link.kind` says which
- * ('tcx' or 'tc'). Throws NotSupportedError for mode 'tcx' on older kernels.
+ * ('tcx' or 'tc'). A clsact qdisc the legacy path adds goes again with the last filter on it
+ * (detach(), close(), or a failed attach); one that was there before stays. Throws
+ * NotSupportedError for mode 'tcx' on older kernels, InvalidArgumentError for a priority out of
+ * range or without mode 'legacy'.
  */
 export function attachTc(
   program: BpfProgram,
@@ -167,11 +176,20 @@ export function attachTc(
 ): BpfLink {
   const direction = options.direction ?? 'ingress';
   const what = `attach tc ${direction} program "${program.name}"`;
+  const { priority } = options;
+  if (priority !== undefined) {
+    if (!Number.isInteger(priority) || priority < 1 || priority > 0xffff)
+      throw new InvalidArgumentError(`${what}: priority must be from 1 to 65535, got ${priority}`);
+    if (options.mode !== 'legacy')
+      throw new InvalidArgumentError(
+        `${what}: a priority needs mode 'legacy' (tcx links have none)`,
+      );
+  }
   return inNetns(options.netns, () => {
     const ifindex = resolve(device, undefined, what);
     try {
       return new BpfLink(
-        native.attachTc(program.native, ifindex, direction, options.mode ?? 'auto'),
+        native.attachTc(program.native, ifindex, direction, options.mode ?? 'auto', priority),
       );
     } catch (error: unknown) {
       if (!(error instanceof SyscallError)) throw error;

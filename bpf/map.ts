@@ -170,8 +170,9 @@ export class BpfMap extends KernelHandle<NativeMap> implements FdHolder {
 
   /**
    * Writes `count` (default: all) keys and values packed back to back, on a worker thread
-   * (bpf_map_update_batch, or a per-element loop where the kernel lacks it). The buffers must not
-   * change until the promise settles. Rejects with SyscallError carrying `processed`.
+   * (bpf_map_update_batch, or a per-element loop where the kernel lacks it). The call copies them
+   * first: the buffers may change, or their ArrayBuffer be transferred, as soon as it returns.
+   * Rejects with SyscallError carrying `processed`.
    */
   async updateBatch(
     keys: Uint8Array,
@@ -186,12 +187,18 @@ export class BpfMap extends KernelHandle<NativeMap> implements FdHolder {
     );
   }
 
-  /** Reads the whole map on a worker thread (bpf_map_lookup_batch, or get_next_key + lookup). */
+  /**
+   * Reads the whole map on a worker thread (bpf_map_lookup_batch, or get_next_key + lookup). Memory
+   * grows with the elements found, in chunks, not with `maxEntries`.
+   */
   async lookupBatch(): Promise<LookupBatchResult> {
     return await this.native.lookupBatch();
   }
 
-  /** Deletes `count` (default: all) packed keys on a worker thread; stops at the first missing key (ENOENT). */
+  /**
+   * Deletes `count` (default: all) packed keys on a worker thread, from a copy made by the call;
+   * stops at the first missing key (ENOENT).
+   */
   async deleteBatch(keys: Uint8Array, options: { count?: number } = {}): Promise<BatchResult> {
     return await this.native.deleteBatch(keys, options.count);
   }

@@ -7,6 +7,10 @@ import { DeviceNotFoundError, InvalidArgumentError } from './errors.js';
  * (/var/run/netns/NAME, as `ip netns add` makes), then returns to the original namespace — also
  * when `fn` throws. `fn` must not be async: only its synchronous part would run inside.
  * Throws SyscallError (ENOENT: no such namespace), InvalidArgumentError for a bad name or an async `fn`.
+ *
+ * If returning to the original namespace fails (setns refused, say because `fn` dropped
+ * CAP_SYS_ADMIN), the process aborts with a message on stderr instead of throwing: the thread
+ * would stay in the wrong namespace, and every socket the process opened afterwards with it.
  */
 export function withNetns<T>(name: string, fn: () => T): T {
   const result = native.runInNetns(name, fn);

@@ -1,4 +1,23 @@
-// Turns any error that reaches the CLI's entry point into what the user sees on stderr.
+// Errors of the CLI's own making, and what the entry point prints for any error that reaches it.
+import type { SelfcheckResult } from '../netns-lab/selfcheck.js';
+
+/*
+ * Codes:
+ * - SELFCHECK_FAILED: SelfcheckFailedError, the self-check ran but its counters or replies
+ *   disagree with the traffic it sent
+ */
+
+/** The self-check ran to the end, and what it counted disagrees with what it sent. */
+export class SelfcheckFailedError extends Error {
+  readonly code = 'SELFCHECK_FAILED';
+  readonly result: SelfcheckResult;
+
+  constructor(message: string, options: ErrorOptions & { result: SelfcheckResult }) {
+    super(message, options);
+    this.result = options.result;
+  }
+}
+SelfcheckFailedError.prototype.name = 'SelfcheckFailedError';
 
 /** Errors that know how to draw themselves with context (filter errors draw a caret block). */
 interface Formattable {

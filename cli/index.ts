@@ -6,6 +6,7 @@ import { processIo, type CliIo } from './output.js';
 import { compileCommand } from './commands/compile.js';
 import { filterCommand } from './commands/filter.js';
 import { selfcheckCommand } from './commands/selfcheck.js';
+import type { SelfcheckRunner } from '../netns-lab/selfcheck.js';
 
 function packageVersion(): string {
   const url = new URL('../../package.json', import.meta.url);
@@ -20,14 +21,20 @@ function packageVersion(): string {
   return 'unknown';
 }
 
+/** What commands reach outside the process through; tests replace them. */
+export interface CliDeps {
+  /** Runs the self-check lab (default: netns-lab's runSelfcheck). */
+  selfcheck?: SelfcheckRunner;
+}
+
 /** Builds the program; every command writes through `io`, so tests can capture what it prints. */
-export function buildProgram(io: CliIo = processIo): Command {
+export function buildProgram(io: CliIo = processIo, deps: CliDeps = {}): Command {
   const program = new Command('sluice')
     .description('XDP/TC data-plane controller: drop, forward, load-balance and filter packets')
     .version(packageVersion());
   program.addCommand(compileCommand());
   program.addCommand(filterCommand());
-  program.addCommand(selfcheckCommand());
+  program.addCommand(selfcheckCommand(deps.selfcheck));
   configureAll(program, io);
   return program;
 }
@@ -47,8 +54,12 @@ function configureAll(command: Command, io: CliIo): void {
  * Runs the CLI and returns the exit code: 0 on success, 1 when a command
  * failed, 2 on a usage error. Never calls process.exit itself.
  */
-export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
-  const program = buildProgram(io);
+export async function main(
+  argv: string[],
+  io: CliIo = processIo,
+  deps: CliDeps = {},
+): Promise<number> {
+  const program = buildProgram(io, deps);
   try {
     await program.parseAsync(argv);
     return 0;

@@ -2,6 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { run, type RunOptions } from './exec.js';
+import { buildRouter, type RouterOptions, type RouterTopology } from './router.js';
 
 /** One end of a veth pair, inside a lab namespace. */
 export interface Endpoint {
@@ -30,6 +31,7 @@ let exitHookInstalled = false;
 export class Lab {
   readonly id = LAB_PREFIX + randomBytes(3).toString('hex');
   private readonly namespaces: string[] = [];
+  private readonly cleanups: (() => void)[] = [];
 
   constructor() {
     labs.add(this);
@@ -73,6 +75,22 @@ export class Lab {
     return { left: l, right: r };
   }
 
+  /**
+   * Builds the four-namespace router topology (client, router, two servers) of router.ts.
+   * Throws `LabCommandError` when a step fails; what was built is still removed by `destroy()`.
+   */
+  router(options: RouterOptions = {}): Promise<RouterTopology> {
+    return buildRouter(this, options);
+  }
+
+  /**
+   * Registers `cleanup` to run when the lab is destroyed, before its namespaces go (latest
+   * first). It must be synchronous: it also runs from the process's exit hook.
+   */
+  addCleanup(cleanup: () => void): void {
+    this.cleanups.push(cleanup);
+  }
+
   /** Runs a command inside one of this lab's namespaces. */
   exec(netns: string, argv: string[], options: Omit<RunOptions, 'netns'> = {}): Promise<string> {
     return run(argv, { ...options, netns });
@@ -106,10 +124,16 @@ export class Lab {
     return received ? Number(received[1]) : 0;
   }
 
-  /** Removes every namespace of this lab (and with them their devices and attachments). */
+  /**
+   * Runs the registered cleanups, kills what still runs in the lab's namespaces, and removes
+   * every namespace (and with them their devices and attachments).
+   */
   async destroy(): Promise<void> {
     labs.delete(this);
+    this.runCleanups();
     for (const name of this.namespaces.splice(0).reverse()) {
+      const pids = await run(['ip', 'netns', 'pids', name]).catch(() => '');
+      killPids(pids);
       await run(['ip', 'netns', 'del', name]).catch(() => undefined);
     }
   }
@@ -117,8 +141,21 @@ export class Lab {
   /** Synchronous teardown for process exit, where promises no longer run. */
   destroySync(): void {
     labs.delete(this);
+    this.runCleanups();
     for (const name of this.namespaces.splice(0).reverse()) {
+      const pids = spawnSync('ip', ['netns', 'pids', name], { encoding: 'utf8', timeout: 10_000 });
+      killPids(pids.stdout ?? '');
       spawnSyncQuiet(['ip', 'netns', 'del', name]);
+    }
+  }
+
+  private runCleanups(): void {
+    for (const cleanup of this.cleanups.splice(0).reverse()) {
+      try {
+        cleanup();
+      } catch {
+        // teardown goes on: the namespaces below take what a failed cleanup left
+      }
     }
   }
 
@@ -143,6 +180,21 @@ export class Lab {
       ],
       { netns: at.netns },
     );
+  }
+}
+
+/**
+ * Kills, by pid, the processes `ip netns pids` listed: ones a test started in the lab's
+ * namespaces and left running. A namespace outlives `ip netns del` while a process is in it.
+ */
+function killPids(list: string): void {
+  for (const pid of list.split(/\s+/).filter(Boolean).map(Number)) {
+    if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
   }
 }
 

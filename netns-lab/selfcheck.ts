@@ -12,6 +12,9 @@ export interface SelfcheckResult {
   counters: CounterTotals;
 }
 
+/** Runs a self-check: `runSelfcheck`, or a stand-in for tests of what reports its result. */
+export type SelfcheckRunner = (pings: number) => Promise<SelfcheckResult>;
+
 /**
  * Builds a namespace pair, attaches counter_xdp natively to the receiving veth,
  * sends `pings` echo requests through it and reads the counters back. Everything
@@ -37,4 +40,18 @@ export async function runSelfcheck(pings = 20): Promise<SelfcheckResult> {
     object.close();
     await lab.destroy();
   }
+}
+
+/**
+ * Where the counters or the replies disagree with the traffic sent, one sentence each; empty
+ * when every echo request was counted as passed and answered.
+ */
+export function selfcheckDisagreements(result: SelfcheckResult): string[] {
+  const disagreements: string[] = [];
+  const counted = result.counters.pass.packets;
+  if (counted !== result.sent)
+    disagreements.push(`counted ${counted} packets passed, sent ${result.sent}`);
+  if (result.answered !== result.sent)
+    disagreements.push(`${result.answered} of ${result.sent} pings answered`);
+  return disagreements;
 }

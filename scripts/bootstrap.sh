@@ -9,16 +9,27 @@ cd "$root"
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
-# Debian packages the build, the tests, the demo and the benchmarks use.
+# Debian packages the build, the tests, the demo and the benchmarks use. Build: compilers,
+# libbpf, libelf, libpcap. Run time, by the binaries the lab, tests and benchmarks call:
+#   ip, tc: iproute2          sysctl: procps          ping: iputils-ping
+#   modprobe (the kernel loads veth, sch_clsact and cls_bpf through it): kmod
+#   ethtool: ethtool          trafgen: netsniff-ng    nft: nftables     iptables: iptables
+#   xdp-filter, xdp-loader: xdp-tools                 tcpdump: tcpdump  (its -d listings are the oracle)
+#   iperf3: iperf3            bpftool: bpftool
 packages=(
-  clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3
-  iproute2 iputils-ping tcpdump libpcap-dev iperf3 bpftool
+  clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 libpcap-dev
+  iproute2 procps iputils-ping kmod ethtool netsniff-ng nftables iptables xdp-tools
+  tcpdump iperf3 bpftool
 )
 
+# One dpkg-query for the whole list keeps the already-installed case quick.
+declare -A installed=()
+while read -r pkg status; do
+  [[ "$status" == "install ok installed" ]] && installed[$pkg]=1
+done < <(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null || true)
 missing=()
 for pkg in "${packages[@]}"; do
-  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-  [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
+  [[ -n "${installed[$pkg]:-}" ]] || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

@@ -214,6 +214,8 @@ export interface NativeAddon {
     ifindex: number,
     direction: 'ingress' | 'egress',
     mode?: 'auto' | 'tcx' | 'legacy',
+    /** cls_bpf priority, legacy mode only; libbpf refuses more than 65535. */
+    priority?: number,
   ): NativeLink;
   openPinned(path: string): NativePinned;
   unpin(path: string): void;

@@ -1,6 +1,12 @@
 // `sluice selfcheck`: proves the machine can load, attach and count with XDP, in a throw-away lab.
 import { Command, InvalidArgumentError } from 'commander';
-import { runSelfcheck } from '../../netns-lab/selfcheck.js';
+import {
+  runSelfcheck,
+  selfcheckDisagreements,
+  type SelfcheckResult,
+  type SelfcheckRunner,
+} from '../../netns-lab/selfcheck.js';
+import { SelfcheckFailedError } from '../errors.js';
 import { print } from '../output.js';
 
 function parseCount(value: string): number {
@@ -11,7 +17,30 @@ function parseCount(value: string): number {
   return n;
 }
 
-export function selfcheckCommand(): Command {
+function report(result: SelfcheckResult, disagreements: string[]): string {
+  const { pass, drop } = result.counters;
+  return [
+    `attached counter_xdp (native XDP) to ${result.device} in namespace ${result.netns}`,
+    `sent ${result.sent} pings, ${result.answered} answered`,
+    '',
+    'action   packets      bytes',
+    `pass   ${String(pass.packets).padStart(9)} ${String(pass.bytes).padStart(10)}`,
+    `drop   ${String(drop.packets).padStart(9)} ${String(drop.bytes).padStart(10)}`,
+    '',
+    ...(disagreements.length === 0
+      ? ['ok: the program counted every packet sent to it']
+      : disagreements.map((d) => `unexpected: ${d}`)),
+    'removed the namespaces and devices it created',
+    '',
+  ].join('\n');
+}
+
+/**
+ * The `selfcheck` command. It prints the result (with `--json`, the result and `ok`), then fails
+ * with SelfcheckFailedError, so exit status 1, when the counters or the replies disagree with the
+ * pings sent. `run` stands in for the lab in tests.
+ */
+export function selfcheckCommand(run: SelfcheckRunner = runSelfcheck): Command {
   return new Command('selfcheck')
     .description(
       'attach the counting XDP program to a veth in a throw-away namespace, ping through it, print its counters',
@@ -19,30 +48,16 @@ export function selfcheckCommand(): Command {
     .option('--pings <n>', 'echo requests to send', parseCount, 20)
     .option('--json', 'print the result as JSON')
     .action(async function (this: Command, options: { pings: number; json?: boolean }) {
-      const result = await runSelfcheck(options.pings);
-      if (options.json) {
-        print(this, JSON.stringify(result) + '\n');
-        return;
-      }
-      const { pass, drop } = result.counters;
+      const result = await run(options.pings);
+      const disagreements = selfcheckDisagreements(result);
+      const ok = disagreements.length === 0;
       print(
         this,
-        [
-          `attached counter_xdp (native XDP) to ${result.device} in namespace ${result.netns}`,
-          `sent ${result.sent} pings, ${result.answered} answered`,
-          '',
-          'action   packets      bytes',
-          `pass   ${String(pass.packets).padStart(9)} ${String(pass.bytes).padStart(10)}`,
-          `drop   ${String(drop.packets).padStart(9)} ${String(drop.bytes).padStart(10)}`,
-          '',
-          pass.packets === result.sent
-            ? 'ok: the program counted every packet sent to it'
-            : `unexpected: counted ${pass.packets} packets, sent ${result.sent}`,
-          'removed the namespaces and devices it created',
-          '',
-        ].join('\n'),
+        options.json ? JSON.stringify({ ok, ...result }) + '\n' : report(result, disagreements),
       );
-      if (pass.packets !== result.sent)
-        throw new Error('self-check failed: counters disagree with traffic');
+      if (!ok)
+        throw new SelfcheckFailedError(`self-check failed: ${disagreements.join('; ')}`, {
+          result,
+        });
     });
 }

@@ -66,21 +66,50 @@ export function kernelPrivileges(): Promise<Privileges> {
   return probed;
 }
 
+/** What a group of tests needs, for the failing test that stands in for them where it is required. */
+export interface Requirement {
+  /** Title of the stand-in test: "has the privileges kernel tests need". */
+  test: string;
+  /** Its error, before the probe's reason: "kernel tests are required here but cannot run". */
+  failure: string;
+}
+
+/**
+ * describe() for tests that need what `probe` tried: runs `body` when it passed; otherwise skips
+ * with the reason, or — when kernel tests are required (CI) — registers one failing test that
+ * says why.
+ */
+export function describeIfAvailable(
+  title: string,
+  probe: Privileges,
+  requirement: Requirement,
+  body: () => void,
+): void {
+  if (probe.ok) {
+    describe(title, body);
+  } else if (kernelTestsRequired()) {
+    describe(title, () => {
+      it(requirement.test, () => {
+        throw new Error(`${requirement.failure}: ${probe.reason}`);
+      });
+    });
+  } else {
+    describe.skip(`${title} (skipped: ${probe.reason})`, body);
+  }
+}
+
 /**
  * describe() for kernel tests: runs `body` when the probe passed; otherwise skips with the reason,
  * or — when kernel tests are required — registers one failing test that says why.
  */
 export async function describeKernel(title: string, body: () => void): Promise<void> {
-  const privileges = await kernelPrivileges();
-  if (privileges.ok) {
-    describe(title, body);
-  } else if (kernelTestsRequired()) {
-    describe(title, () => {
-      it('has the privileges kernel tests need', () => {
-        throw new Error(`kernel tests are required here but cannot run: ${privileges.reason}`);
-      });
-    });
-  } else {
-    describe.skip(`${title} (skipped: ${privileges.reason})`, body);
-  }
+  describeIfAvailable(
+    title,
+    await kernelPrivileges(),
+    {
+      test: 'has the privileges kernel tests need',
+      failure: 'kernel tests are required here but cannot run',
+    },
+    body,
+  );
 }

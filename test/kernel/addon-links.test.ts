@@ -1,6 +1,7 @@
-// Kernel tests of the addon's attachments on a veth pair inside a throwaway namespace: XDP links, update, detach, TCX and cls_bpf.
-import { execFileSync } from 'node:child_process';
+// Kernel tests of the addon's attachments on veth pairs inside a throwaway namespace: XDP links, update, detach, TCX, cls_bpf and the clsact it adds, switching namespaces.
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -18,6 +19,7 @@ import {
   loadObject,
   withNetns,
 } from '../../bpf/index.js';
+import { native } from '../../bpf/addon/index.js';
 import { describeKernel } from '../helpers/privileges.js';
 
 const fixture = fileURLToPath(new URL('../../bpf/progs/addon_test.o', import.meta.url));
@@ -25,12 +27,27 @@ const run = `sl${randomBytes(3).toString('hex')}`;
 const ns = `${run}ns`;
 const vethA = `${run}a`;
 const vethB = `${run}b`;
+// A second pair for the clsact tests, so the qdiscs they look at are theirs alone.
+const vethC = `${run}c`;
+const vethD = `${run}d`;
+// A bridge: a device whose driver has no native XDP.
+const bridge = `${run}br`;
 
 function ipIn(...args: string[]): string {
   return execFileSync('ip', ['netns', 'exec', ns, ...args], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+}
+
+/** Whether the device has a clsact qdisc now. */
+function hasClsact(device: string): boolean {
+  return ipIn('tc', 'qdisc', 'show', 'dev', device).includes('qdisc clsact');
+}
+
+/** The calling thread's network namespace, as /proc names it: "net:[4026531840]". */
+function currentNetns(): string {
+  return readlinkSync('/proc/thread-self/ns/net');
 }
 
 function errorShape(fn: () => unknown): { name: string; code: string; message: string } {
@@ -54,6 +71,8 @@ await describeKernel('addon links', () => {
     ipIn('ip', 'link', 'add', vethA, 'type', 'veth', 'peer', 'name', vethB);
     ipIn('ip', 'link', 'set', vethA, 'up');
     ipIn('ip', 'link', 'set', vethB, 'up');
+    ipIn('ip', 'link', 'add', vethC, 'type', 'veth', 'peer', 'name', vethD);
+    ipIn('ip', 'link', 'add', bridge, 'type', 'bridge');
     object = loadObject(fixture);
     pass = object.program('addon_pass_xdp');
     drop = object.program('addon_drop_xdp');
@@ -83,6 +102,45 @@ await describeKernel('addon links', () => {
     expect(ifindexOf(vethA, ns)).toBe(inside);
   });
 
+  it('puts the thread back in the namespace it was in after the callback throws', () => {
+    const before = currentNetns();
+    let during = '';
+    expect(() =>
+      withNetns(ns, () => {
+        during = currentNetns();
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
+    expect(during).not.toBe(before);
+    expect(currentNetns()).toBe(before);
+  });
+
+  it('aborts the process when it cannot return to the original namespace', () => {
+    // The callback drops root, and with it CAP_SYS_ADMIN: setns back is refused. Carrying on would
+    // leave the thread in the wrong namespace, so the process must die saying why.
+    const netnsModule = fileURLToPath(new URL('../../bpf/netns.ts', import.meta.url));
+    const script = [
+      `import { withNetns } from ${JSON.stringify(netnsModule)};`,
+      `withNetns(process.env.SLUICE_NS, () => process.setuid(65534));`,
+      `console.log('carried on in the wrong namespace');`,
+    ].join('\n');
+    const child = spawnSync(
+      'sh',
+      [
+        '-c',
+        'ulimit -c 0; exec "$0" --import tsx --input-type=module -e "$1"',
+        process.execPath,
+        script,
+      ],
+      { encoding: 'utf8', env: { ...process.env, SLUICE_NS: ns }, timeout: 60_000 },
+    );
+    expect(child.signal).toBe('SIGABRT');
+    expect(child.stdout).toBe('');
+    expect(child.stderr.replaceAll(run, '<run>')).toContain(
+      'sluice: enter network namespace "<run>ns": cannot return to the original network namespace (setns: Operation not permitted); aborting, because this thread and every socket it opens from now on would be in the wrong namespace\n',
+    );
+  });
+
   it('attaches xdp in native mode, replaces the program atomically and detaches', () => {
     const link = attachXdp(pass, vethA, { mode: 'native', netns: ns });
     try {
@@ -97,7 +155,7 @@ await describeKernel('addon links', () => {
         .toMatchInlineSnapshot(`
         {
           "code": "EBUSY",
-          "message": "attach xdp program "addon_drop_xdp" to "<run>a": device busy (another program is attached; use --replace)",
+          "message": "attach xdp program "addon_drop_xdp" to "<run>a": device busy (another program is attached: detach it first, or swap programs with update() on its link)",
           "name": "SyscallError",
         }
       `);
@@ -136,6 +194,17 @@ await describeKernel('addon links', () => {
     expect(link.info()).toMatchObject({ progId: drop.id, ifindex });
     link.close();
     expect(ipIn('ip', 'link', 'show', vethB)).not.toContain('xdp');
+  });
+
+  it('names the mode option when the driver has no native XDP', () => {
+    expect(errorShape(() => attachXdp(pass, bridge, { mode: 'native', netns: ns })))
+      .toMatchInlineSnapshot(`
+      {
+        "code": "EOPNOTSUPP",
+        "message": "attach xdp program "addon_pass_xdp" to "<run>br": the driver has no native XDP support (attach with mode: 'generic' instead)",
+        "name": "SyscallError",
+      }
+    `);
   });
 
   it('names the missing device and refuses programs of the wrong type', () => {
@@ -234,5 +303,113 @@ await describeKernel('addon links', () => {
     } finally {
       first.close();
     }
+  });
+
+  it('removes the clsact qdisc it added when its filter is detached or closed', () => {
+    expect(hasClsact(vethC)).toBe(false);
+    const link = attachTc(tc, vethC, { mode: 'legacy', netns: ns });
+    expect(hasClsact(vethC)).toBe(true);
+    link.detach();
+    expect(hasClsact(vethC)).toBe(false);
+
+    const closed = attachTc(tc, vethC, { direction: 'egress', mode: 'legacy', netns: ns });
+    expect(hasClsact(vethC)).toBe(true);
+    closed.close();
+    expect(hasClsact(vethC)).toBe(false);
+  });
+
+  it('leaves a clsact qdisc that was there before it', () => {
+    ipIn('tc', 'qdisc', 'add', 'dev', vethC, 'clsact');
+    try {
+      const ingress = attachTc(tc, vethC, { mode: 'legacy', netns: ns });
+      const egress = attachTc(tc, vethC, { direction: 'egress', mode: 'legacy', netns: ns });
+      ingress.detach();
+      egress.detach();
+      expect(ipIn('tc', 'filter', 'show', 'dev', vethC, 'ingress')).toBe('');
+      expect(hasClsact(vethC)).toBe(true);
+    } finally {
+      ipIn('tc', 'qdisc', 'del', 'dev', vethC, 'clsact');
+    }
+  });
+
+  it.each([
+    ['ingress', 'egress'],
+    ['egress', 'ingress'],
+  ] as const)(
+    'keeps its clsact while one side still has a filter (%s detached first)',
+    (first, second) => {
+      const links = {
+        ingress: attachTc(tc, vethC, { direction: 'ingress', mode: 'legacy', netns: ns }),
+        egress: attachTc(tc, vethC, { direction: 'egress', mode: 'legacy', netns: ns }),
+      };
+      links[first].detach();
+      expect(hasClsact(vethC)).toBe(true);
+      expect(ipIn('tc', 'filter', 'show', 'dev', vethC, second)).toContain('direct-action');
+      links[second].detach();
+      expect(hasClsact(vethC)).toBe(false);
+    },
+  );
+
+  it('keeps its clsact when filters of others were added to it', () => {
+    const link = attachTc(tc, vethC, { mode: 'legacy', netns: ns });
+    ipIn(
+      'tc',
+      'filter',
+      'add',
+      'dev',
+      vethC,
+      ...'egress prio 1 u32 match ip dst 192.0.2.1/32'.split(' '),
+    );
+    try {
+      link.detach();
+      expect(hasClsact(vethC)).toBe(true);
+    } finally {
+      ipIn('tc', 'qdisc', 'del', 'dev', vethC, 'clsact');
+    }
+  });
+
+  it('does not leave the clsact it added when the attach fails', () => {
+    // attachTc() checks the priority itself; the addon leaves it to libbpf, whose refusal comes
+    // after the clsact was made: the failure path this test needs.
+    const ifindex = ifindexOf(vethC, ns);
+    const error = withNetns(ns, () => {
+      try {
+        native.attachTc(tc.native, ifindex, 'ingress', 'legacy', 70_000);
+      } catch (e: unknown) {
+        return e as SyscallError;
+      }
+      throw new Error('expected a throw');
+    });
+    expect({ code: error.code, syscall: error.syscall }).toEqual({
+      code: 'EINVAL',
+      syscall: 'bpf_tc_attach',
+    });
+    expect(hasClsact(vethC)).toBe(false);
+  });
+
+  it('attaches a legacy filter at the priority asked, and refuses one it cannot use', () => {
+    const link = attachTc(tc, vethC, { mode: 'legacy', priority: 7, netns: ns });
+    try {
+      expect(link.info()).toMatchObject({ kind: 'tc', priority: 7 });
+    } finally {
+      link.detach();
+    }
+    expect(errorShape(() => attachTc(tc, vethC, { mode: 'legacy', priority: 70_000, netns: ns })))
+      .toMatchInlineSnapshot(`
+      {
+        "code": "BPF_INVALID_ARGUMENT",
+        "message": "attach tc ingress program "addon_pass_tc": priority must be from 1 to 65535, got 70000",
+        "name": "InvalidArgumentError",
+      }
+    `);
+    expect(errorShape(() => attachTc(tc, vethC, { priority: 7, netns: ns })))
+      .toMatchInlineSnapshot(`
+      {
+        "code": "BPF_INVALID_ARGUMENT",
+        "message": "attach tc ingress program "addon_pass_tc": a priority needs mode 'legacy' (tcx links have none)",
+        "name": "InvalidArgumentError",
+      }
+    `);
+    expect(hasClsact(vethC)).toBe(false);
   });
 });

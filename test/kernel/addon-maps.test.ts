@@ -1,4 +1,5 @@
 // Kernel tests of the addon's maps: object load, CRUD on hash/array/lpm, iteration, per-CPU, batches, fd values.
+import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -8,6 +9,7 @@ import {
   BpfObject,
   MAP_FLAGS,
   SyscallError,
+  type MapSpec,
   createMap,
   loadObject,
   possibleCpus,
@@ -28,6 +30,55 @@ const u64 = (n: number | bigint): Buffer => {
 };
 const lpmKey = (prefixlen: number, a: number, b: number, c: number, d: number): Buffer =>
   Buffer.from([prefixlen, 0, 0, 0, a, b, c, d]);
+
+/** A hash of u32 keys and u64 values. */
+const U32_HASH = { type: 'hash', keySize: 4, valueSize: 8 } as const;
+
+/** Runs `fn` on a new map, closed after, on failure too. */
+async function withMap(spec: MapSpec, fn: (map: BpfMap) => Promise<void>): Promise<void> {
+  const map = createMap(spec);
+  try {
+    await fn(map);
+  } finally {
+    map.close();
+  }
+}
+
+/** Keys 0 … n-1 (u32) and their values (u64, value(key)), packed in fresh ArrayBuffers. */
+function packed(
+  n: number,
+  value: (key: number) => number,
+): { keys: Uint8Array; values: Uint8Array } {
+  const keys = new Uint8Array(4 * n);
+  const values = new Uint8Array(8 * n);
+  const keyView = new DataView(keys.buffer);
+  const valueView = new DataView(values.buffer);
+  for (let i = 0; i < n; i++) {
+    keyView.setUint32(4 * i, i, true);
+    valueView.setUint32(8 * i, value(i), true);
+  }
+  return { keys, values };
+}
+
+/** Key → first u32 of the value, over a whole map of u32 keys, read with lookupBatch(). */
+async function readBack(map: BpfMap): Promise<Map<number, number>> {
+  const read = await map.lookupBatch();
+  const out = new Map<number, number>();
+  for (let i = 0; i < read.count; i++)
+    out.set(read.keys.readUInt32LE(4 * i), read.values.readUInt32LE(map.valueSize * i));
+  return out;
+}
+
+/** Keys 0 … n-1, each with value(key). */
+function expected(n: number, value: (key: number) => number): Map<number, number> {
+  return new Map(Array.from({ length: n }, (_, i) => [i, value(i)]));
+}
+
+/** The peak resident set size since the last reset (VmHWM), in bytes. */
+function peakRss(): number {
+  const status = readFileSync('/proc/self/status', 'utf8');
+  return Number(/^VmHWM:\s+(\d+) kB$/m.exec(status)?.[1]) * 1024;
+}
 
 await describeKernel('addon maps', () => {
   let object: BpfObject;
@@ -80,7 +131,6 @@ await describeKernel('addon maps', () => {
   });
 
   it('opens an object from a Buffer as well as from a path', async () => {
-    const { readFileSync } = await import('node:fs');
     const o = loadObject(readFileSync(fixture), { name: 'from_memory' });
     const p = o.program('addon_pass_xdp');
     expect(p.type).toBe('xdp');
@@ -283,6 +333,67 @@ await describeKernel('addon maps', () => {
       clearInterval(timer);
       lpm.close();
     }
+  });
+
+  it('batch-updates what the buffers held at the call, though they change right after', async () => {
+    const n = 200_000;
+    await withMap({ ...U32_HASH, maxEntries: n, name: 'copy_hash' }, async (hash) => {
+      const { keys, values } = packed(n, (i) => i + 1);
+      const pending = hash.updateBatch(keys, values);
+      // The worker runs while these writes happen: it must see none of them.
+      keys.fill(0xff);
+      values.fill(0xee);
+      expect(await pending).toEqual({ count: n, fallback: false });
+      expect(hash.lookup(Buffer.alloc(4, 0xff))).toBeNull();
+      expect(await readBack(hash)).toEqual(expected(n, (i) => i + 1));
+    });
+  });
+
+  it('batch-updates and deletes from ArrayBuffers transferred right after the call', async () => {
+    const n = 200_000;
+    await withMap({ ...U32_HASH, maxEntries: n, name: 'xfer_hash' }, async (hash) => {
+      // Transferring detaches an ArrayBuffer: its memory now belongs to the copy, which
+      // overwrites it while the worker runs.
+      const transferAndScribble = (bytes: Uint8Array): void => {
+        new Uint8Array(structuredClone(bytes.buffer, { transfer: [bytes.buffer] })).fill(0xee);
+        expect(bytes.byteLength).toBe(0);
+      };
+      const { keys, values } = packed(n, (i) => i ^ 0x5a5a);
+      const pending = hash.updateBatch(keys, values);
+      transferAndScribble(keys);
+      transferAndScribble(values);
+      expect(await pending).toEqual({ count: n, fallback: false });
+      expect(await readBack(hash)).toEqual(expected(n, (i) => i ^ 0x5a5a));
+
+      const doomed = packed(n, () => 0).keys;
+      const deleting = hash.deleteBatch(doomed);
+      transferAndScribble(doomed);
+      expect(await deleting).toEqual({ count: n, fallback: false });
+      expect(hash.nextKey(null)).toBeNull();
+    });
+  });
+
+  it('reads a few entries of a map with room for millions without allocating for all of them', async () => {
+    // Room for 1,000,000 values of 256 bytes: a buffer for every possible element would be 260 MB.
+    const spec = { type: 'hash', keySize: 4, valueSize: 256, maxEntries: 1_000_000 } as const;
+    await withMap({ ...spec, flags: MAP_FLAGS.NO_PREALLOC, name: 'sparse_hash' }, async (hash) => {
+      for (let i = 0; i < 10; i++) hash.update(u32(i), Buffer.alloc(256, i));
+      // Reset the peak resident size (VmHWM), so it measures this call alone.
+      writeFileSync('/proc/self/clear_refs', '5');
+      const before = process.memoryUsage().rss;
+      const read = await hash.lookupBatch();
+      const peak = peakRss();
+      expect(read.count).toBe(10);
+      const entries = Array.from({ length: 10 }, (_, i) => [
+        read.keys.readUInt32LE(4 * i),
+        read.values[256 * i],
+      ]);
+      expect(entries.sort((a, b) => a[0] - b[0])).toEqual(
+        Array.from({ length: 10 }, (_, i) => [i, i]),
+      );
+      expect(process.memoryUsage().rss - before).toBeLessThan(100e6);
+      expect(peak - before).toBeLessThan(100e6);
+    });
   });
 
   it('reports how far a failing batch got', async () => {

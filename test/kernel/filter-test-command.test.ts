@@ -8,6 +8,7 @@ import { runCli } from '../helpers/cli.js';
 import { getPacketCorpus } from '../helpers/differential.js';
 import { FILTER_TEST_EXPRESSIONS, libpcapVerdicts } from '../helpers/filter-cli.js';
 import { describeKernel } from '../helpers/privileges.js';
+import { requireTcpdump } from '../helpers/tcpdump.js';
 
 await describeKernel('sluice filter test (eBPF in the kernel)', () => {
   let pcap: string;
@@ -45,7 +46,8 @@ await describeKernel('sluice filter test (eBPF in the kernel)', () => {
 });
 
 await describeKernel('sluice filter test --cbpf (a program the user already has)', () => {
-  it("runs tcpdump's own -ddd program as eBPF with libpcap's verdicts", async () => {
+  it("runs tcpdump's own -ddd program as eBPF with libpcap's verdicts", async (ctx) => {
+    requireTcpdump(ctx);
     const { pcapPath } = await getPacketCorpus();
     const expected = await libpcapVerdicts();
     const dir = await mkdtemp(join(tmpdir(), 'sluice-cbpf-run-'));

@@ -14,6 +14,7 @@ await describeKernel('sluice selfcheck', () => {
     expect(code).toBe(0);
     const result = JSON.parse(stdout);
     expect(result).toMatchObject({
+      ok: true,
       sent: 10,
       answered: 10,
       counters: { pass: { packets: 10, bytes: 980 } },

@@ -14,6 +14,7 @@ import {
   type GeneratedPacket,
 } from '../helpers/packets/index.js';
 import { ipv6 } from '../helpers/packets/build.js';
+import { requireTcpdump } from '../helpers/tcpdump.js';
 
 const run = promisify(execFile);
 
@@ -197,8 +198,7 @@ describe('pcap writer and reader', () => {
   });
 
   it('writes files that tcpdump reads, in both byte orders', async (ctx) => {
-    const probe = await run('tcpdump', ['--version']).catch((e: unknown) => e);
-    if (probe instanceof Error) ctx.skip(`skipped: tcpdump is not installed (${probe.message})`);
+    requireTcpdump(ctx);
     for (const byteOrder of ['le', 'be'] as const) {
       const path = join(dir, `tcpdump-${byteOrder}.pcap`);
       await writeFile(

@@ -4,15 +4,43 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <mutex>
+
+#include <sched.h>
 
 namespace sluice {
 
 int DupFd(int fd) {
   int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
   return dup < 0 ? -errno : dup;
+}
+
+int NetnsGuard::Enter(int target) {
+  original_.Reset(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!original_.Valid()) {
+    failedCall_ = "open";
+    return -errno;
+  }
+  if (setns(target, CLONE_NEWNET) < 0) {
+    failedCall_ = "setns";
+    return -errno;
+  }
+  entered_ = true;
+  return 0;
+}
+
+NetnsGuard::~NetnsGuard() {
+  if (!entered_ || setns(original_.Get(), CLONE_NEWNET) == 0) return;
+  int err = errno;
+  fprintf(stderr,
+          "sluice: %s: cannot return to the original network namespace (setns: %s); aborting, because "
+          "this thread and every socket it opens from now on would be in the wrong namespace\n",
+          what_.c_str(), strerror(err));
+  abort();
 }
 
 AddonData* Data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }

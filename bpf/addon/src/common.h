@@ -47,6 +47,30 @@ class Fd {
 // dup() with close-on-exec; -errno on failure.
 int DupFd(int fd);
 
+// Puts the calling thread in another network namespace until destroyed, then returns it to the
+// one it was in. A failed return is not an error to throw: if that setns fails, the destructor
+// prints why on stderr and aborts the process, because the thread (the JavaScript thread, for
+// calls from it) would stay in the wrong namespace, and so would every socket it opens later.
+class NetnsGuard {
+ public:
+  // `what` names the operation for the abort message: "enter network namespace \"x\"".
+  explicit NetnsGuard(std::string what) : what_(std::move(what)) {}
+  ~NetnsGuard();
+  NetnsGuard(const NetnsGuard&) = delete;
+  NetnsGuard& operator=(const NetnsGuard&) = delete;
+
+  // Enters the namespace `target` (an fd of /proc/…/ns/net or /var/run/netns/…): 0, or -errno with
+  // the thread where it was and FailedCall() naming the failing call ("open" or "setns").
+  int Enter(int target);
+  const char* FailedCall() const { return failedCall_; }
+
+ private:
+  std::string what_;
+  Fd original_;
+  bool entered_ = false;
+  const char* failedCall_ = "";
+};
+
 // Per-environment state: error classes registered by the TS facade and the wrapped classes.
 struct AddonData {
   Napi::FunctionReference syscallError;

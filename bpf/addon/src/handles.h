@@ -103,12 +103,16 @@ class Program : public Napi::ObjectWrap<Program> {
 
 class Link : public Napi::ObjectWrap<Link> {
  public:
+  // A clsact qdisc this process created, shared by every legacy tc attachment on it (link.cc).
+  struct Clsact;
   // kind: "xdp", "tcx" (bpf_link) or "tc" (clsact + cls_bpf, no link fd).
   struct TcLegacy {
     int ifindex = 0;
     uint32_t attachPoint = 0;  // BPF_TC_INGRESS / BPF_TC_EGRESS
     uint32_t handle = 0, priority = 0, progId = 0;
     Fd netns;  // the namespace the filter lives in, for detach
+    // Set when the device's clsact is ours: the detach that leaves it without filters removes it.
+    std::shared_ptr<Clsact> clsact;
   };
   static Napi::Function Define(Napi::Env env);
   static Napi::Object Wrap(Napi::Env env, Fd fd, const std::string& name = "");
@@ -128,7 +132,7 @@ class Link : public Napi::ObjectWrap<Link> {
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   void CheckOpen(Napi::Env env) const;
-  void DetachTc(Napi::Env env, const char* what);
+  void DetachTc(Napi::Env env, const char* verb);
 
   Fd fd_;
   std::unique_ptr<TcLegacy> tc_;

@@ -3,9 +3,15 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include <linux/if_link.h>
-#include <sched.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 namespace sluice {
 
@@ -25,19 +31,129 @@ std::string KindOf(uint32_t linkType) {
   }
 }
 
-// Runs fn with the calling thread in the namespace `target`, restoring the original one after.
+// Runs fn with the calling thread in the namespace `target` and returns its result (0 or -errno);
+// -errno if entering fails. The thread returns to its namespace after, or the process aborts.
 template <typename Fn>
-int InNetns(int target, Fn fn) {
-  Fd original(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-  if (!original.Valid()) return -errno;
-  if (setns(target, CLONE_NEWNET) < 0) return -errno;
-  int r = fn();
-  int saved = errno;
-  if (setns(original.Get(), CLONE_NEWNET) < 0) return -errno;
-  errno = saved;
-  return r;
+int InNetns(int target, const std::string& what, Fn fn) {
+  NetnsGuard inside(what);
+  int r = inside.Enter(target);
+  if (r < 0) return r;
+  return fn();
+}
+
+// How many tc filters hang on one side (`parent`) of a device's clsact qdisc, from an
+// RTM_GETTFILTER dump in the calling thread's namespace; -errno when the dump fails, as it does
+// when the device or the qdisc is gone.
+int CountTcFilters(int ifindex, uint32_t parent) {
+  Fd sock(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (!sock.Valid()) return -errno;
+  struct {
+    nlmsghdr header;
+    tcmsg tc;
+  } request{};
+  request.header.nlmsg_len = NLMSG_LENGTH(sizeof(tcmsg));
+  request.header.nlmsg_type = RTM_GETTFILTER;
+  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  request.header.nlmsg_seq = 1;
+  request.tc.tcm_family = AF_UNSPEC;
+  request.tc.tcm_ifindex = ifindex;
+  request.tc.tcm_parent = parent;
+  if (send(sock.Get(), &request, request.header.nlmsg_len, 0) < 0) return -errno;
+  std::vector<char> buffer(64 * 1024);  // the kernel sends dump parts of at most 32 KiB
+  int count = 0;
+  for (;;) {
+    ssize_t len = recv(sock.Get(), buffer.data(), buffer.size(), 0);
+    if (len < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (len == 0) return -EIO;
+    int left = static_cast<int>(len);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buffer.data()); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_type == NLMSG_DONE) {
+        int status = h->nlmsg_len >= NLMSG_LENGTH(sizeof(int)) ? *static_cast<int*>(NLMSG_DATA(h)) : 0;
+        return status < 0 ? status : count;
+      }
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        int err = static_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
+        return err < 0 ? err : count;
+      }
+      if (h->nlmsg_type == RTM_NEWTFILTER) count++;
+    }
+  }
 }
 }  // namespace
+
+// bpf_tc_hook_create makes a clsact qdisc where the device has none and says EEXIST where it has
+// one. A clsact is ours only in the first case: then the last of our filters to go takes it along,
+// unless filters of others are on it by then. One we did not create stays, whatever we detach.
+// The record is shared by our attachments on the device (ingress and egress), so it does not
+// matter which of them goes last.
+struct Link::Clsact {
+  using Key = std::tuple<dev_t, ino_t, int>;  // the namespace's inode, the ifindex
+  explicit Clsact(Key k) : key(k) {}
+  ~Clsact();
+  Key key;
+  bool removed = false;
+};
+
+namespace {
+std::mutex clsactMutex;
+
+// Every clsact this process created and still has attachments on. Never destroyed, so attachments
+// finalized at exit can still unregister.
+std::map<Link::Clsact::Key, std::weak_ptr<Link::Clsact>>& Clsacts() {
+  static auto* clsacts = new std::map<Link::Clsact::Key, std::weak_ptr<Link::Clsact>>();
+  return *clsacts;
+}
+
+void ForgetClsact(const Link::Clsact::Key& key) {
+  std::lock_guard<std::mutex> lock(clsactMutex);
+  auto it = Clsacts().find(key);
+  if (it != Clsacts().end() && it->second.expired()) Clsacts().erase(it);
+}
+
+// The record of a clsact we just created on the device.
+std::shared_ptr<Link::Clsact> RecordClsact(const Link::Clsact::Key& key) {
+  auto clsact = std::make_shared<Link::Clsact>(key);
+  std::lock_guard<std::mutex> lock(clsactMutex);
+  Clsacts()[key] = clsact;
+  return clsact;
+}
+
+// The record of the device's clsact if we created it and it is still there, else null.
+std::shared_ptr<Link::Clsact> OwnedClsact(const Link::Clsact::Key& key) {
+  std::shared_ptr<Link::Clsact> clsact;  // released after the lock: its destructor takes it
+  {
+    std::lock_guard<std::mutex> lock(clsactMutex);
+    auto it = Clsacts().find(key);
+    if (it != Clsacts().end()) clsact = it->second.lock();
+  }
+  if (clsact && clsact->removed) clsact.reset();
+  return clsact;
+}
+
+// Deletes our clsact from the device when no filter is left on either side; keeps it when one is,
+// or when the filters cannot be listed. Runs with the thread in the device's namespace. 0 or -errno.
+int RemoveClsactIfUnused(int ifindex, Link::Clsact* clsact) {
+  if (clsact == nullptr || clsact->removed) return 0;
+  for (uint32_t side : {TC_H_MIN_INGRESS, TC_H_MIN_EGRESS})
+    if (CountTcFilters(ifindex, TC_H_MAKE(TC_H_CLSACT, side)) != 0) return 0;
+  // Both attach points at once: libbpf deletes the qdisc itself rather than flushing one side.
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
+              .attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
+  int r = bpf_tc_hook_destroy(&hook);
+  if (r < 0 && r != -ENOENT && r != -EINVAL && r != -ENODEV) return r;
+  clsact->removed = true;
+  std::shared_ptr<Link::Clsact> current;  // released after the lock: its destructor takes it
+  std::lock_guard<std::mutex> lock(clsactMutex);
+  auto it = Clsacts().find(clsact->key);
+  if (it != Clsacts().end() && (current = it->second.lock()).get() == clsact) Clsacts().erase(it);
+  return 0;
+}
+}  // namespace
+
+Link::Clsact::~Clsact() { ForgetClsact(key); }
 
 int QueryLinkInfo(int fd, bpf_link_info* out) {
   memset(out, 0, sizeof *out);
@@ -140,7 +256,7 @@ Napi::Value Link::Update(const Napi::CallbackInfo& info) {
                 .attach_point = static_cast<bpf_tc_attach_point>(tc_->attachPoint));
     LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = nextFd, .flags = BPF_TC_F_REPLACE, .handle = tc_->handle,
                 .priority = tc_->priority);
-    int r = InNetns(tc_->netns.Get(), [&] { return bpf_tc_attach(&hook, &opts); });
+    int r = InNetns(tc_->netns.Get(), what, [&] { return bpf_tc_attach(&hook, &opts); });
     if (r < 0) ThrowSyscall(env, what, "bpf_tc_attach", -r);
     tc_->progId = opts.prog_id;
     return env.Undefined();
@@ -156,15 +272,25 @@ Napi::Value Link::Update(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-void Link::DetachTc(Napi::Env env, const char* what) {
+// Removes the cls_bpf filter and, when it was the last filter on a clsact we created, the clsact.
+void Link::DetachTc(Napi::Env env, const char* verb) {
+  std::string what = std::string(verb) + " tc filter of program " + Quote(name_);
   LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = tc_->ifindex,
               .attach_point = static_cast<bpf_tc_attach_point>(tc_->attachPoint));
   LIBBPF_OPTS(bpf_tc_opts, opts, .handle = tc_->handle, .priority = tc_->priority);
-  int r = InNetns(tc_->netns.Get(), [&] { return bpf_tc_detach(&hook, &opts); });
+  int removeError = 0;
+  int r = InNetns(tc_->netns.Get(), what, [&] {
+    int detached = bpf_tc_detach(&hook, &opts);
+    // ENOENT: someone removed the filter already; the clsact may still be ours to remove.
+    if (detached == 0 || detached == -ENOENT) removeError = RemoveClsactIfUnused(tc_->ifindex, tc_->clsact.get());
+    return detached;
+  });
   closed_ = true;
   tc_->netns.Reset();
-  if (r < 0 && r != -ENOENT && r != -ENODEV && r != -EINVAL)
-    ThrowSyscall(env, std::string(what) + " tc filter of program " + Quote(name_), "bpf_tc_detach", -r);
+  tc_->clsact.reset();
+  if (r < 0 && r != -ENOENT && r != -ENODEV && r != -EINVAL) ThrowSyscall(env, what, "bpf_tc_detach", -r);
+  if (removeError < 0)
+    ThrowSyscall(env, what + ": remove the clsact qdisc it added", "bpf_tc_hook_destroy", -removeError);
 }
 
 Napi::Value Link::Detach(const Napi::CallbackInfo& info) {
@@ -257,7 +383,8 @@ Napi::Value AttachXdp(const Napi::CallbackInfo& info) {
   return Link::Wrap(env, Fd(fd), prog->Name());
 }
 
-// attachTc(program, ifindex, direction: "ingress" | "egress", mode: "auto" | "tcx" | "legacy") → Link
+// attachTc(program, ifindex, direction: "ingress" | "egress", mode: "auto" | "tcx" | "legacy",
+//          priority?: cls_bpf filter priority, legacy mode only; 0 or absent: the kernel picks) → Link
 Napi::Value AttachTc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   AddonData* data = Data(env);
@@ -275,6 +402,10 @@ Napi::Value AttachTc(const Napi::CallbackInfo& info) {
   std::string mode = info[3].IsUndefined() ? "auto" : ArgString(env, info[3], what + ": mode");
   if (mode != "auto" && mode != "tcx" && mode != "legacy")
     ThrowInvalid(env, what + ": mode must be \"auto\", \"tcx\" or \"legacy\", got " + Quote(mode));
+  // The range is libbpf's to check (bpf_tc_attach: at most 65535); attachTc() checks it first.
+  uint32_t priority = info[4].IsUndefined() ? 0 : ArgU32(env, info[4], what + ": priority");
+  if (priority != 0 && mode != "legacy")
+    ThrowInvalid(env, what + ": a priority needs mode \"legacy\" (tcx links have none)");
 
   if (mode != "legacy") {
     LIBBPF_OPTS(bpf_link_create_opts, opts);
@@ -292,12 +423,20 @@ Napi::Value AttachTc(const Napi::CallbackInfo& info) {
   tc->attachPoint = ingress ? BPF_TC_INGRESS : BPF_TC_EGRESS;
   tc->netns.Reset(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
   if (!tc->netns.Valid()) ThrowSyscall(env, what, "open", errno);
+  struct stat netns;
+  if (fstat(tc->netns.Get(), &netns) < 0) ThrowSyscall(env, what, "fstat", errno);
+  Link::Clsact::Key key{netns.st_dev, netns.st_ino, tc->ifindex};
   LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = tc->ifindex, .attach_point = static_cast<bpf_tc_attach_point>(tc->attachPoint));
   int r = bpf_tc_hook_create(&hook);
   if (r < 0 && r != -EEXIST) ThrowSyscall(env, what, "bpf_tc_hook_create", -r);
-  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = progFd);
+  tc->clsact = r == 0 ? RecordClsact(key) : OwnedClsact(key);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = progFd, .priority = priority);
   r = bpf_tc_attach(&hook, &opts);
-  if (r < 0) ThrowSyscall(env, what, "bpf_tc_attach", -r);
+  if (r < 0) {
+    // Leave the device as it was: a clsact made for this filter goes with it.
+    RemoveClsactIfUnused(tc->ifindex, tc->clsact.get());
+    ThrowSyscall(env, what, "bpf_tc_attach", -r);
+  }
   tc->handle = opts.handle;
   tc->priority = opts.priority;
   tc->progId = opts.prog_id;

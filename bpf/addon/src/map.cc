@@ -375,8 +375,16 @@ Napi::Value Map::NextKey(const Napi::CallbackInfo& info) {
 
 namespace {
 
+// Lookup output is gathered in chunks of at most this many elements and bytes (or one batch, if
+// larger): memory follows the elements the map holds, not its max_entries.
+constexpr uint32_t kLookupChunkEntries = 65536;
+constexpr size_t kLookupChunkBytes = 4 << 20;
+
 // Runs one batch operation on a worker thread, on its own dup of the map fd, so closing the
-// Map meanwhile is safe. Falls back to a per-element loop where the kernel has no batch op.
+// Map meanwhile is safe. Its input is a copy made on the JavaScript thread: the worker never
+// reads JavaScript memory, which user code could change, or detach by transferring its
+// ArrayBuffer, while the worker runs. Falls back to a per-element loop where the kernel has no
+// batch op.
 class BatchWorker : public Napi::AsyncWorker {
  public:
   enum class Op { Update, Lookup, Delete };
@@ -393,12 +401,10 @@ class BatchWorker : public Napi::AsyncWorker {
         valueSize_(valueSize),
         maxEntries_(maxEntries) {}
 
-  void SetInput(Napi::Value keysValue, Bytes keys, Napi::Value valuesValue, Bytes values, uint32_t count,
-                uint32_t flags) {
-    keysRef_ = Napi::Persistent(keysValue.As<Napi::Object>());
-    if (!valuesValue.IsEmpty() && valuesValue.IsObject()) valuesRef_ = Napi::Persistent(valuesValue.As<Napi::Object>());
-    keys_ = keys;
-    values_ = values;
+  // Copies the first `count` keys (and values, if given): call on the JavaScript thread.
+  void SetInput(const Bytes& keys, const Bytes& values, uint32_t count, uint32_t flags) {
+    keys_.assign(keys.data, keys.data + static_cast<size_t>(count) * keySize_);
+    if (values.data != nullptr) values_.assign(values.data, values.data + count * valueSize_);
     count_ = count;
     flags_ = flags;
   }
@@ -428,8 +434,17 @@ class BatchWorker : public Napi::AsyncWorker {
     result.Set("count", done_);
     result.Set("fallback", fellBack_);
     if (op_ == Op::Lookup) {
-      result.Set("keys", Napi::Buffer<uint8_t>::Copy(env, outKeys_.data(), static_cast<size_t>(done_) * keySize_));
-      result.Set("values", Napi::Buffer<uint8_t>::Copy(env, outValues_.data(), static_cast<size_t>(done_) * valueSize_));
+      Napi::Buffer<uint8_t> keys = Napi::Buffer<uint8_t>::New(env, static_cast<size_t>(done_) * keySize_);
+      Napi::Buffer<uint8_t> values = Napi::Buffer<uint8_t>::New(env, static_cast<size_t>(done_) * valueSize_);
+      size_t at = 0;
+      for (const Chunk& c : chunks_) {
+        memcpy(keys.Data() + at * keySize_, c.keys.data(), c.used * keySize_);
+        memcpy(values.Data() + at * valueSize_, c.values.data(), c.used * valueSize_);
+        at += c.used;
+      }
+      chunks_.clear();
+      result.Set("keys", keys);
+      result.Set("values", values);
     }
     deferred_.Resolve(result);
   }
@@ -442,7 +457,7 @@ class BatchWorker : public Napi::AsyncWorker {
   void DoUpdate() {
     LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = flags_, .flags = 0);
     uint32_t n = count_;
-    int r = count_ == 0 ? 0 : bpf_map_update_batch(fd_.Get(), keys_.data, values_.data, &n, &opts);
+    int r = count_ == 0 ? 0 : bpf_map_update_batch(fd_.Get(), keys_.data(), values_.data(), &n, &opts);
     if (r == 0) {
       done_ = count_;
       return;
@@ -451,8 +466,8 @@ class BatchWorker : public Napi::AsyncWorker {
     if (n == 0 && NoBatch(err)) {
       fellBack_ = true;
       for (uint32_t i = 0; i < count_; i++) {
-        if (bpf_map_update_elem(fd_.Get(), keys_.data + static_cast<size_t>(i) * keySize_,
-                                values_.data + static_cast<size_t>(i) * valueSize_, flags_) < 0) {
+        if (bpf_map_update_elem(fd_.Get(), keys_.data() + static_cast<size_t>(i) * keySize_,
+                                values_.data() + static_cast<size_t>(i) * valueSize_, flags_) < 0) {
           err_ = errno;
           syscall_ = "bpf_map_update_elem";
           return;
@@ -469,7 +484,7 @@ class BatchWorker : public Napi::AsyncWorker {
   void DoDelete() {
     LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = 0, .flags = 0);
     uint32_t n = count_;
-    int r = count_ == 0 ? 0 : bpf_map_delete_batch(fd_.Get(), keys_.data, &n, &opts);
+    int r = count_ == 0 ? 0 : bpf_map_delete_batch(fd_.Get(), keys_.data(), &n, &opts);
     if (r == 0) {
       done_ = count_;
       return;
@@ -478,7 +493,7 @@ class BatchWorker : public Napi::AsyncWorker {
     if (n == 0 && NoBatch(err)) {
       fellBack_ = true;
       for (uint32_t i = 0; i < count_; i++) {
-        if (bpf_map_delete_elem(fd_.Get(), keys_.data + static_cast<size_t>(i) * keySize_) < 0) {
+        if (bpf_map_delete_elem(fd_.Get(), keys_.data() + static_cast<size_t>(i) * keySize_) < 0) {
           err_ = errno;
           syscall_ = "bpf_map_delete_elem";
           return;
@@ -492,37 +507,51 @@ class BatchWorker : public Napi::AsyncWorker {
     syscall_ = "bpf_map_delete_batch";
   }
 
-  void Reserve(size_t entries) {
-    if (outKeys_.size() < entries * keySize_) outKeys_.resize(entries * keySize_);
-    if (outValues_.size() < entries * valueSize_) outValues_.resize(entries * valueSize_);
+  // Lookup output: keys and values of `used` elements, room for `capacity`.
+  struct Chunk {
+    std::vector<uint8_t> keys, values;
+    uint32_t used = 0, capacity = 0;
+  };
+
+  // The chunk to write the next `entries` elements to: the last one if they fit, else a new one
+  // within kLookupChunkEntries and kLookupChunkBytes (no more than the map can hold, no fewer
+  // than `entries`).
+  Chunk& Room(uint32_t entries) {
+    if (chunks_.empty() || chunks_.back().capacity - chunks_.back().used < entries) {
+      size_t elementSize = std::max<size_t>(keySize_ + valueSize_, 1);
+      size_t bound = std::min<size_t>(
+          {kLookupChunkEntries, kLookupChunkBytes / elementSize, std::max<uint32_t>(maxEntries_, 1)});
+      Chunk c;
+      c.capacity = std::max(entries, static_cast<uint32_t>(bound));
+      c.keys.resize(static_cast<size_t>(c.capacity) * keySize_);
+      c.values.resize(c.capacity * valueSize_);
+      chunks_.push_back(std::move(c));
+    }
+    return chunks_.back();
   }
 
   void DoLookup() {
-    size_t capacity = std::max<size_t>(maxEntries_, 1);
-    Reserve(capacity);
     size_t tokenSize = std::max<size_t>(keySize_, 8);
     std::vector<uint8_t> inTok(tokenSize), outTok(tokenSize);
-    uint32_t chunk = 4096;
+    uint32_t batch = 4096;
     bool first = true;
     uint64_t total = 0;
     for (;;) {
-      if (total + chunk > capacity) {
-        capacity = total + chunk;
-        Reserve(capacity);
-      }
+      Chunk& c = Room(batch);
       LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = 0, .flags = 0);
-      uint32_t n = chunk;
+      uint32_t n = batch;
       int r = bpf_map_lookup_batch(fd_.Get(), first ? nullptr : inTok.data(), outTok.data(),
-                                   outKeys_.data() + total * keySize_, outValues_.data() + total * valueSize_, &n,
-                                   &opts);
+                                   c.keys.data() + static_cast<size_t>(c.used) * keySize_,
+                                   c.values.data() + c.used * valueSize_, &n, &opts);
       if (r < 0) {
         int err = -r;
         if (err == ENOENT) {
+          c.used += n;
           total += n;
           break;
         }
-        if (err == ENOSPC && n == 0 && chunk < (1u << 24)) {
-          chunk *= 2;  // a hash bucket holds more entries than fit: retry the same position
+        if (err == ENOSPC && n == 0 && batch < (1u << 24)) {
+          batch *= 2;  // a hash bucket holds more entries than fit: retry the same position
           continue;
         }
         if (first && n == 0 && NoBatch(err)) {
@@ -534,6 +563,7 @@ class BatchWorker : public Napi::AsyncWorker {
         done_ = static_cast<uint32_t>(total);
         return;
       }
+      c.used += n;
       total += n;
       first = false;
       std::swap(inTok, outTok);
@@ -543,6 +573,7 @@ class BatchWorker : public Napi::AsyncWorker {
 
   void LookupByIteration() {
     fellBack_ = true;
+    chunks_.clear();
     std::vector<uint8_t> key(keySize_), next(keySize_);
     uint64_t total = 0;
     bool first = true;
@@ -555,15 +586,15 @@ class BatchWorker : public Napi::AsyncWorker {
       }
       first = false;
       key.swap(next);
-      if ((total + 1) * keySize_ > outKeys_.size() || (total + 1) * valueSize_ > outValues_.size())
-        Reserve((total + 1) * 2);
-      if (bpf_map_lookup_elem(fd_.Get(), key.data(), outValues_.data() + total * valueSize_) < 0) {
+      Chunk& c = Room(1);
+      if (bpf_map_lookup_elem(fd_.Get(), key.data(), c.values.data() + c.used * valueSize_) < 0) {
         if (errno == ENOENT) continue;  // deleted meanwhile
         err_ = errno;
         syscall_ = "bpf_map_lookup_elem";
         break;
       }
-      memcpy(outKeys_.data() + total * keySize_, key.data(), keySize_);
+      memcpy(c.keys.data() + static_cast<size_t>(c.used) * keySize_, key.data(), keySize_);
+      c.used++;
       total++;
     }
     done_ = static_cast<uint32_t>(total);
@@ -577,14 +608,13 @@ class BatchWorker : public Napi::AsyncWorker {
   uint32_t keySize_;
   size_t valueSize_;
   uint32_t maxEntries_;
-  Napi::ObjectReference keysRef_, valuesRef_;
-  Bytes keys_, values_;
+  std::vector<uint8_t> keys_, values_;  // the input, copied
   uint32_t count_ = 0, flags_ = 0;
   uint32_t done_ = 0;
   int err_ = 0;
   const char* syscall_ = "";
   bool fellBack_ = false;
-  std::vector<uint8_t> outKeys_, outValues_;
+  std::vector<Chunk> chunks_;
 };
 
 uint32_t BatchCount(Napi::Env env, const Napi::Value& v, const std::string& what, size_t available) {
@@ -623,7 +653,7 @@ Napi::Value Map::UpdateBatch(const Napi::CallbackInfo& info) {
   int dup = DupFd(fd);
   if (dup < 0) ThrowSyscall(env, what, "fcntl", -dup);
   auto* worker = new BatchWorker(env, BatchWorker::Op::Update, Fd(dup), name_, type_, keySize_, vs, maxEntries_);
-  worker->SetInput(info[0], keys, info[1], values, count, flags);
+  worker->SetInput(keys, values, count, flags);
   Napi::Promise p = worker->Promise();
   worker->Queue();
   return p;
@@ -642,7 +672,7 @@ Napi::Value Map::DeleteBatch(const Napi::CallbackInfo& info) {
   int dup = DupFd(fd);
   if (dup < 0) ThrowSyscall(env, what, "fcntl", -dup);
   auto* worker = new BatchWorker(env, BatchWorker::Op::Delete, Fd(dup), name_, type_, keySize_, StoredValueSize(), maxEntries_);
-  worker->SetInput(info[0], keys, env.Undefined(), Bytes{}, count, 0);
+  worker->SetInput(keys, Bytes{}, count, 0);
   Napi::Promise p = worker->Promise();
   worker->Queue();
   return p;

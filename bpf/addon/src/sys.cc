@@ -6,7 +6,6 @@
 #include <cstring>
 
 #include <net/if.h>
-#include <sched.h>
 #include <sys/mount.h>
 #include <sys/statfs.h>
 
@@ -31,7 +30,8 @@ std::string KindOfFd(int fd) {
   target[n] = '\0';
   if (strcmp(target, "anon_inode:bpf-map") == 0) return "map";
   if (strcmp(target, "anon_inode:bpf-prog") == 0) return "program";
-  if (strcmp(target, "anon_inode:bpf_link") == 0) return "link";
+  // A link made by bpf_link_create is "bpf_link"; one reopened from a pin (bpf_obj_get) is "bpf-link".
+  if (strcmp(target, "anon_inode:bpf_link") == 0 || strcmp(target, "anon_inode:bpf-link") == 0) return "link";
   return "";
 }
 
@@ -162,7 +162,8 @@ Napi::Value MountBpffs(const Napi::CallbackInfo& info) {
 
 // ---- network namespaces ----------------------------------------------------------------------
 
-// runInNetns(name, fn) → fn's result; the calling thread is back in its namespace afterwards, also on throw.
+// runInNetns(name, fn) → fn's result; the calling thread is back in its namespace afterwards, also on
+// throw. If it cannot get back, the process aborts (see NetnsGuard).
 Napi::Value RunInNetns(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = ArgString(env, info[0], "enter network namespace: name");
@@ -177,22 +178,10 @@ Napi::Value RunInNetns(const Napi::CallbackInfo& info) {
     if (err == ENOENT) ThrowSyscallReason(env, what, "no such namespace (no /var/run/netns/" + name + ")", "open", err);
     ThrowSyscall(env, what, "open", err);
   }
-  Fd original(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-  if (!original.Valid()) ThrowSyscall(env, what, "open", errno);
-  if (setns(target.Get(), CLONE_NEWNET) < 0) ThrowSyscall(env, what, "setns", errno);
-  auto restore = [&]() {
-    if (setns(original.Get(), CLONE_NEWNET) < 0)
-      ThrowSyscall(env, "return from network namespace " + Quote(name), "setns", errno);
-  };
-  Napi::Value result;
-  try {
-    result = fn.Call({});
-  } catch (...) {
-    restore();
-    throw;
-  }
-  restore();
-  return result;
+  NetnsGuard inside(what);
+  int r = inside.Enter(target.Get());
+  if (r < 0) ThrowSyscall(env, what, inside.FailedCall(), -r);
+  return fn.Call({});  // the guard returns the thread to its namespace after the call, also when it throws
 }
 
 Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../helpers/cli.js';
+import { requireTcpdump } from '../../helpers/tcpdump.js';
 
 const tcpdump = (layout: string, expression: string): string =>
   execFileSync('tcpdump', [layout, '-y', 'EN10MB', expression], {
@@ -27,7 +28,8 @@ describe('sluice compile --cbpf', () => {
     return path;
   }
 
-  it("prints tcpdump's own -ddd program in each of tcpdump's layouts", async () => {
+  it("prints tcpdump's own -ddd program in each of tcpdump's layouts", async (ctx) => {
+    requireTcpdump(ctx);
     for (const expression of ['tcp port 80', 'vlan 100 and udp', 'ip6 protochain 6']) {
       const path = await saved(expression);
       for (const layout of ['-d', '-dd', '-ddd']) {
@@ -37,7 +39,8 @@ describe('sluice compile --cbpf', () => {
     }
   });
 
-  it('translates it to eBPF', async () => {
+  it('translates it to eBPF', async (ctx) => {
+    requireTcpdump(ctx);
     const run = await runCli('compile', '--ebpf', '--cbpf', await saved('icmp or arp'));
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/^ {3}0: \(61\) r2 = \*\(u32 \*\)\(r1 \+0\)\n/);
@@ -56,7 +59,8 @@ describe('sluice compile --cbpf', () => {
     `);
   });
 
-  it('takes an expression or a program, not both and not neither, as usage errors', async () => {
+  it('takes an expression or a program, not both and not neither, as usage errors', async (ctx) => {
+    requireTcpdump(ctx);
     const path = await saved('ip');
     expect(await runCli('compile', '--cbpf', path, 'ip')).toMatchObject({ code: 2 });
     expect(await runCli('compile')).toMatchObject({ code: 2 });

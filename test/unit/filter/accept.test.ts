@@ -2,26 +2,13 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { compileFilter, formatListing } from '../../../bpf/filter/index.js';
+import { describeWithTcpdump } from '../../helpers/tcpdump.js';
 
 function tcpdump(flags: string[], expression: string): string {
   return execFileSync('tcpdump', [...flags, '-y', 'EN10MB', '--', expression], {
     stdio: ['ignore', 'pipe', 'pipe'],
   }).toString();
 }
-
-function probeTcpdump(): { ok: boolean; reason: string } {
-  try {
-    tcpdump(['-d'], 'tcp');
-    return { ok: true, reason: '' };
-  } catch (err: unknown) {
-    return {
-      ok: false,
-      reason: `skipped: running "tcpdump -d" failed (${(err as Error).message.split('\n')[0]})`,
-    };
-  }
-}
-
-const oracle = probeTcpdump();
 
 /** Expressions compared byte for byte with tcpdump's listings. */
 const ACCEPT: string[] = [
@@ -247,7 +234,7 @@ const ALIASES: [string, string][] = [
   ['net 10.1.0.0 mask 255.255.0.0', 'net 10.1'],
 ];
 
-describe.skipIf(!oracle.ok)(`accept table against tcpdump ${oracle.reason}`, () => {
+describeWithTcpdump('accept table against tcpdump', () => {
   it.each(ACCEPT)('compiles %j as tcpdump -d/-dd/-ddd prints it', (expression) => {
     const insns = compileFilter(expression);
     expect(formatListing(insns, 'd')).toBe(tcpdump(['-d'], expression));

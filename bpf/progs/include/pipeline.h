@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The contract between pipeline.bpf.c and user space (controller/dataplane/abi.ts
+ * mirrors every struct here byte for byte; change both together). All fields are
+ * host byte order (little-endian) unless typed __be*; addresses are network order.
+ *
+ * One object is loaded per attachment (device x hook). Its maps fall in three groups:
+ *
+ *  - shared by every attachment of one sluice instance (pinned once, reused by
+ *    libbpf at load): sl_set4, sl_set6 — prefix-set membership;
+ *  - classification tables, two generations side by side: the program reads
+ *    sl_ctl[0].gen once per packet and uses only that generation's half of every
+ *    table, so the loader writes the other half and then flips one u32;
+ *  - state and counters, which never depend on the generation.
+ *
+ * Classification ("aggregated bit vectors"). A rule set of at most SL_MAX_RULES
+ * rules is ordered (priority, then insertion): position 0 is tried first. Each of
+ * the SL_DIMS dimensions maps the packet's field to a class, and each class to a
+ * struct sl_vec: the positions of the rules that the field value allows (a rule
+ * that does not constrain the dimension is in every class of it). The candidates
+ * are the AND over the dimensions the generation uses (sl_gen_cfg.dims); the
+ * first candidate (lowest set bit) is tried first. A dimension whose field the
+ * packet lacks (ports of an ICMP packet or of a later fragment, addresses of ARP,
+ * flags of UDP, an address in no set) uses sl_gen_cfg.absent[dim]: the rules that
+ * do not constrain that dimension.
+ *
+ * The per-dimension lookups:
+ *   SL_DIM_SRC, SL_DIM_DST   sl_pfx4 / sl_pfx6 (LPM; key gen, dim, address;
+ *                            a /0 entry per gen, dim and family always exists)
+ *   SL_DIM_SSET, SL_DIM_DSET sl_set4 / sl_set6 (LPM, shared) give a u64 mask of
+ *                            sets holding the address; sl_setcls (hash; gen,
+ *                            dim, mask) gives the class; no entry → absent
+ *   SL_DIM_PROTO             sl_proto[gen * 512 + proto]; 256 = not IP
+ *   SL_DIM_SPORT, SL_DIM_DPORT sl_ports[(gen * 2 + (dim == DPORT)) * 65536 + port]
+ *   SL_DIM_ICMP              sl_icmp[(gen * 2 + is_icmpv6) * 65536 + type * 256 + code]
+ *   SL_DIM_VLAN              sl_vlan[gen * 4352 + vid]; 4096 = untagged (outer tag)
+ *   SL_DIM_FLAGS             sl_flags[gen * 512 + tcp flags byte]; 256 = not TCP
+ *
+ * Every class value indexes sl_vecs[gen * SL_MAX_CLASSES + class].
+ *
+ * A rule with a tcpdump expression (SL_RULE_FILTER) also needs bit sl_rule.filter
+ * of the filter mask. The mask is computed by a program generated at run time (the
+ * "filter bank", bpf/filter's eBPF of each expression in sequence), tail-called
+ * from sl_progs[gen] only when a candidate has SL_RULE_FILTER (sl_gen_cfg.filter_cls
+ * names the class holding every filter rule). The bank stores the mask, the gen and
+ * done = 1 in sl_scratch and tail-calls sl_progs[SL_PROG_RESUME] (the resume_* entry
+ * of the same object), which classifies again with the mask known. Nothing is
+ * counted before the tail call, so a packet is counted once.
+ *
+ * Map names (pipeline.bpf.c defines them; all BTF-defined, 15 characters at most):
+ *   shared      sl_set4 sl_set6
+ *   per gen     sl_gen sl_pfx4 sl_pfx6 sl_setcls sl_proto sl_ports sl_icmp sl_vlan
+ *               sl_flags sl_vecs sl_rules (see the index formulas above)
+ *   control     sl_ctl[1], sl_limiters[SL_MAX_LIMITERS], sl_tx (devmap, SL_MAX_REDIRECTS),
+ *               sl_progs (prog array, SL_PROG_SLOTS)
+ *   state       sl_buckets[SL_MAX_LIMITERS], sl_src_buckets (LRU hash of struct sl_src_key →
+ *               struct sl_src_bucket),
+ *               sl_scratch (per-CPU, 1)
+ *   counters    per-CPU arrays: sl_dev_stats[SL_VERDICTS] (struct sl_counter),
+ *               sl_rule_stats[SL_MAX_RULES] (struct sl_rule_counter, by sl_rule.stats),
+ *               sl_limit_stats[SL_MAX_LIMITERS], sl_events[SL_EVENTS] (u64),
+ *               sl_hist[SL_HIST_BUCKETS] (u64; bucket = log2 of the frame length)
+ * Programs: pipeline_xdp + resume_xdp (SEC "xdp"), pipeline_tc + resume_tc (SEC "tc").
+ * sl_progs takes one program type, so the loader autoloads only one pair per object.
+ */
+#ifndef SLUICE_PIPELINE_H
+#define SLUICE_PIPELINE_H
+
+#define SL_MAX_RULES 4096
+#define SL_WORDS 64 /* SL_MAX_RULES / 64 */
+#define SL_MAX_CLASSES 8192 /* per generation */
+#define SL_MAX_SETS 32
+#define SL_MAX_FILTERS 64
+#define SL_MAX_LIMITERS 1024
+#define SL_MAX_REDIRECTS 256
+#define SL_HIST_BUCKETS 32
+#define SL_MAX_STEPS 64 /* rules tried per packet (count, filter misses, then the match) */
+
+#define SL_PROTO_SLOTS 512
+#define SL_PROTO_NOT_IP 256
+#define SL_VLAN_SLOTS 4352
+#define SL_VLAN_UNTAGGED 4096
+#define SL_FLAGS_SLOTS 512
+#define SL_FLAGS_NOT_TCP 256
+
+enum sl_dim {
+	SL_DIM_SRC = 0,
+	SL_DIM_DST = 1,
+	SL_DIM_SSET = 2,
+	SL_DIM_DSET = 3,
+	SL_DIM_PROTO = 4,
+	SL_DIM_SPORT = 5,
+	SL_DIM_DPORT = 6,
+	SL_DIM_ICMP = 7,
+	SL_DIM_VLAN = 8,
+	SL_DIM_FLAGS = 9,
+	SL_DIMS = 10,
+};
+
+/* sl_rule.action, sl_gen_cfg.default_action and .malformed_action. */
+enum sl_action {
+	SL_ACT_PASS = 0,
+	SL_ACT_DROP = 1,
+	SL_ACT_COUNT = 2, /* count, then try the next candidate */
+	SL_ACT_RATELIMIT = 3, /* within the limit: pass; over it: drop */
+	SL_ACT_REDIRECT = 4,
+};
+
+/* What happened to the packet in the end: sl_dev_stats index. */
+enum sl_verdict {
+	SL_VERDICT_PASS = 0,
+	SL_VERDICT_DROP = 1,
+	SL_VERDICT_REDIRECT = 2,
+	SL_VERDICT_TX = 3, /* reserved for the load balancer */
+	SL_VERDICTS = 4,
+};
+
+/* sl_events index: why a packet took an unusual path (counted besides its verdict). */
+enum sl_event {
+	SL_EV_MALFORMED = 0, /* a header is inconsistent (IHL < 5, bad version, too many ext headers) */
+	SL_EV_TRUNCATED = 1, /* the frame ends inside a header */
+	SL_EV_DEFAULT = 2, /* no rule decided: the default action applied */
+	SL_EV_RATELIMITED = 3, /* dropped by a rate limit */
+	SL_EV_FWD_TO_STACK = 4, /* redirect fell back to the stack: no neighbour, TTL <= 1, FIB said no */
+	SL_EV_FWD_FAILED = 5, /* redirect: the FIB routes out of another device than the rule's, or no route: dropped */
+	SL_EV_STEP_LIMIT = 6, /* SL_MAX_STEPS rules tried without a decision: default applied */
+	SL_EV_FILTER_MISSING = 7, /* the filter bank tail call failed: filters counted as not matching */
+	SL_EVENTS = 8,
+};
+
+/* sl_rule.flags */
+#define SL_RULE_FILTER (1U << 0) /* also needs bit .filter of the filter mask */
+#define SL_RULE_LIMIT_PER_SOURCE (1U << 1) /* unused here; see sl_limiter.flags */
+
+/* sl_limiter.flags */
+#define SL_LIMIT_BITS (1U << 0) /* rate and burst count bits (bytes * 8), else packets */
+#define SL_LIMIT_PER_SOURCE (1U << 1) /* one bucket per source address (sl_src_buckets) */
+
+/* One bit per rule position; summary bit w is set iff words[w] != 0. */
+struct sl_vec {
+	__u64 summary;
+	__u64 words[SL_WORDS];
+};
+
+struct sl_ctl {
+	__u32 gen; /* 0 or 1: the generation packets use */
+	__u32 pad;
+};
+
+/* sl_gen: one per generation; written by the loader before it flips sl_ctl. */
+struct sl_gen_cfg {
+	__u32 default_action; /* enum sl_action: PASS or DROP */
+	__u32 malformed_action; /* PASS or DROP, for malformed and truncated packets */
+	__u32 dims; /* bit (1 << enum sl_dim) per dimension some rule constrains */
+	__u32 nrules; /* positions in use */
+	__u32 absent[SL_DIMS]; /* class for a packet without the dimension's field */
+	__u32 filter_cls; /* class of the vector of rules with SL_RULE_FILTER */
+	__u32 has_filters; /* 0: no rule has SL_RULE_FILTER */
+};
+
+/* sl_rules[gen * SL_MAX_RULES + position] */
+struct sl_rule {
+	__u16 action; /* enum sl_action */
+	__u16 flags; /* SL_RULE_* */
+	__u16 stats; /* index into sl_rule_stats: stable while the rule exists */
+	__u16 limiter; /* index into sl_limiters, for SL_ACT_RATELIMIT */
+	__u16 filter; /* bit of the filter mask, for SL_RULE_FILTER */
+	__u16 redirect; /* index into sl_tx (devmap), for SL_ACT_REDIRECT */
+	__u32 ifindex; /* redirect target (TC redirects by ifindex) */
+	__u8 nexthop[6]; /* static next-hop MAC; all zero: from the FIB (bpf_fib_lookup) */
+	__u8 pad[2];
+};
+
+struct sl_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct sl_rule_counter {
+	__u64 packets;
+	__u64 bytes;
+	__u64 last_ns; /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, jiffy resolution) of the
+			* last hit on this CPU */
+};
+
+/* sl_limiters[i]: written by the loader; rate and burst in packets or bits. */
+struct sl_limiter {
+	__u64 rate; /* per second, > 0 */
+	__u64 burst; /* bucket depth, > 0 */
+	__u32 flags; /* SL_LIMIT_* */
+	__u32 pad;
+};
+
+struct sl_limiter_counter {
+	__u64 passed;
+	__u64 dropped;
+};
+
+/* A token bucket: sl_buckets[limiter], updated under its bpf_spin_lock. */
+struct sl_bucket {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 tokens; /* private to the program (user space only zeroes buckets) */
+	__u64 last_ns; /* 0: never used: the bucket starts full */
+};
+
+/*
+ * sl_src_buckets[{limiter, family, addr}]: the same 24 bytes as struct sl_bucket, but the
+ * kernel refuses a bpf_spin_lock in an LRU hash (EOPNOTSUPP), so this bucket is updated
+ * lock-free (xchg of last_ns, cmpxchg of tokens) and its first word is unused.
+ */
+struct sl_src_bucket {
+	__u32 unused;
+	__u32 pad;
+	__u64 tokens;
+	__u64 last_ns;
+};
+
+struct sl_src_key {
+	__u32 limiter;
+	__u32 family; /* 4 or 6 */
+	__u8 addr[16]; /* IPv4 in the first 4 bytes, the rest zero */
+};
+
+struct sl_pfx4_key {
+	__u32 prefixlen; /* 16 + address bits */
+	__u8 gen;
+	__u8 dim; /* SL_DIM_SRC or SL_DIM_DST */
+	__u8 addr[4];
+};
+
+struct sl_pfx6_key {
+	__u32 prefixlen; /* 16 + address bits */
+	__u8 gen;
+	__u8 dim;
+	__u8 addr[16];
+};
+
+struct sl_set4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct sl_set6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct sl_setcls_key {
+	__u8 gen;
+	__u8 dim; /* SL_DIM_SSET or SL_DIM_DSET */
+	__u8 pad[6];
+	__u64 mask;
+};
+
+/* sl_scratch[0], per CPU: the filter bank's result for the packet being classified. */
+struct sl_scratch {
+	__u64 fmask; /* bit i: filter i matched */
+	__u32 gen; /* the generation the packet started with */
+	__u32 done; /* 1 from the bank until resume_* reads it */
+};
+
+/* sl_progs slots */
+#define SL_PROG_BANK0 0 /* filter bank of generation 0 */
+#define SL_PROG_BANK1 1 /* filter bank of generation 1 */
+#define SL_PROG_RESUME 2 /* resume_xdp / resume_tc of the same object */
+#define SL_PROG_SLOTS 4
+
+/* Offsets the generated filter bank writes (it has no BTF). */
+#define SL_SCRATCH_FMASK_OFF 0
+#define SL_SCRATCH_GEN_OFF 8
+#define SL_SCRATCH_DONE_OFF 12
+
+#endif

@@ -1,0 +1,1364 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The sluice pipeline: parse a frame once, classify it against the active rule-set
+ * generation with aggregated bit vectors, apply the first rule that decides (pass, drop,
+ * rate-limit, forward), and count the packet once. One source for both hooks: the entry
+ * points pipeline_xdp / resume_xdp (SEC "xdp") and pipeline_tc / resume_tc (SEC "tc", direct
+ * action: TC_ACT_OK passes, TC_ACT_SHOT drops, bpf_redirect gives TC_ACT_REDIRECT) expand
+ * sl_run() with a constant hook: the sl_ctx_* helpers hide the context (packet pointers,
+ * frame length, ingress device, verdict codes, the parse), and sl_rewrite / sl_forward
+ * branch on the constant for packet writes and the redirect.
+ * include/pipeline.h is the contract with user space (maps, index formulas, enums).
+ *
+ * Traffic it cannot parse. The parse (include/parse.h, which states its rules in full)
+ * reads Ethernet, at most two VLAN tags, IPv4 (options, fragments) or IPv6 (at most 8
+ * extension headers: hop-by-hop, routing, destination options, fragment), then the first
+ * 4-20 bytes of TCP, UDP, SCTP, ICMP or ICMPv6. A frame that ends inside one of those
+ * headers is TRUNCATED; an IPv4 header with version != 4 or IHL < 5, an IPv6 header with
+ * version != 6 or a 9th extension header is MALFORMED. Both count sl_events[SL_EV_MALFORMED
+ * or SL_EV_TRUNCATED] and take the generation's malformed_action (PASS or DROP) without
+ * trying a rule; they are still counted in sl_dev_stats and sl_hist. Frames that are not IP
+ * (ARP, a third VLAN tag, MPLS, ...) are not malformed: they are classified with their
+ * address, port, ICMP and flag dimensions absent (proto and flags use the "not IP" / "not
+ * TCP" slots 256). Later fragments have a protocol but no L4 fields. Nothing outside the
+ * frame is ever read.
+ *
+ * Per packet:
+ *  1. gen = sl_ctl[0].gen, cfg = sl_gen[gen]; a gen other than 0 or 1 passes the packet
+ *     untouched and uncounted (user space has not configured the object yet).
+ *  2. Classify: for each dimension in cfg.dims, one lookup gives a class (absent ->
+ *     cfg.absent[dim]) and the class a struct sl_vec. The summaries are ANDed first (and
+ *     with the positions below cfg.nrules); then, lowest summary bit first, the words of
+ *     that index are ANDed across the dimensions, only for words the summary allows, and
+ *     the candidates are tried lowest bit first. The work per packet: one lookup per used
+ *     dimension, one AND per used dimension for each word the summaries leave (at most
+ *     nrules / 64, and few when rules are not spread evenly over every class), and the
+ *     candidates tried (at most SL_MAX_STEPS). The size of the sets does not matter.
+ *     When the lowest candidate of the first word decides by itself (not COUNT, no
+ *     filter), it is tried without entering bpf_loop (sl_first_decides).
+ *  3. A candidate with SL_RULE_FILTER needs the filter mask. pipeline_* stops at the first
+ *     such candidate and tail-calls the generation's filter bank (sl_progs[gen]), which
+ *     stores the mask in sl_scratch and tail-calls resume_* (sl_progs[SL_PROG_RESUME]);
+ *     resume_* parses and classifies again with the mask known. If the tail call fails,
+ *     SL_EV_FILTER_MISSING is counted and the walk starts again with every filter not
+ *     matching. COUNT rules tried before that first filter candidate are counted by the
+ *     first walk only (resume_* and the restart replay the same candidates and count from
+ *     the first filter candidate on), so every rule counter moves once per packet, as if
+ *     the mask had been known from the start; sl_dev_stats and sl_hist are counted only
+ *     where the packet ends.
+ *  4. Steps: each candidate tried costs one step (a filter miss too). COUNT counts and goes
+ *     on; PASS, DROP, RATELIMIT and REDIRECT decide. No decision: cfg.default_action with
+ *     SL_EV_STEP_LIMIT if a further candidate was left untried after SL_MAX_STEPS steps,
+ *     else with SL_EV_DEFAULT (the reference model, controller/dataplane/model-decide.ts).
+ *     A counted rule (a COUNT that matched, or the deciding rule) adds the frame to
+ *     sl_rule_stats[rule.stats], with last_ns from bpf_ktime_get_coarse_ns()
+ *     (CLOCK_MONOTONIC at jiffy resolution): the precise clock costs 10-50 ns a call,
+ *     more than the rest of a hit.
+ *  5. RATELIMIT: a token bucket (rate per second and burst depth in packets or bits) per
+ *     rule limiter, or per source address with SL_LIMIT_PER_SOURCE. Tokens are kept in
+ *     unit-nanoseconds (1 packet or bit = 1e9), refilled by elapsed_ns * rate and capped
+ *     at burst * 1e9, so the rate is exact in integers. Bursts above 9223372036 units are
+ *     clamped there (the cap must fit in 63 bits). Within: pass; over: drop and
+ *     SL_EV_RATELIMITED. A missing per-source bucket is inserted full; the LRU may evict a
+ *     quiet source, which can only refill its bucket early, never deny it.
+ *  6. REDIRECT (forward), IPv4 and IPv6 only (else drop, SL_EV_FWD_FAILED). TTL or hop
+ *     limit <= 1: pass to the stack, which sends ICMP time exceeded (SL_EV_FWD_TO_STACK).
+ *     bpf_fib_lookup (flags 0, ingress device, addresses, tos/flowinfo, protocol, ports,
+ *     L3 length): SUCCESS out of rule.ifindex rewrites both MACs from the result;
+ *     SUCCESS out of another device, NOT_FWDED (no route, or a local or broadcast
+ *     destination), blackhole, unreachable, prohibit, forwarding disabled, LWT or no
+ *     source address: drop (SL_EV_FWD_FAILED); no neighbour or fragmentation needed: pass
+ *     to the stack, which resolves the neighbour or sends "fragmentation needed" /
+ *     "packet too big" (SL_EV_FWD_TO_STACK).
+ *     With a static next hop (rule.nexthop non-zero) the destination MAC is that next
+ *     hop whatever the FIB says; the FIB only lends the source MAC when it succeeds out
+ *     of rule.ifindex, else the source MAC is left as received. Then the TTL is
+ *     decremented (IPv4: incremental checksum update, RFC 1624) or the hop limit, VLAN
+ *     tags are kept as received, and XDP redirects through sl_tx[rule.redirect]
+ *     (bpf_redirect_map; an empty slot drops with SL_EV_FWD_FAILED), TC to rule.ifindex
+ *     (bpf_redirect). The loader must set both rule.ifindex and sl_tx[rule.redirect].
+ *  7. Count once: sl_dev_stats[verdict] (packets, bytes = frame length: data_end - data at
+ *     XDP, skb->len at TC) and sl_hist[min(floor(log2(len)), 31)] (len 0 -> 0). The verdict
+ *     is REDIRECT when redirected, PASS when handed to the stack.
+ *
+ * Maps (writer -> reader; "loader" is controller/dataplane, which writes a generation's half
+ * of every per-generation table, then flips sl_ctl):
+ *   sl_set4, sl_set6      shared by all attachments (pinned): set-membership u64 masks per
+ *                         prefix; set store -> program (SSET/DSET dimensions)
+ *   sl_pfx4, sl_pfx6      {gen, dim, address} prefix -> class; loader -> program
+ *   sl_setcls             {gen, dim, mask} -> class; loader -> program
+ *   sl_proto, sl_ports, sl_icmp, sl_vlan, sl_flags   index formula -> class; loader -> program
+ *   sl_vecs               gen * SL_MAX_CLASSES + class -> struct sl_vec; loader -> program
+ *   sl_rules              gen * SL_MAX_RULES + position -> struct sl_rule; loader -> program
+ *   sl_gen                gen -> struct sl_gen_cfg; loader -> program
+ *   sl_ctl                0 -> struct sl_ctl (the active gen); loader -> program
+ *   sl_limiters           limiter -> struct sl_limiter; loader -> program
+ *   sl_tx                 redirect slot -> ifindex (devmap); loader -> program (XDP)
+ *   sl_progs              BANK0/BANK1 -> filter bank, RESUME -> resume_*; loader -> tail calls
+ *   sl_buckets            limiter -> struct sl_bucket; program (loader zeroes) -> program
+ *   sl_src_buckets        {limiter, family, source} -> struct sl_src_bucket (LRU);
+ *                         program -> program
+ *   sl_scratch            per CPU: filter mask, gen, done; filter bank -> resume_*
+ *   sl_dev_stats, sl_rule_stats, sl_limit_stats, sl_events, sl_hist
+ *                         per-CPU counters; program -> user space (counters.ts)
+ *
+ * Code shaped by the verifier:
+ *  - Parsing (sl_parse_xdp, sl_parse_tc) and classification (sl_classify) are global
+ *    functions. The verifier checks a global function once, on its own, and its caller
+ *    sees only unknown scalars in what it returns; inlined, every parse outcome (family,
+ *    L4 kind, fragment, ...) would be a separate path through the classifier, and every
+ *    classifier path a separate path through the rest. The three frames that are live at
+ *    once (sl_run, sl_classify, the walk callback) share the 512-byte stack, so the
+ *    rate limiter and the forwarder are separate (static, non-inlined) functions whose
+ *    stack is not part of sl_run's frame.
+ *  - The candidate walk is a bpf_loop() callback (inlined by the verifier into a plain
+ *    loop with a direct call), so the verifier checks its body a few times until the
+ *    states converge instead of unrolling 64 words x 64 bits. Its state lives in
+ *    sl_classify's stack (struct sl_walk), including the vector pointers, read back at
+ *    constant offsets. The step counter starts from io->steps, which is 0 but read from
+ *    the caller's memory, so not a constant to the verifier: a known 0 would make it
+ *    check the callback once per step count.
+ *  - The verifier keeps apart the paths on which a branch could go only one way (it marks
+ *    the values precise). So every packet field is tested once (struct sl_pkt carries
+ *    one slot per dimension), nrules is not clamped, the dims bits are tested afresh in
+ *    each unrolled word (an empty asm stops clang from hoisting the tests), and masks are
+ *    built without branches (sl_nonzero, again behind an empty asm).
+ *  - Unused dimensions' vector slots point at a real vector (class 0) so that every slot
+ *    holds a valid pointer on every path; the dims mask decides which are ANDed.
+ *  - The lowest set bit is found with a de Bruijn multiply and a 64-byte table (so the
+ *    object has a .rodata map, pipeline.rodata, that libbpf creates and freezes): clang
+ *    14 has no BPF lowering for __builtin_ctzll (it crashes), and a binary search would
+ *    branch and split states. The index loaded from the table is an unknown byte to the
+ *    verifier, hence the & 63 before it addresses a word.
+ *  - Indexes derived from data are masked (& 63, & 4095) before they address memory.
+ *  - At TC the parse may meet headers beyond the skb's linear data: on TRUNCATED with
+ *    more bytes in the skb, bpf_skb_pull_data() makes up to SL_TC_PULL_MAX bytes linear
+ *    and the parse runs once more. TC writes to the packet go through
+ *    bpf_skb_store_bytes() rather than direct stores, which would make the verifier
+ *    unclone every cloned skb in the program's prologue.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "include/pipeline.h"
+#include "include/parse.h"
+
+#define SL_HOOK_XDP 0
+#define SL_HOOK_TC 1
+
+#define SL_AF_INET 2
+#define SL_AF_INET6 10
+
+#define SL_NSEC_PER_SEC 1000000000ULL
+/* The largest burst whose cap (burst * 1e9) fits in 63 bits. */
+#define SL_BURST_MAX 9223372036ULL
+/* Frame lengths above this are charged as this many bytes (cost must not overflow). */
+#define SL_LEN_MAX (1ULL << 30)
+/* Ethernet + 2 tags + IPv6 + 8 extension headers of 2048 bytes + 20 bytes of TCP. */
+#define SL_TC_PULL_MAX (14 + 8 + 40 + 8 * 2048 + 20)
+/* Summary bits the walk may visit per bpf_loop iteration. */
+#define SL_SCAN_WORDS 4
+/* Compare-and-swap attempts on a contended per-source bucket before dropping. */
+#define SL_CAS_TRIES 4
+
+/* Walk state: how the candidate walk ended. */
+#define SL_WALK_RUN 0
+#define SL_WALK_END 1 /* no candidate left */
+#define SL_WALK_DECIDED 2 /* w.pos decides */
+#define SL_WALK_FILTER 3 /* a filter candidate and the mask unknown: call the bank */
+#define SL_WALK_STEP_LIMIT 4 /* SL_MAX_STEPS tried and another candidate left */
+
+/* ---- maps ---- */
+
+/* Set membership of IPv4 prefixes: key prefix, value u64 mask of the sets holding it.
+ * Shared by every attachment (pinned); written by the set store, read by SSET/DSET. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4194304);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_set4_key);
+	__type(value, __u64);
+} sl_set4 SEC(".maps");
+
+/* The same for IPv6. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_set6_key);
+	__type(value, __u64);
+} sl_set6 SEC(".maps");
+
+/* SRC/DST classes of IPv4 prefixes: key {gen, dim, prefix}, value u32 class. A /0 entry
+ * exists per gen and dim. Written by the loader, read by the SRC and DST dimensions. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 2 * 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_pfx4_key);
+	__type(value, __u32);
+} sl_pfx4 SEC(".maps");
+
+/* The same for IPv6. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 2 * 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_pfx6_key);
+	__type(value, __u32);
+} sl_pfx6 SEC(".maps");
+
+/* SSET/DSET classes: key {gen, dim, set mask}, value u32 class; no entry: absent.
+ * Written by the loader, read by the SSET and DSET dimensions. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * 4096);
+	__type(key, struct sl_setcls_key);
+	__type(value, __u32);
+} sl_setcls SEC(".maps");
+
+/* Rule-position bit vectors: key gen * SL_MAX_CLASSES + class, value struct sl_vec.
+ * Written by the loader, read by the classifier. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * SL_MAX_CLASSES);
+	__type(key, __u32);
+	__type(value, struct sl_vec);
+} sl_vecs SEC(".maps");
+
+/* Rules: key gen * SL_MAX_RULES + position, value struct sl_rule. Loader -> walk. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * SL_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct sl_rule);
+} sl_rules SEC(".maps");
+
+/* PROTO classes: key gen * 512 + protocol (256: not IP), value u32 class. Loader -> PROTO. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * SL_PROTO_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} sl_proto SEC(".maps");
+
+/* SPORT/DPORT classes: key (gen * 2 + (dim == DPORT)) * 65536 + port, value u32 class.
+ * Loader -> SPORT, DPORT. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4 * 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} sl_ports SEC(".maps");
+
+/* ICMP classes: key (gen * 2 + is_icmpv6) * 65536 + type * 256 + code, value u32 class.
+ * Loader -> ICMP. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4 * 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} sl_icmp SEC(".maps");
+
+/* VLAN classes: key gen * 4352 + outer VID (4096: untagged), value u32 class. Loader -> VLAN. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * SL_VLAN_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} sl_vlan SEC(".maps");
+
+/* FLAGS classes: key gen * 512 + TCP flags byte (256: not TCP), value u32 class.
+ * Loader -> FLAGS. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * SL_FLAGS_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} sl_flags SEC(".maps");
+
+/* Generation configuration: key gen, value struct sl_gen_cfg. Loader -> program. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct sl_gen_cfg);
+} sl_gen SEC(".maps");
+
+/* The active generation: key 0, value struct sl_ctl. Loader (the flip) -> program. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sl_ctl);
+} sl_ctl SEC(".maps");
+
+/* Redirect targets: key rule.redirect, value u32 ifindex. Loader -> XDP forward.
+ * (Devmaps and prog arrays take no BTF key/value types, hence the sizes.) */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, SL_MAX_REDIRECTS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} sl_tx SEC(".maps");
+
+/* Tail-call targets: SL_PROG_BANK0/1 (filter banks), SL_PROG_RESUME (resume_* of this
+ * object). Written by the loader, read by bpf_tail_call in pipeline_* and the banks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, SL_PROG_SLOTS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} sl_progs SEC(".maps");
+
+/* Rate limits: key limiter, value struct sl_limiter. Loader -> RATELIMIT. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SL_MAX_LIMITERS);
+	__type(key, __u32);
+	__type(value, struct sl_limiter);
+} sl_limiters SEC(".maps");
+
+/* Per-limiter token buckets: key limiter, value struct sl_bucket (spin-locked).
+ * Program -> program; the loader zeroes a bucket when its limiter changes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SL_MAX_LIMITERS);
+	__type(key, __u32);
+	__type(value, struct sl_bucket);
+} sl_buckets SEC(".maps");
+
+/* Per-source token buckets: key struct sl_src_key, value struct sl_src_bucket (lock-free:
+ * an LRU hash cannot hold a bpf_spin_lock). Program -> program. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sl_src_key);
+	__type(value, struct sl_src_bucket);
+} sl_src_buckets SEC(".maps");
+
+/* Filter bank result per CPU: key 0, value struct sl_scratch. Bank -> resume_*. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sl_scratch);
+} sl_scratch SEC(".maps");
+
+/* Packets and bytes per verdict: key enum sl_verdict. Program -> user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_VERDICTS);
+	__type(key, __u32);
+	__type(value, struct sl_counter);
+} sl_dev_stats SEC(".maps");
+
+/* Per-rule hits: key sl_rule.stats, value struct sl_rule_counter. Program -> user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct sl_rule_counter);
+} sl_rule_stats SEC(".maps");
+
+/* Per-limiter outcomes: key limiter, value struct sl_limiter_counter. Program -> user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_MAX_LIMITERS);
+	__type(key, __u32);
+	__type(value, struct sl_limiter_counter);
+} sl_limit_stats SEC(".maps");
+
+/* Unusual paths: key enum sl_event, value u64 count. Program -> user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_EVENTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} sl_events SEC(".maps");
+
+/* Frame sizes: key floor(log2(length)) (at most 31), value u64 count. Program -> user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_HIST_BUCKETS);
+	__type(key, __u32);
+	__type(value, __u64);
+} sl_hist SEC(".maps");
+
+/* ---- the context: XDP or TC, a constant in every expansion ---- */
+
+static __always_inline void *sl_ctx_data(void *ctx, const int hook)
+{
+	if (hook == SL_HOOK_TC)
+		return (void *)(long)((struct __sk_buff *)ctx)->data;
+	return (void *)(long)((struct xdp_md *)ctx)->data;
+}
+
+static __always_inline void *sl_ctx_data_end(void *ctx, const int hook)
+{
+	if (hook == SL_HOOK_TC)
+		return (void *)(long)((struct __sk_buff *)ctx)->data_end;
+	return (void *)(long)((struct xdp_md *)ctx)->data_end;
+}
+
+/* The frame length counted in bytes: the linear frame at XDP, the whole skb at TC. */
+static __always_inline __u64 sl_ctx_len(void *ctx, const int hook)
+{
+	if (hook == SL_HOOK_TC)
+		return ((struct __sk_buff *)ctx)->len;
+	return sl_ctx_data_end(ctx, hook) - sl_ctx_data(ctx, hook);
+}
+
+/* The device the packet came in on (TC egress: the device itself for local traffic). */
+static __always_inline __u32 sl_ctx_ingress_ifindex(void *ctx, const int hook)
+{
+	if (hook == SL_HOOK_TC) {
+		struct __sk_buff *skb = ctx;
+
+		return skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
+	}
+	return ((struct xdp_md *)ctx)->ingress_ifindex;
+}
+
+/* The return code of a PASS or DROP verdict. */
+static __always_inline int sl_ctx_verdict(__u32 verdict, const int hook)
+{
+	if (hook == SL_HOOK_TC)
+		return verdict == SL_VERDICT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+	return verdict == SL_VERDICT_DROP ? XDP_DROP : XDP_PASS;
+}
+
+/* ---- parsing: global functions, each verified once on its own (see the header) ---- */
+
+__noinline int sl_parse_xdp(struct xdp_md *ctx, struct sl_pkt *pkt)
+{
+	if (!pkt)
+		return -1;
+	return sl_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, 0, 0, pkt);
+}
+
+__noinline int sl_parse_tc(struct __sk_buff *skb, struct sl_pkt *pkt)
+{
+	if (!pkt)
+		return -1;
+	return sl_parse((void *)(long)skb->data, (void *)(long)skb->data_end, skb->vlan_present,
+			skb->vlan_tci, pkt);
+}
+
+/*
+ * Parses the frame into *pkt (zeroed here). At TC, a frame that looks truncated but has
+ * more bytes outside the linear data is pulled (up to SL_TC_PULL_MAX) and parsed again.
+ */
+static __always_inline int sl_ctx_parse(void *ctx, const int hook, struct sl_pkt *pkt)
+{
+	int rc;
+
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	if (hook == SL_HOOK_XDP)
+		return sl_parse_xdp(ctx, pkt);
+	rc = sl_parse_tc(ctx, pkt);
+	if (rc < 0 && pkt->status == SL_PARSE_TRUNCATED) {
+		struct __sk_buff *skb = ctx;
+		__u32 len = skb->len;
+		__u32 linear = skb->data_end - skb->data;
+
+		if (linear < len) {
+			if (len > SL_TC_PULL_MAX)
+				len = SL_TC_PULL_MAX;
+			if (len > linear && !bpf_skb_pull_data(skb, len)) {
+				__builtin_memset(pkt, 0, sizeof(*pkt));
+				rc = sl_parse_tc(ctx, pkt);
+			}
+		}
+	}
+	return rc;
+}
+
+/* ---- counters ---- */
+
+static __always_inline void sl_event(__u32 event)
+{
+	__u64 *n = bpf_map_lookup_elem(&sl_events, &event);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void sl_count_rule(__u32 stats, __u64 len)
+{
+	struct sl_rule_counter *c = bpf_map_lookup_elem(&sl_rule_stats, &stats);
+
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+		/* the coarse clock (CLOCK_MONOTONIC at jiffy resolution) costs a load; the
+		 * precise one costs 10-50 ns a call, more than the rest of a hit */
+		c->last_ns = bpf_ktime_get_coarse_ns();
+	}
+}
+
+static __always_inline __u32 sl_log2(__u64 v)
+{
+	__u32 r = 0;
+
+	if (v >> 32)
+		return 31;
+	if (v >> 16) {
+		v >>= 16;
+		r += 16;
+	}
+	if (v >> 8) {
+		v >>= 8;
+		r += 8;
+	}
+	if (v >> 4) {
+		v >>= 4;
+		r += 4;
+	}
+	if (v >> 2) {
+		v >>= 2;
+		r += 2;
+	}
+	if (v >> 1)
+		r += 1;
+	return r;
+}
+
+static __always_inline void sl_count_packet(__u32 verdict, __u64 len)
+{
+	struct sl_counter *c = bpf_map_lookup_elem(&sl_dev_stats, &verdict);
+	__u32 bucket = sl_log2(len);
+	__u64 *h;
+
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+	h = bpf_map_lookup_elem(&sl_hist, &bucket);
+	if (h)
+		*h += 1;
+}
+
+/* ---- classification ---- */
+
+/* De Bruijn table of sl_ctz: bit index by ((lowest bit * 0x03f79d71b4cb0a89) >> 58). */
+static const __u8 sl_debruijn[64] = {
+	0,  1,  48, 2,  57, 49, 28, 3,  61, 58, 50, 42, 38, 29, 17, 4,
+	62, 55, 59, 36, 53, 51, 43, 22, 45, 39, 33, 30, 24, 18, 12, 5,
+	63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21, 44, 32, 23, 11,
+	46, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9,  13, 8,  7,  6,
+};
+
+/* Index of the lowest set bit of x (x != 0; 0 gives 0). */
+static __always_inline __u32 sl_ctz(__u64 x)
+{
+	return sl_debruijn[((x & -x) * 0x03f79d71b4cb0a89ULL) >> 58];
+}
+
+/*
+ * All ones when x != 0, else 0, without a branch. The empty asm hides the bit from clang,
+ * which would otherwise turn the arithmetic back into a compare and a branch.
+ */
+static __always_inline __u64 sl_nonzero(__u64 x)
+{
+	__u64 bit = (x | -x) >> 63;
+
+	asm volatile("" : "+r"(bit));
+	return -bit;
+}
+
+/* Summary bits of the words holding positions below nrules. */
+static __always_inline __u64 sl_positions_summary(__u64 nrules)
+{
+	__u64 words = (nrules + 63) / 64;
+
+	if (words >= 64)
+		return ~0ULL;
+	return (1ULL << words) - 1;
+}
+
+struct sl_walk {
+	const struct sl_vec *vec[SL_DIMS]; /* per dimension; unused ones point at class 0 */
+	__u64 summary; /* word indexes not visited yet */
+	__u64 word; /* candidates left in the current word */
+	__u64 fmask; /* filter mask, when known */
+	__u64 len; /* frame length, for COUNT rules */
+	__u64 tail_mask; /* positions below nrules in word tail_word */
+	__u32 tail_word; /* nrules / 64: the word nrules cuts (none if past 63) */
+	__u32 base; /* position of bit 0 of word */
+	__u32 dims;
+	__u32 gen;
+	__u32 steps; /* candidates tried */
+	__u32 pos; /* the deciding position, with SL_WALK_DECIDED */
+	__u32 state; /* SL_WALK_* */
+	__u32 known; /* fmask is valid */
+	__u32 counting; /* COUNT rules are counted (resume_*: from the first filter candidate) */
+	__u32 pad;
+};
+
+/*
+ * What sl_classify() takes and gives: scalars only, since the caller sees a global
+ * function's writes as unknown scalars. The caller zeroes it and sets the inputs.
+ */
+struct sl_walk_io {
+	__u64 fmask; /* in: the filter mask, when known */
+	__u64 len; /* in: frame length, for COUNT rules */
+	__u32 gen; /* in */
+	__u32 known; /* in: fmask is valid */
+	__u32 counting; /* in: count COUNT rules from the first candidate (else from the first
+			 * filter candidate: a replay of a walk that counted them already) */
+	__u32 steps; /* in: 0 (read by the global function, so unknown to the verifier) */
+	__u32 state; /* out: SL_WALK_* (SL_WALK_RUN: the loop ran out, as END) */
+	__u32 pos; /* out: the deciding position, with SL_WALK_DECIDED */
+};
+
+/* word w's positions below nrules: all but in the word nrules cuts. Branch-free. */
+static __always_inline __u64 sl_tail(const struct sl_walk *s, __u32 w)
+{
+	return s->tail_mask | sl_nonzero(w ^ s->tail_word);
+}
+
+/*
+ * The AND of word w over the used dimensions' vectors, within nrules. The empty asm makes
+ * clang test dims afresh in each unrolled copy: a test hoisted out of the copies would be
+ * repeated on one register whose bits the verifier then knows, and a branch it can
+ * decide splits its states.
+ */
+static __always_inline __u64 sl_word(const struct sl_walk *s, __u32 w)
+{
+	__u64 x = sl_tail(s, w);
+	__u32 dims = s->dims;
+
+	asm volatile("" : "+r"(dims));
+#pragma unroll
+	for (int d = 0; d < SL_DIMS; d++)
+		if (dims & (1U << d))
+			x &= s->vec[d]->words[w];
+	return x;
+}
+
+/*
+ * One step of the walk: move to the next word if the current one is exhausted, then try
+ * its lowest candidate. Returns 1 (stop) when the walk ends or decides, 0 to go on.
+ */
+static __always_inline long sl_walk_once(struct sl_walk *s)
+{
+	const struct sl_rule *rule;
+	__u32 pos, key;
+
+	if (!s->word) {
+		/* up to SL_SCAN_WORDS summary bits per iteration: words whose AND is empty are
+		 * the common case of a packet no rule matches, and an iteration costs a call */
+		__u64 summary = s->summary, word = 0;
+		__u32 w = 0;
+
+#pragma unroll
+		for (int k = 0; k < SL_SCAN_WORDS; k++) {
+			if (word || !summary)
+				break;
+			w = sl_ctz(summary) & (SL_WORDS - 1);
+			summary &= summary - 1;
+			word = sl_word(s, w);
+		}
+		s->summary = summary;
+		if (!word) {
+			if (summary)
+				return 0;
+			s->state = SL_WALK_END;
+			return 1;
+		}
+		s->word = word;
+		s->base = w * 64;
+	}
+	if (s->steps >= SL_MAX_STEPS) {
+		s->state = SL_WALK_STEP_LIMIT;
+		return 1;
+	}
+	pos = (s->base + sl_ctz(s->word)) & (SL_MAX_RULES - 1);
+	key = s->gen * SL_MAX_RULES + pos;
+	rule = bpf_map_lookup_elem(&sl_rules, &key);
+	if (rule && (rule->flags & SL_RULE_FILTER) && !s->known) {
+		/* the bank runs first; this candidate is tried again after it (or skipped) */
+		s->state = SL_WALK_FILTER;
+		return 1;
+	}
+	s->word &= s->word - 1;
+	s->steps++;
+	if (!rule)
+		return 0;
+	if (rule->flags & SL_RULE_FILTER) {
+		s->counting = 1;
+		if (!((s->fmask >> (rule->filter & 63)) & 1))
+			return 0;
+	}
+	if (rule->action != SL_ACT_COUNT) {
+		s->pos = pos;
+		s->state = SL_WALK_DECIDED;
+		return 1;
+	}
+	if (s->counting)
+		sl_count_rule(rule->stats, s->len);
+	return 0;
+}
+
+/* The bpf_loop callback: one step per iteration. */
+static long sl_walk_step(__u64 index, void *arg)
+{
+	return sl_walk_once(arg);
+}
+
+/*
+ * The common case without bpf_loop, whose first iteration costs about as much as the rest
+ * of a hit: the lowest candidate of the first word decides by itself (not COUNT, no
+ * filter). Then the walk ends here (SL_WALK_DECIDED, s->pos) and 1 is returned; otherwise
+ * *s is left untouched (0), so the full walk starts from the same state and the verifier
+ * checks its callback against the same caller states as without this shortcut.
+ */
+static __always_inline int sl_first_decides(struct sl_walk *s)
+{
+	__u32 w = sl_ctz(s->summary) & (SL_WORDS - 1), pos, key;
+	const struct sl_rule *rule;
+	__u64 word = sl_word(s, w);
+
+	if (!word)
+		return 0;
+	pos = (w * 64 + sl_ctz(word)) & (SL_MAX_RULES - 1);
+	key = s->gen * SL_MAX_RULES + pos;
+	rule = bpf_map_lookup_elem(&sl_rules, &key);
+	if (!rule || (rule->flags & SL_RULE_FILTER) || rule->action == SL_ACT_COUNT)
+		return 0;
+	s->pos = pos;
+	s->state = SL_WALK_DECIDED;
+	return 1;
+}
+
+static __always_inline const struct sl_vec *sl_vec_of(__u32 gen, __u32 cls)
+{
+	__u32 key = gen * SL_MAX_CLASSES + cls;
+
+	if (cls >= SL_MAX_CLASSES)
+		return 0;
+	return bpf_map_lookup_elem(&sl_vecs, &key);
+}
+
+static __always_inline __u32 sl_array_class(void *map, __u32 index, __u32 absent)
+{
+	__u32 *cls = bpf_map_lookup_elem(map, &index);
+
+	return cls ? *cls : absent;
+}
+
+/* SRC / DST, IPv4: longest prefix of {gen, dim, address}. */
+static __always_inline __u32 sl_pfx4_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)
+{
+	struct sl_pfx4_key key;
+	__u32 *cls;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	key.prefixlen = 16 + 32;
+	key.gen = gen;
+	key.dim = dim;
+	__builtin_memcpy(key.addr, addr, 4);
+	cls = bpf_map_lookup_elem(&sl_pfx4, &key);
+	return cls ? *cls : absent;
+}
+
+static __always_inline __u32 sl_pfx6_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)
+{
+	struct sl_pfx6_key key;
+	__u32 *cls;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	key.prefixlen = 16 + 128;
+	key.gen = gen;
+	key.dim = dim;
+	__builtin_memcpy(key.addr, addr, 16);
+	cls = bpf_map_lookup_elem(&sl_pfx6, &key);
+	return cls ? *cls : absent;
+}
+
+/* SSET / DSET: {gen, dim, mask of the sets holding the address} -> class. */
+static __always_inline __u32 sl_setcls_class(__u32 gen, __u32 dim, const __u64 *mask,
+					     __u32 absent)
+{
+	struct sl_setcls_key key;
+	__u32 *cls;
+
+	if (!mask || !*mask)
+		return absent;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.gen = gen;
+	key.dim = dim;
+	key.mask = *mask;
+	cls = bpf_map_lookup_elem(&sl_setcls, &key);
+	return cls ? *cls : absent;
+}
+
+static __always_inline __u32 sl_set4_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)
+{
+	struct sl_set4_key key = { .prefixlen = 32 };
+
+	__builtin_memcpy(key.addr, addr, 4);
+	return sl_setcls_class(gen, dim, bpf_map_lookup_elem(&sl_set4, &key), absent);
+}
+
+static __always_inline __u32 sl_set6_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)
+{
+	struct sl_set6_key key = { .prefixlen = 128 };
+
+	__builtin_memcpy(key.addr, addr, 16);
+	return sl_setcls_class(gen, dim, bpf_map_lookup_elem(&sl_set6, &key), absent);
+}
+
+/* The class in a flat per-generation array at base + slot, or absent. */
+static __always_inline __u32 sl_slot_class(void *map, __u32 base, __u32 slot, __u32 absent)
+{
+	if (slot == SL_SLOT_ABSENT)
+		return absent;
+	return sl_array_class(map, base + slot, absent);
+}
+
+/*
+ * Looks up the packet's class in every used dimension, stores the vectors in w->vec and
+ * returns the AND of their summaries (and of the positions below nrules); 0: no candidate.
+ * Each packet field is tested once (see struct sl_pkt's slots); the family once for all
+ * four address dimensions.
+ */
+static __always_inline __u64 sl_gather(struct sl_walk *w, const struct sl_gen_cfg *cfg,
+				       const struct sl_pkt *pkt)
+{
+	__u32 gen = w->gen, dims = w->dims, cls;
+	const struct sl_vec *any = sl_vec_of(gen, 0), *v;
+	__u64 summary = sl_positions_summary(cfg->nrules);
+
+	if (!any)
+		return 0;
+
+/* Dimension d's vector from class `expr`; an unused dimension gets `any`, never ANDed. */
+#define SL_GATHER(d, expr)                          \
+	do {                                        \
+		w->vec[d] = any;                    \
+		if (dims & (1U << (d))) {           \
+			cls = (expr);               \
+			v = sl_vec_of(gen, cls);    \
+			if (!v)                     \
+				return 0;           \
+			w->vec[d] = v;              \
+			summary &= v->summary;      \
+		}                                   \
+	} while (0)
+
+	SL_GATHER(SL_DIM_PROTO, sl_slot_class(&sl_proto, gen * SL_PROTO_SLOTS, pkt->proto_slot,
+					      cfg->absent[SL_DIM_PROTO]));
+	SL_GATHER(SL_DIM_SPORT, sl_slot_class(&sl_ports, (gen * 2) * 65536, pkt->sport_slot,
+					      cfg->absent[SL_DIM_SPORT]));
+	SL_GATHER(SL_DIM_DPORT, sl_slot_class(&sl_ports, (gen * 2 + 1) * 65536, pkt->dport_slot,
+					      cfg->absent[SL_DIM_DPORT]));
+	SL_GATHER(SL_DIM_ICMP, sl_slot_class(&sl_icmp, (gen * 2) * 65536, pkt->icmp_slot,
+					     cfg->absent[SL_DIM_ICMP]));
+	SL_GATHER(SL_DIM_VLAN, sl_slot_class(&sl_vlan, gen * SL_VLAN_SLOTS, pkt->vid,
+					     cfg->absent[SL_DIM_VLAN]));
+	SL_GATHER(SL_DIM_FLAGS, sl_slot_class(&sl_flags, gen * SL_FLAGS_SLOTS, pkt->flags_slot,
+					      cfg->absent[SL_DIM_FLAGS]));
+	if (pkt->family == 4) {
+		SL_GATHER(SL_DIM_SRC,
+			  sl_pfx4_class(gen, SL_DIM_SRC, pkt->saddr, cfg->absent[SL_DIM_SRC]));
+		SL_GATHER(SL_DIM_DST,
+			  sl_pfx4_class(gen, SL_DIM_DST, pkt->daddr, cfg->absent[SL_DIM_DST]));
+		SL_GATHER(SL_DIM_SSET,
+			  sl_set4_class(gen, SL_DIM_SSET, pkt->saddr, cfg->absent[SL_DIM_SSET]));
+		SL_GATHER(SL_DIM_DSET,
+			  sl_set4_class(gen, SL_DIM_DSET, pkt->daddr, cfg->absent[SL_DIM_DSET]));
+	} else if (pkt->family == 6) {
+		SL_GATHER(SL_DIM_SRC,
+			  sl_pfx6_class(gen, SL_DIM_SRC, pkt->saddr, cfg->absent[SL_DIM_SRC]));
+		SL_GATHER(SL_DIM_DST,
+			  sl_pfx6_class(gen, SL_DIM_DST, pkt->daddr, cfg->absent[SL_DIM_DST]));
+		SL_GATHER(SL_DIM_SSET,
+			  sl_set6_class(gen, SL_DIM_SSET, pkt->saddr, cfg->absent[SL_DIM_SSET]));
+		SL_GATHER(SL_DIM_DSET,
+			  sl_set6_class(gen, SL_DIM_DSET, pkt->daddr, cfg->absent[SL_DIM_DSET]));
+	} else {
+		SL_GATHER(SL_DIM_SRC, cfg->absent[SL_DIM_SRC]);
+		SL_GATHER(SL_DIM_DST, cfg->absent[SL_DIM_DST]);
+		SL_GATHER(SL_DIM_SSET, cfg->absent[SL_DIM_SSET]);
+		SL_GATHER(SL_DIM_DSET, cfg->absent[SL_DIM_DSET]);
+	}
+#undef SL_GATHER
+	return summary;
+}
+
+/*
+ * Classification (header, items 2-4) as a global function: the verifier checks it once,
+ * apart from the caller's paths, and its own paths reach bpf_loop() with few distinct
+ * states. Returns 0; the outcome is in io->state and io->pos.
+ */
+__noinline int sl_classify(struct sl_walk_io *io, const struct sl_pkt *pkt)
+{
+	const struct sl_gen_cfg *cfg;
+	struct sl_walk w;
+	__u32 gen;
+
+	if (!io || !pkt)
+		return 0;
+	gen = io->gen & 1;
+	cfg = bpf_map_lookup_elem(&sl_gen, &gen);
+	if (!cfg) {
+		io->state = SL_WALK_END;
+		return 0;
+	}
+	/* every field but vec (sl_gather's) is set here: no memset of the whole struct */
+	w.word = 0;
+	w.base = 0;
+	w.pos = 0;
+	w.state = SL_WALK_RUN;
+	w.gen = gen;
+	w.dims = cfg->dims & ((1U << SL_DIMS) - 1);
+	/* nrules is not clamped (a clamp would give the verifier a constant path): a
+	 * tail_word past 63 matches no word */
+	w.tail_word = cfg->nrules / 64;
+	w.tail_mask = (1ULL << (cfg->nrules & 63)) - 1;
+	w.len = io->len;
+	w.fmask = io->fmask;
+	w.known = io->known;
+	w.counting = io->counting;
+	/* 0, but not a constant the verifier knows: a known 0 would make it check the
+	 * callback once per step count */
+	w.steps = io->steps;
+	w.summary = sl_gather(&w, cfg, pkt);
+	if (!w.summary) {
+		w.state = SL_WALK_END;
+	} else if (!sl_first_decides(&w)) {
+		bpf_loop(SL_WORDS + SL_MAX_STEPS, sl_walk_step, &w, 0);
+	}
+	io->state = w.state;
+	io->pos = w.pos;
+	return 0;
+}
+
+/* ---- rate limiting ---- */
+
+/*
+ * tokens + elapsed * rate, capped at cap, without overflow: the product is only formed
+ * when it is known to be at most 2^62 or at most the room left in the bucket.
+ */
+static __always_inline __u64 sl_refill(__u64 tokens, __u64 elapsed, __u64 rate, __u64 cap)
+{
+	__u64 room;
+
+	if (tokens >= cap)
+		return cap;
+	room = cap - tokens;
+	if (!elapsed || !rate)
+		return tokens;
+	if ((elapsed | rate) >> 31) {
+		/* elapsed * rate may overflow: compare with the room first (rarely taken: only
+		 * for rates of 2^31 units per second or gaps over 2 seconds) */
+		if (elapsed > room / rate)
+			return cap;
+	} else if (elapsed * rate >= room) {
+		return cap;
+	}
+	return tokens + elapsed * rate;
+}
+
+/*
+ * Token bucket of limiter `id` for this packet: 1 within the limit, 0 over it. Not
+ * inlined, like sl_forward_*, so that its stack is not part of sl_run's frame, which is
+ * live during sl_classify() and its callback: the three together must stay within 512.
+ */
+static __noinline int sl_limit(__u32 id, const struct sl_pkt *pkt, __u64 len)
+{
+	struct sl_limiter *lim = bpf_map_lookup_elem(&sl_limiters, &id);
+	struct sl_limiter_counter *stats;
+	__u64 rate, burst, cap, cost, now;
+	int pass = 1;
+
+	if (!lim)
+		return 1; /* no such limiter: nothing to enforce */
+	rate = lim->rate;
+	burst = lim->burst < SL_BURST_MAX ? lim->burst : SL_BURST_MAX;
+	cap = burst * SL_NSEC_PER_SEC;
+	if (len > SL_LEN_MAX)
+		len = SL_LEN_MAX;
+	cost = (lim->flags & SL_LIMIT_BITS ? len * 8 : 1) * SL_NSEC_PER_SEC;
+
+	if (lim->flags & SL_LIMIT_PER_SOURCE) {
+		struct sl_src_key key;
+		struct sl_src_bucket *b;
+		__u64 prev, tokens, elapsed;
+
+		__builtin_memset(&key, 0, sizeof(key));
+		key.limiter = id;
+		key.family = pkt->family;
+		__builtin_memcpy(key.addr, pkt->saddr, 16);
+		now = bpf_ktime_get_ns();
+		b = bpf_map_lookup_elem(&sl_src_buckets, &key);
+		if (!b) {
+			/* a new source starts full; if another CPU inserts it first, that
+			 * bucket is used (BPF_NOEXIST) */
+			struct sl_src_bucket fresh = { .tokens = cap, .last_ns = now };
+
+			bpf_map_update_elem(&sl_src_buckets, &key, &fresh, BPF_NOEXIST);
+			b = bpf_map_lookup_elem(&sl_src_buckets, &key);
+		}
+		if (!b)
+			goto out; /* cannot track the source: let it through */
+		/* Each CPU takes the time since the previous packet (xchg), so refills from
+		 * concurrent CPUs cover disjoint intervals; then a cmpxchg loop applies refill
+		 * and cost to the tokens. last_ns == 0 (zeroed by user space): full. */
+		prev = __sync_lock_test_and_set(&b->last_ns, now);
+		elapsed = prev && now > prev ? now - prev : 0;
+		tokens = b->tokens;
+		pass = 0;
+#pragma unroll
+		for (int i = 0; i < SL_CAS_TRIES; i++) {
+			__u64 next = prev ? sl_refill(tokens, elapsed, rate, cap) : cap;
+			__u64 seen;
+			int ok = next >= cost;
+
+			if (ok)
+				next -= cost;
+			seen = __sync_val_compare_and_swap(&b->tokens, tokens, next);
+			if (seen == tokens) {
+				pass = ok;
+				break;
+			}
+			tokens = seen;
+		}
+	} else {
+		struct sl_bucket *b = bpf_map_lookup_elem(&sl_buckets, &id);
+		__u64 tokens;
+
+		if (!b)
+			goto out;
+		now = bpf_ktime_get_ns();
+		bpf_spin_lock(&b->lock);
+		if (!b->last_ns)
+			tokens = cap;
+		else
+			tokens = sl_refill(b->tokens, now > b->last_ns ? now - b->last_ns : 0, rate,
+					   cap);
+		pass = tokens >= cost;
+		if (pass)
+			tokens -= cost;
+		b->tokens = tokens;
+		if (now > b->last_ns)
+			b->last_ns = now;
+		bpf_spin_unlock(&b->lock);
+	}
+out:
+	stats = bpf_map_lookup_elem(&sl_limit_stats, &id);
+	if (stats) {
+		if (pass)
+			stats->passed++;
+		else
+			stats->dropped++;
+	}
+	if (!pass)
+		sl_event(SL_EV_RATELIMITED);
+	return pass;
+}
+
+/* ---- forwarding ---- */
+
+static __always_inline int sl_mac_is_zero(const __u8 *mac)
+{
+	return !(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]);
+}
+
+/*
+ * Rewrites the MACs (smac may be 0: keep the source MAC) and decrements the TTL or hop
+ * limit. Returns 0, or -1 when the headers are no longer where the parse found them.
+ */
+static __always_inline int sl_rewrite(void *ctx, const int hook, const struct sl_pkt *pkt,
+				      const __u8 *dmac, const __u8 *smac)
+{
+	void *data = sl_ctx_data(ctx, hook);
+	void *end = sl_ctx_data_end(ctx, hook);
+	__u32 off = pkt->l3_off;
+	struct ethhdr *eth = data;
+
+	/* l3_off comes out of the global parse as an unknown scalar: bound it (at most two
+	 * tags) before it is added to a packet pointer */
+	if (off > ETH_HLEN + 2 * sizeof(struct sl_vlan_hdr))
+		return -1;
+	if ((void *)(eth + 1) > end)
+		return -1;
+
+	if (pkt->family == 4) {
+		struct iphdr *ip = data + off;
+		__u32 check;
+
+		if ((void *)(ip + 1) > end)
+			return -1;
+		/* RFC 1624 incremental update for TTL - 1, as the kernel's ip_decrease_ttl() */
+		check = ip->check;
+		check += bpf_htons(0x0100);
+		check = (check + (check >= 0xffff)) & 0xffff;
+		if (hook == SL_HOOK_XDP) {
+			ip->check = check;
+			ip->ttl--;
+		} else {
+			/* ttl, protocol, check: bytes 8-11 */
+			struct {
+				__u8 ttl;
+				__u8 protocol;
+				__u16 check;
+			} patch = { ip->ttl - 1, ip->protocol, check };
+
+			if (bpf_skb_store_bytes(ctx, off + 8, &patch, sizeof(patch), 0))
+				return -1;
+		}
+	} else {
+		struct ipv6hdr *ip6 = data + off;
+
+		if ((void *)(ip6 + 1) > end)
+			return -1;
+		if (hook == SL_HOOK_XDP) {
+			ip6->hop_limit--;
+		} else {
+			__u8 hop_limit = ip6->hop_limit - 1;
+
+			if (bpf_skb_store_bytes(ctx, off + 7, &hop_limit, 1, 0))
+				return -1;
+		}
+	}
+
+	if (hook == SL_HOOK_XDP) {
+		/* the stores above did not move the data: eth is still valid */
+		__builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+		if (smac)
+			__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+	} else {
+		__u8 macs[2 * ETH_ALEN];
+
+		__builtin_memcpy(macs, dmac, ETH_ALEN);
+		if (smac)
+			__builtin_memcpy(macs + ETH_ALEN, smac, ETH_ALEN);
+		if (bpf_skb_store_bytes(ctx, 0, macs, smac ? 2 * ETH_ALEN : ETH_ALEN, 0))
+			return -1;
+	}
+	return 0;
+}
+
+/* REDIRECT: the program's return code; *verdict says what happened (header, item 6). */
+static __always_inline int sl_forward(void *ctx, const int hook, const struct sl_pkt *pkt,
+				      const struct sl_rule *rule, __u32 *verdict)
+{
+	struct bpf_fib_lookup fib;
+	const __u8 *dmac, *smac;
+	long rc;
+	int ret;
+
+	if (pkt->family != 4 && pkt->family != 6)
+		goto failed;
+	if (pkt->ttl <= 1)
+		goto stack;
+
+	__builtin_memset(&fib, 0, sizeof(fib));
+	fib.family = pkt->family == 4 ? SL_AF_INET : SL_AF_INET6;
+	fib.l4_protocol = pkt->proto;
+	if (pkt->l4 & SL_L4_PORTS) {
+		fib.sport = bpf_htons(pkt->sport);
+		fib.dport = bpf_htons(pkt->dport);
+	}
+	fib.tot_len = pkt->tot_len;
+	fib.ifindex = sl_ctx_ingress_ifindex(ctx, hook);
+	if (pkt->family == 4) {
+		fib.tos = pkt->tos;
+		__builtin_memcpy(&fib.ipv4_src, pkt->saddr, 4);
+		__builtin_memcpy(&fib.ipv4_dst, pkt->daddr, 4);
+	} else {
+		fib.flowinfo = pkt->flowinfo;
+		__builtin_memcpy(fib.ipv6_src, pkt->saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, pkt->daddr, 16);
+	}
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+
+	if (!sl_mac_is_zero(rule->nexthop)) {
+		dmac = rule->nexthop;
+		smac = 0;
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib.ifindex == rule->ifindex)
+			smac = fib.smac;
+	} else if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (fib.ifindex != rule->ifindex)
+			goto failed;
+		dmac = fib.dmac;
+		smac = fib.smac;
+	} else if (rc == BPF_FIB_LKUP_RET_NO_NEIGH || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		goto stack;
+	} else {
+		goto failed;
+	}
+
+	if (sl_rewrite(ctx, hook, pkt, dmac, smac))
+		goto failed;
+	if (hook == SL_HOOK_TC) {
+		ret = bpf_redirect(rule->ifindex, 0);
+		if (ret != TC_ACT_REDIRECT)
+			goto failed;
+	} else {
+		/* the low bits of flags are the return code when sl_tx has no such slot */
+		ret = bpf_redirect_map(&sl_tx, rule->redirect, XDP_DROP);
+		if (ret != XDP_REDIRECT)
+			goto failed;
+	}
+	*verdict = SL_VERDICT_REDIRECT;
+	return ret;
+
+stack:
+	sl_event(SL_EV_FWD_TO_STACK);
+	*verdict = SL_VERDICT_PASS;
+	return sl_ctx_verdict(SL_VERDICT_PASS, hook);
+failed:
+	sl_event(SL_EV_FWD_FAILED);
+	*verdict = SL_VERDICT_DROP;
+	return sl_ctx_verdict(SL_VERDICT_DROP, hook);
+}
+
+static __noinline int sl_forward_xdp(struct xdp_md *ctx, const struct sl_pkt *pkt,
+				     const struct sl_rule *rule, __u32 *verdict)
+{
+	return sl_forward(ctx, SL_HOOK_XDP, pkt, rule, verdict);
+}
+
+static __noinline int sl_forward_tc(struct __sk_buff *skb, const struct sl_pkt *pkt,
+				    const struct sl_rule *rule, __u32 *verdict)
+{
+	return sl_forward(skb, SL_HOOK_TC, pkt, rule, verdict);
+}
+
+/* ---- the pipeline ---- */
+
+static __always_inline __u32 sl_set_verdict(__u32 action)
+{
+	return action == SL_ACT_DROP ? SL_VERDICT_DROP : SL_VERDICT_PASS;
+}
+
+static __always_inline int sl_run(void *ctx, const int hook, const int resume)
+{
+	__u64 len = sl_ctx_len(ctx, hook);
+	const struct sl_gen_cfg *cfg;
+	const struct sl_rule *rule;
+	struct sl_walk_io io;
+	struct sl_ctl *ctl;
+	struct sl_pkt pkt;
+	__u32 zero = 0, gen, verdict, key;
+	int ret;
+
+	__builtin_memset(&io, 0, sizeof(io));
+	ctl = bpf_map_lookup_elem(&sl_ctl, &zero);
+	if (!ctl)
+		return sl_ctx_verdict(SL_VERDICT_PASS, hook);
+	gen = ctl->gen;
+	io.counting = 1;
+	if (resume) {
+		struct sl_scratch *scratch = bpf_map_lookup_elem(&sl_scratch, &zero);
+
+		if (scratch && scratch->done == 1) {
+			gen = scratch->gen;
+			io.fmask = scratch->fmask;
+			scratch->done = 0;
+			/* pipeline_* counted the COUNT rules before the first filter candidate */
+			io.counting = 0;
+		} else {
+			/* resume_* without the bank's result: no filter matches */
+			sl_event(SL_EV_FILTER_MISSING);
+		}
+		io.known = 1;
+	}
+	if (gen > 1)
+		return sl_ctx_verdict(SL_VERDICT_PASS, hook); /* not configured: untouched */
+	cfg = bpf_map_lookup_elem(&sl_gen, &gen);
+	if (!cfg)
+		return sl_ctx_verdict(SL_VERDICT_PASS, hook);
+	if (!cfg->has_filters)
+		io.known = 1; /* fmask 0: a filter rule without a bank never matches */
+
+	if (sl_ctx_parse(ctx, hook, &pkt) < 0) {
+		sl_event(pkt.status == SL_PARSE_MALFORMED ? SL_EV_MALFORMED : SL_EV_TRUNCATED);
+		verdict = sl_set_verdict(cfg->malformed_action);
+		ret = sl_ctx_verdict(verdict, hook);
+		goto out;
+	}
+
+	io.gen = gen;
+	io.len = len;
+	sl_classify(&io, &pkt);
+	if (io.state == SL_WALK_FILTER) {
+		bpf_tail_call(ctx, &sl_progs, gen);
+		/* no bank: every filter counts as not matching. The walk starts again and,
+		 * like resume_*, counts COUNT rules only from the first filter candidate. */
+		sl_event(SL_EV_FILTER_MISSING);
+		io.known = 1;
+		io.fmask = 0;
+		io.counting = 0;
+		io.steps = 0;
+		io.state = SL_WALK_RUN;
+		sl_classify(&io, &pkt);
+	}
+	if (io.state != SL_WALK_DECIDED)
+		goto no_decision;
+
+	key = gen * SL_MAX_RULES + (io.pos & (SL_MAX_RULES - 1));
+	rule = bpf_map_lookup_elem(&sl_rules, &key);
+	if (!rule)
+		goto no_decision;
+	sl_count_rule(rule->stats, len);
+	switch (rule->action) {
+	case SL_ACT_DROP:
+		verdict = SL_VERDICT_DROP;
+		break;
+	case SL_ACT_RATELIMIT:
+		verdict = sl_limit(rule->limiter, &pkt, len) ? SL_VERDICT_PASS : SL_VERDICT_DROP;
+		break;
+	case SL_ACT_REDIRECT:
+		if (hook == SL_HOOK_TC)
+			ret = sl_forward_tc(ctx, &pkt, rule, &verdict);
+		else
+			ret = sl_forward_xdp(ctx, &pkt, rule, &verdict);
+		goto out;
+	default:
+		verdict = SL_VERDICT_PASS;
+		break;
+	}
+	ret = sl_ctx_verdict(verdict, hook);
+	goto out;
+
+no_decision:
+	sl_event(io.state == SL_WALK_STEP_LIMIT ? SL_EV_STEP_LIMIT : SL_EV_DEFAULT);
+	verdict = sl_set_verdict(cfg->default_action);
+	ret = sl_ctx_verdict(verdict, hook);
+out:
+	sl_count_packet(verdict, len);
+	return ret;
+}
+
+SEC("xdp")
+int pipeline_xdp(struct xdp_md *ctx)
+{
+	return sl_run(ctx, SL_HOOK_XDP, 0);
+}
+
+SEC("xdp")
+int resume_xdp(struct xdp_md *ctx)
+{
+	return sl_run(ctx, SL_HOOK_XDP, 1);
+}
+
+SEC("tc")
+int pipeline_tc(struct __sk_buff *skb)
+{
+	return sl_run(skb, SL_HOOK_TC, 0);
+}
+
+SEC("tc")
+int resume_tc(struct __sk_buff *skb)
+{
+	return sl_run(skb, SL_HOOK_TC, 1);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,657 @@
+// One pipeline object attached to one device and hook: its pinned maps, programs and link, and the
+// two-generation writer that changes its rule set without a packet ever seeing half of one.
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+import {
+  attachTc,
+  attachXdp,
+  createMap,
+  ifindexOf,
+  isPinned,
+  openObject,
+  openPinned,
+  possibleCpus,
+  unpin,
+  withNetns,
+  type BpfLink,
+  type BpfMap,
+  type BpfObject,
+  type BpfProgram,
+} from '../../bpf/index.js';
+import { bpfObjectPath } from '../../bpf/progs.js';
+import {
+  SIZE,
+  SL_ACT,
+  SL_DIM,
+  SL_FLAGS_SLOTS,
+  SL_MAX_CLASSES,
+  SL_MAX_LIMITERS,
+  SL_MAX_REDIRECTS,
+  SL_MAX_RULES,
+  SL_PORT_SLOTS,
+  SL_PROG_BANK0,
+  SL_PROG_BANK1,
+  SL_PROG_RESUME,
+  SL_PROTO_SLOTS,
+  SL_VLAN_SLOTS,
+  SL_LIMIT_BITS,
+  SL_LIMIT_PER_SOURCE,
+  SL_RULE_FILTER,
+  decodeCtl,
+  encodeCtl,
+  encodeGenCfg,
+  encodeLimiter,
+  encodePfxKey,
+  encodeRule,
+  encodeSetclsKey,
+  index,
+  u32,
+  type Gen,
+} from './abi.js';
+import type { ClassifierTables } from './classify.js';
+import { DataplaneError } from './errors.js';
+import { loadFilterBank } from './filter-bank.js';
+import type { Rule } from './model.js';
+
+/** Where a pipeline runs. */
+export type Hook = 'xdp' | 'tc-ingress' | 'tc-egress';
+export type XdpAttachMode = 'native' | 'generic';
+
+/** What an attachment is: the key of its pin directory. */
+export interface AttachmentKey {
+  device: string;
+  hook: Hook;
+}
+
+export interface AttachmentOptions extends AttachmentKey {
+  mode?: XdpAttachMode;
+  netns?: string;
+}
+
+/** The program pair of a hook and what the bank must return when it cannot resume. */
+const PROGRAMS = {
+  xdp: {
+    main: 'pipeline_xdp',
+    resume: 'resume_xdp',
+    other: ['pipeline_tc', 'resume_tc'],
+    fallback: 2,
+  },
+  tc: {
+    main: 'pipeline_tc',
+    resume: 'resume_tc',
+    other: ['pipeline_xdp', 'resume_xdp'],
+    fallback: 0,
+  },
+} as const;
+
+/** Maps of pipeline.bpf.c that live beside the object (pinned per attachment) or per instance. */
+const SHARED = new Set(['sl_set4', 'sl_set6']);
+/**
+ * The kernel adds BPF_F_RDONLY_PROG to every devmap it creates, and libbpf 1.1 then refuses to reuse
+ * a pinned one ("parameter mismatch"); the definition cannot carry the flag either (the kernel
+ * rejects it at creation). So sl_tx is not reused: each load gets a new one, filled from the pinned
+ * one before the program that reads it is attached, then pinned in its place.
+ */
+const NOT_REUSED = new Set(['sl_tx']);
+const ID_BYTES = 64;
+
+/** Per-generation tables as last written, so the next write of that generation sends only differences. */
+interface Shadow {
+  vectors: Buffer[];
+  pfx: Map<string, number>;
+  setcls: Map<string, number>;
+  arrays: Record<ArrayName, Uint32Array>;
+}
+
+type ArrayName = 'proto' | 'sport' | 'dport' | 'icmp4' | 'icmp6' | 'vlan' | 'flags';
+
+/** A stable identity of a rule, kept across generations: its counters follow it. */
+export function ruleIdentity(rule: Rule): string {
+  return rule.id;
+}
+
+/**
+ * A pipeline attached to one device and hook. Created by Attachment.create or adopted from its pin
+ * directory by Attachment.adopt; changed only through writeRuleSet; close() keeps it running.
+ */
+export class Attachment {
+  #gen: Gen;
+  #shadow: [Shadow | null, Shadow | null] = [null, null];
+  /** Rule identity → counter slot; limiter identity → limiter slot; ifindex → devmap slot. */
+  readonly #statSlots = new Map<string, number>();
+  readonly #limitSlots = new Map<string, number>();
+  readonly #txSlots = new Map<number, number>();
+  readonly #banks: [BpfProgram | null, BpfProgram | null] = [null, null];
+  #rules: Rule[] = [];
+
+  private constructor(
+    readonly key: AttachmentKey,
+    readonly dir: string,
+    readonly maps: Record<string, BpfMap>,
+    readonly ids: BpfMap,
+    readonly limitIds: BpfMap,
+    private main: BpfProgram,
+    private resume: BpfProgram,
+    private link: BpfLink | null,
+    readonly netns: string | undefined,
+    readonly expectedAttachType: number,
+  ) {
+    this.#gen = decodeCtl(maps.sl_ctl.lookup(u32(0)) ?? Buffer.alloc(8));
+  }
+
+  get context(): 'xdp' | 'tc' {
+    return this.key.hook === 'xdp' ? 'xdp' : 'tc';
+  }
+
+  /** The generation packets use now. */
+  get generation(): Gen {
+    return this.#gen;
+  }
+
+  /** The rules of the current generation, in position order. */
+  get rules(): readonly Rule[] {
+    return this.#rules;
+  }
+
+  /** The program packets enter (for test runs). */
+  get program(): BpfProgram {
+    return this.main;
+  }
+
+  /** Rule identity → counter slot. */
+  get statSlots(): ReadonlyMap<string, number> {
+    return this.#statSlots;
+  }
+
+  get limitSlots(): ReadonlyMap<string, number> {
+    return this.#limitSlots;
+  }
+
+  /**
+   * Loads a pipeline object for `key` with its maps pinned under `dir` (reusing maps already pinned
+   * there, and the instance's shared set maps under `instanceDir`), and the programs of its hook.
+   * Does not attach: call attach() after the first writeRuleSet(), so the device never runs an
+   * empty rule set.
+   */
+  static load(options: AttachmentOptions, dir: string, instanceDir: string): Attachment {
+    mkdirSync(dir, { recursive: true });
+    const context = options.hook === 'xdp' ? 'xdp' : 'tc';
+    const programs = PROGRAMS[context];
+    const object: BpfObject = loadObjectFor(context, dir, instanceDir);
+    try {
+      const maps: Record<string, BpfMap> = {};
+      for (const m of object.maps()) if (!m.internal) maps[m.name] = object.map(m.name);
+      const main = object.program(programs.main);
+      const resume = object.program(programs.resume);
+      const expectedAttachType =
+        object.programs().find((p) => p.name === programs.main)?.expectedAttachType ?? 0;
+      maps.sl_progs.setFd(u32(SL_PROG_RESUME), resume);
+      for (const name of NOT_REUSED) takeOver(maps[name], join(dir, name), options.netns);
+      const ids = openOrCreateIds(join(dir, 'sl_rule_ids'), SL_MAX_RULES, 'sl_rule_ids');
+      const limitIds = openOrCreateIds(join(dir, 'sl_limit_ids'), SL_MAX_LIMITERS, 'sl_limit_ids');
+      let link: BpfLink | null = null;
+      if (isPinned(join(dir, 'link'))) {
+        const pinned = openPinned(join(dir, 'link'));
+        if (pinned.kind === 'link') link = pinned.link;
+      }
+      const att = new Attachment(
+        options,
+        dir,
+        maps,
+        ids,
+        limitIds,
+        main,
+        resume,
+        link,
+        options.netns,
+        expectedAttachType,
+      );
+      att.#readSlots();
+      return att;
+    } finally {
+      object.close();
+    }
+  }
+
+  /**
+   * Attaches the program to the device, or — when a pinned link exists (a restarted process) —
+   * replaces the program behind it atomically (bpf_link_update: no gap, counters kept).
+   */
+  attach(mode: XdpAttachMode = 'native'): void {
+    if (this.link) {
+      this.link.update(this.main);
+      return;
+    }
+    const { device, hook } = this.key;
+    const link =
+      hook === 'xdp'
+        ? attachXdp(this.main, device, { netns: this.netns, mode })
+        : attachTc(this.main, device, {
+            netns: this.netns,
+            direction: hook === 'tc-ingress' ? 'ingress' : 'egress',
+            mode: 'tcx',
+          });
+    link.pin(join(this.dir, 'link'));
+    this.link = link;
+  }
+
+  get attached(): boolean {
+    return this.link !== null;
+  }
+
+  /**
+   * Writes `tables` as the inactive generation, then flips sl_ctl to it: one u32 write, so a packet
+   * sees the old rule set or the new one, never a mix. Counter slots of rules that stay keep their
+   * counts; new rules start at zero.
+   */
+  async writeRuleSet(
+    tables: ClassifierTables,
+    devices: ReadonlyMap<string, number>,
+  ): Promise<void> {
+    const next: Gen = this.#gen === 0 ? 1 : 0;
+    const rules = tables.positions.map((p) => p.rule);
+    const keepStats = new Set(rules.map(ruleIdentity));
+    const newStats = this.#assign(this.#statSlots, keepStats, SL_MAX_RULES, 'rules');
+    const limited = rules.filter((r) => r.action === 'ratelimit');
+    const newLimits = this.#assign(
+      this.#limitSlots,
+      new Set(limited.map(ruleIdentity)),
+      SL_MAX_LIMITERS,
+      'rate limits',
+    );
+    const cpus = possibleCpus();
+    for (const id of newStats) {
+      const slot = this.#statSlots.get(id)!;
+      this.maps.sl_rule_stats.update(u32(slot), Buffer.alloc(SIZE.ruleCounter));
+      this.ids.update(u32(slot), idValue(id));
+    }
+    for (const id of newLimits) {
+      const slot = this.#limitSlots.get(id)!;
+      this.maps.sl_limit_stats.update(u32(slot), Buffer.alloc(SIZE.limiterCounter));
+      this.maps.sl_buckets.update(u32(slot), Buffer.alloc(SIZE.bucket));
+      this.limitIds.update(u32(slot), idValue(id));
+    }
+    void cpus;
+    for (const rule of limited) {
+      const limit = rule.limit!;
+      const flags =
+        (limit.unit === 'bits' ? SL_LIMIT_BITS : 0) | (limit.perSource ? SL_LIMIT_PER_SOURCE : 0);
+      this.maps.sl_limiters.update(
+        u32(this.#limitSlots.get(ruleIdentity(rule))!),
+        encodeLimiter({ rate: BigInt(limit.rate), burst: BigInt(limit.burst), flags }),
+      );
+    }
+
+    // Rules: one struct per position.
+    const ruleImages = Buffer.alloc(rules.length * SIZE.rule);
+    tables.positions.forEach(({ rule, filterBit }, position) => {
+      let ifindex = 0;
+      let redirect = 0;
+      if (rule.action === 'redirect') {
+        ifindex = devices.get(rule.redirect!.to) ?? 0;
+        if (ifindex === 0) {
+          throw new DataplaneError(
+            `rule "${rule.id}": redirect target device "${rule.redirect!.to}" does not exist`,
+            'DEVICE_NOT_FOUND',
+          );
+        }
+        redirect = this.#txSlot(ifindex);
+      }
+      encodeRule(
+        {
+          action: SL_ACT[rule.action],
+          flags: filterBit === undefined ? 0 : SL_RULE_FILTER,
+          stats: this.#statSlots.get(ruleIdentity(rule))!,
+          limiter: rule.action === 'ratelimit' ? this.#limitSlots.get(ruleIdentity(rule))! : 0,
+          filter: filterBit ?? 0,
+          redirect,
+          ifindex,
+          nexthop: rule.redirect?.via,
+        },
+        ruleImages,
+        position * SIZE.rule,
+      );
+    });
+    if (rules.length > 0) {
+      await this.#batch(
+        this.maps.sl_rules,
+        rules.map((_, p) => index.rule(next, p)),
+        ruleImages,
+        SIZE.rule,
+      );
+    }
+
+    await this.#writeTables(next, tables);
+
+    // The bank of the new generation, where rules have expressions.
+    const bankSlot = next === 0 ? SL_PROG_BANK0 : SL_PROG_BANK1;
+    this.#banks[next]?.close();
+    this.#banks[next] = null;
+    if (tables.filters.length > 0) {
+      const bank = loadFilterBank(
+        {
+          context: this.context,
+          gen: next,
+          expressions: tables.filters,
+          fallback: PROGRAMS[this.context].fallback,
+        },
+        { scratch: this.maps.sl_scratch, progs: this.maps.sl_progs },
+        this.expectedAttachType,
+      );
+      this.maps.sl_progs.setFd(u32(bankSlot), bank);
+      this.#banks[next] = bank;
+    } else {
+      this.maps.sl_progs.delete(u32(bankSlot));
+    }
+
+    this.maps.sl_gen.update(
+      u32(next),
+      encodeGenCfg({
+        defaultAction: SL_ACT[tables.defaultAction],
+        malformedAction: SL_ACT[tables.malformed],
+        dims: tables.dims,
+        nrules: tables.nrules,
+        absent: tables.absent,
+        filterCls: tables.filterCls,
+        hasFilters: tables.hasFilters,
+      }),
+    );
+    this.maps.sl_ctl.update(u32(0), encodeCtl(next));
+    this.#gen = next;
+    this.#rules = rules;
+
+    // Slots of rules that left are free again; a new rule zeroes its slot before it is used.
+    for (const id of [...this.#statSlots.keys()]) {
+      if (!keepStats.has(id)) {
+        this.ids.update(u32(this.#statSlots.get(id)!), Buffer.alloc(ID_BYTES));
+        this.#statSlots.delete(id);
+      }
+    }
+    const keepLimits = new Set(limited.map(ruleIdentity));
+    for (const id of [...this.#limitSlots.keys()]) {
+      if (!keepLimits.has(id)) {
+        this.limitIds.update(u32(this.#limitSlots.get(id)!), Buffer.alloc(ID_BYTES));
+        this.#limitSlots.delete(id);
+      }
+    }
+  }
+
+  /** Detaches, unpins everything of this attachment and closes its handles. */
+  destroy(): void {
+    if (this.link) {
+      try {
+        this.link.detach();
+      } catch {
+        // already gone with its device
+      }
+      this.link = null;
+    }
+    this.close();
+    for (const name of existsSync(this.dir) ? readdirSync(this.dir) : []) {
+      try {
+        unpin(join(this.dir, name));
+      } catch {
+        // gone already
+      }
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** Closes this process's handles; the pinned link keeps the program running. */
+  close(): void {
+    for (const bank of this.#banks) bank?.close();
+    for (const map of Object.values(this.maps)) map.close();
+    this.ids.close();
+    this.limitIds.close();
+    this.main.close();
+    this.resume.close();
+    this.link?.close();
+  }
+
+  #txSlot(ifindex: number): number {
+    let slot = this.#txSlots.get(ifindex);
+    if (slot === undefined) {
+      slot = this.#txSlots.size;
+      if (slot >= SL_MAX_REDIRECTS) {
+        throw new DataplaneError(
+          `redirect: at most ${SL_MAX_REDIRECTS} target devices per attachment`,
+          'LIMIT_EXCEEDED',
+        );
+      }
+      // The kernel resolves a devmap's ifindex in the writer's network namespace: write from the
+      // device's, or the slot names whatever device has that ifindex here.
+      const write = (): void => this.maps.sl_tx.update(u32(slot!), u32(ifindex));
+      if (this.netns === undefined) write();
+      else withNetns(this.netns, write);
+      this.#txSlots.set(ifindex, slot);
+    }
+    return slot;
+  }
+
+  /** Gives every identity in `wanted` a slot, keeping existing ones; returns the new identities. */
+  #assign(slots: Map<string, number>, wanted: Set<string>, max: number, what: string): string[] {
+    // Slots of identities not wanted stay taken until after the flip: packets may still use them.
+    const used = new Set(slots.values());
+    const added: string[] = [];
+    let next = 0;
+    for (const id of wanted) {
+      if (slots.has(id)) continue;
+      while (used.has(next)) next++;
+      if (next >= max) {
+        throw new DataplaneError(`at most ${max} ${what} per attachment`, 'LIMIT_EXCEEDED');
+      }
+      slots.set(id, next);
+      used.add(next);
+      added.push(id);
+    }
+    return added;
+  }
+
+  /** Reads the identity maps back after adoption, so counters stay with their rules. */
+  #readSlots(): void {
+    for (const [ids, slots] of [
+      [this.ids, this.#statSlots],
+      [this.limitIds, this.#limitSlots],
+    ] as const) {
+      for (const [key, value] of ids.entries()) {
+        const id = (value as Buffer).toString('utf8').replace(/\0.*$/s, '');
+        if (id) slots.set(id, key.readUInt32LE(0));
+      }
+    }
+    for (const [key, value] of this.maps.sl_tx.entries()) {
+      const ifindex = (value as Buffer).readUInt32LE(0);
+      if (ifindex) this.#txSlots.set(ifindex, key.readUInt32LE(0));
+    }
+  }
+
+  async #writeTables(gen: Gen, t: ClassifierTables): Promise<void> {
+    const old = this.#shadow[gen];
+    // Vectors: only classes whose image changed.
+    const vecIdx: number[] = [];
+    const vecVals: Buffer[] = [];
+    t.vectors.forEach((v, cls) => {
+      const image = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+      if (old && old.vectors[cls]?.equals(image)) return;
+      vecIdx.push(index.vec(gen, cls));
+      vecVals.push(image);
+    });
+    if (t.vectors.length > SL_MAX_CLASSES) {
+      throw new DataplaneError(
+        `the rule set needs ${t.vectors.length} classes, more than ${SL_MAX_CLASSES}`,
+        'LIMIT_EXCEEDED',
+      );
+    }
+    await this.#batch(this.maps.sl_vecs, vecIdx, Buffer.concat(vecVals), SIZE.vec);
+
+    // Prefix tries: delete what the generation held and the new one lacks, write the rest.
+    const pfx = new Map<string, number>();
+    for (const e of t.pfx4) pfx.set(encodePfxKey(gen, e.dim, e.addr, e.len).toString('hex'), e.cls);
+    for (const e of t.pfx6) pfx.set(encodePfxKey(gen, e.dim, e.addr, e.len).toString('hex'), e.cls);
+    const oldPfx = old?.pfx ?? this.#readTrieKeys(gen);
+    for (const [key] of oldPfx) {
+      if (!pfx.has(key)) this.#trieOf(key).delete(Buffer.from(key, 'hex'));
+    }
+    for (const [key, cls] of pfx) {
+      if (oldPfx.get(key) !== cls) this.#trieOf(key).update(Buffer.from(key, 'hex'), u32(cls));
+    }
+
+    const setcls = new Map<string, number>();
+    for (const e of t.setcls)
+      setcls.set(encodeSetclsKey(gen, e.dim, e.mask).toString('hex'), e.cls);
+    const oldSetcls = old?.setcls ?? this.#readSetclsKeys(gen);
+    for (const [key] of oldSetcls) {
+      if (!setcls.has(key)) this.maps.sl_setcls.delete(Buffer.from(key, 'hex'));
+    }
+    for (const [key, cls] of setcls) {
+      if (oldSetcls.get(key) !== cls) this.maps.sl_setcls.update(Buffer.from(key, 'hex'), u32(cls));
+    }
+
+    const arrays: Record<ArrayName, Uint32Array> = {
+      proto: t.proto,
+      sport: t.ports[0],
+      dport: t.ports[1],
+      icmp4: t.icmp[0],
+      icmp6: t.icmp[1],
+      vlan: t.vlan,
+      flags: t.flags,
+    };
+    const where: Record<ArrayName, [BpfMap, (i: number) => number]> = {
+      proto: [this.maps.sl_proto, (i) => index.proto(gen, i)],
+      sport: [this.maps.sl_ports, (i) => index.port(gen, false, i)],
+      dport: [this.maps.sl_ports, (i) => index.port(gen, true, i)],
+      icmp4: [this.maps.sl_icmp, (i) => index.icmp(gen, false, i)],
+      icmp6: [this.maps.sl_icmp, (i) => index.icmp(gen, true, i)],
+      vlan: [this.maps.sl_vlan, (i) => index.vlan(gen, i)],
+      flags: [this.maps.sl_flags, (i) => index.flags(gen, i)],
+    };
+    for (const name of Object.keys(arrays) as ArrayName[]) {
+      const now = arrays[name];
+      const before = old?.arrays[name];
+      const idx: number[] = [];
+      for (let i = 0; i < now.length; i++) if (!before || before[i] !== now[i]) idx.push(i);
+      if (idx.length === 0) continue;
+      const values = Buffer.alloc(idx.length * 4);
+      idx.forEach((i, n) => values.writeUInt32LE(now[i], n * 4));
+      const [map, at] = where[name];
+      await this.#batch(map, idx.map(at), values, 4);
+    }
+
+    this.#shadow[gen] = {
+      vectors: t.vectors.map((v) => Buffer.from(Uint8Array.from(v))),
+      pfx,
+      setcls,
+      arrays: Object.fromEntries(
+        Object.entries(arrays).map(([k, v]) => [k, Uint32Array.from(v)]),
+      ) as Record<ArrayName, Uint32Array>,
+    };
+    void SL_DIM;
+    void SL_PORT_SLOTS;
+    void SL_PROTO_SLOTS;
+    void SL_VLAN_SLOTS;
+    void SL_FLAGS_SLOTS;
+  }
+
+  #trieOf(hexKey: string): BpfMap {
+    return hexKey.length === SIZE.pfx4Key * 2 ? this.maps.sl_pfx4 : this.maps.sl_pfx6;
+  }
+
+  /** After adoption nothing is known of the inactive generation: read its keys from the kernel. */
+  #readTrieKeys(gen: Gen): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const map of [this.maps.sl_pfx4, this.maps.sl_pfx6]) {
+      for (const [key, value] of map.entries()) {
+        if (key[4] === gen) out.set(key.toString('hex'), -1); // unknown: rewrite
+        void value;
+      }
+    }
+    return out;
+  }
+
+  #readSetclsKeys(gen: Gen): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [key] of this.maps.sl_setcls.entries()) {
+      if (key[0] === gen) out.set(key.toString('hex'), -1);
+    }
+    return out;
+  }
+
+  /** Array-map writes by index, batched. */
+  async #batch(map: BpfMap, indexes: number[], values: Buffer, size: number): Promise<void> {
+    const CHUNK = 65536;
+    for (let at = 0; at < indexes.length; at += CHUNK) {
+      const n = Math.min(CHUNK, indexes.length - at);
+      const keys = Buffer.alloc(n * 4);
+      for (let i = 0; i < n; i++) keys.writeUInt32LE(indexes[at + i], i * 4);
+      await map.updateBatch(keys, values.subarray(at * size, (at + n) * size), { count: n });
+    }
+  }
+}
+
+/**
+ * Copies the entries of the map pinned at `path` (if any) into `map`, then pins `map` there. The
+ * copy runs in `netns`: a devmap resolves the ifindex it is given in the writer's namespace.
+ */
+function takeOver(map: BpfMap, path: string, netns?: string): void {
+  if (isPinned(path)) {
+    const pinned = openPinned(path);
+    if (pinned.kind === 'map') {
+      const copy = (): void => {
+        for (const [key, value] of pinned.map.entries()) map.update(key, value as Buffer);
+      };
+      if (netns === undefined) copy();
+      else withNetns(netns, copy);
+      pinned.map.close();
+    }
+    unpin(path);
+  }
+  map.pin(path);
+}
+
+function idValue(id: string): Buffer {
+  const b = Buffer.alloc(ID_BYTES);
+  b.write(id.slice(0, ID_BYTES - 1), 'utf8');
+  return b;
+}
+
+function openOrCreateIds(path: string, entries: number, name: string): BpfMap {
+  if (isPinned(path)) {
+    const pinned = openPinned(path);
+    if (pinned.kind === 'map') return pinned.map;
+  }
+  const map = createMap({
+    type: 'array',
+    keySize: 4,
+    valueSize: ID_BYTES,
+    maxEntries: entries,
+    name,
+  });
+  map.pin(path);
+  return map;
+}
+
+/** Loads pipeline.o with every map pinned: shared sets under the instance, the rest per attachment. */
+function loadObjectFor(context: 'xdp' | 'tc', dir: string, instanceDir: string): BpfObject {
+  const programs = PROGRAMS[context];
+  return loadObjectWith(bpfObjectPath('pipeline'), (object) => {
+    for (const name of programs.other) object.setAutoload(name, false);
+    for (const m of object.maps()) {
+      if (m.internal || NOT_REUSED.has(m.name)) continue;
+      object.setPinPath(m.name, SHARED.has(m.name) ? join(instanceDir, m.name) : join(dir, m.name));
+    }
+  });
+}
+
+function loadObjectWith(path: string, adjust: (object: BpfObject) => void): BpfObject {
+  const object = openObject(path, { name: 'pipeline' });
+  try {
+    adjust(object);
+    object.load();
+    return object;
+  } catch (error: unknown) {
+    object.close();
+    throw error;
+  }
+}
+
+export { ifindexOf };

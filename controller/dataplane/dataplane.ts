@@ -1,0 +1,367 @@
+// The data plane of one sluice instance: prefix sets and per-device pipelines, adopted from bpffs on
+// open, changed only through apply() and the incremental set calls, read back through counters().
+import { mkdirSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { ensureBpffs, ifindexOf } from '../../bpf/index.js';
+import { Attachment, type AttachmentKey, type Hook, type XdpAttachMode } from './attachment.js';
+import { compileClassifier, type ClassifierTables } from './classify.js';
+import { readCounters, type AttachmentCounters } from './counters.js';
+import { DataplaneError } from './errors.js';
+import { validateRuleSet, type Rule, type RuleSetSpec } from './model.js';
+import { prefixKeys, type PrefixKeys } from './prefix-keys.js';
+import { SetStore, type PendingWrites } from './set-store.js';
+
+/** Where the instance keeps its pins, unless told otherwise. */
+export const DEFAULT_PIN_DIR = '/sys/fs/bpf/sluice';
+
+export interface SetSpec {
+  name: string;
+  /** IPv4 and IPv6 prefixes ("10.0.0.0/8", "2001:db8::/32", bare addresses), any mix. */
+  prefixes: Iterable<string>;
+}
+
+export interface AttachmentSpec {
+  device: string;
+  hook?: Hook;
+  /** XDP only; default native. */
+  mode?: XdpAttachMode;
+  rules: RuleSetSpec;
+}
+
+/** Everything the data plane should hold: what apply() makes true. */
+export interface DataplaneSpec {
+  sets?: readonly SetSpec[];
+  attachments?: readonly AttachmentSpec[];
+}
+
+export interface OpenOptions {
+  /** bpffs directory of this instance (created if missing); default DEFAULT_PIN_DIR. */
+  dir?: string;
+  /** Network namespace holding the devices (ip netns name); default: the caller's. */
+  netns?: string;
+}
+
+/** What apply() changed. */
+export interface ApplyReport {
+  attached: string[];
+  detached: string[];
+  updated: string[];
+  unchanged: string[];
+  /** Kernel entries of the shared set tries written or deleted. */
+  setEntries: number;
+}
+
+interface Applied {
+  spec: AttachmentSpec;
+  rules: Rule[];
+  signature: string;
+}
+
+const keyName = (k: AttachmentKey): string => `${k.device}@${k.hook}`;
+
+function parseKeyName(name: string): AttachmentKey | null {
+  const at = name.lastIndexOf('@');
+  if (at <= 0) return null;
+  const hook = name.slice(at + 1);
+  if (hook !== 'xdp' && hook !== 'tc-ingress' && hook !== 'tc-egress') return null;
+  return { device: name.slice(0, at), hook };
+}
+
+/**
+ * The data plane. open() adopts what an earlier process left pinned (programs are replaced behind
+ * their links, counters and rules stay); apply() makes the kernel match a whole desired state;
+ * addPrefixes/removePrefixes change one set cheaply. Calls are serialized: each waits for the last.
+ */
+export class Dataplane {
+  readonly #attachments = new Map<string, Attachment>();
+  readonly #applied = new Map<string, Applied>();
+  #queue: Promise<unknown> = Promise.resolve();
+  #masksSig = '';
+  /** Masks the kernel tries hold now (after the last flush). */
+  #heldMasks: number[] = [];
+
+  private constructor(
+    readonly dir: string,
+    readonly netns: string | undefined,
+    readonly sets: SetStore,
+  ) {}
+
+  /**
+   * Opens (or creates) the instance under `dir` and adopts its pinned attachments: each gets this
+   * build's program behind its existing link (bpf_link_update, no gap). Throws SyscallError when
+   * bpffs is missing and cannot be mounted.
+   */
+  static async open(options: OpenOptions = {}): Promise<Dataplane> {
+    const dir = options.dir ?? DEFAULT_PIN_DIR;
+    ensureBpffs();
+    mkdirSync(join(dir, 'att'), { recursive: true });
+    const dp = new Dataplane(dir, options.netns, await SetStore.open(dir));
+    for (const name of readdirSync(join(dir, 'att'))) {
+      const key = parseKeyName(name);
+      if (!key) continue;
+      const att = Attachment.load({ ...key, netns: options.netns }, join(dir, 'att', name), dir);
+      if (att.attached) att.attach();
+      dp.#attachments.set(name, att);
+    }
+    return dp;
+  }
+
+  /** Attachments held now, by "device@hook". */
+  get attachments(): ReadonlyMap<string, Attachment> {
+    return this.#attachments;
+  }
+
+  /**
+   * Makes the data plane hold exactly `spec`: every rule set validated before anything changes
+   * (throws the first DataplaneError, naming the rule and field), then sets, then each
+   * attachment's rule set as one generation flip. Attachments not in `spec` are detached.
+   */
+  apply(spec: DataplaneSpec): Promise<ApplyReport> {
+    return this.#serial(() => this.#apply(spec));
+  }
+
+  /**
+   * Adds prefixes to set `name` (creating it); only the touched trie entries are written. Returns
+   * how many kernel entries changed. Throws PrefixInvalidError naming the entry.
+   */
+  addPrefixes(name: string, prefixes: Iterable<string>): Promise<number> {
+    return this.#serial(() => this.#changeSet(name, prefixKeys(prefixes, name), true));
+  }
+
+  /** Removes prefixes from set `name`. */
+  removePrefixes(name: string, prefixes: Iterable<string>): Promise<number> {
+    return this.#serial(() => this.#changeSet(name, prefixKeys(prefixes, name), false));
+  }
+
+  /** The prefixes set `name` holds, as text. */
+  setMembers(name: string): string[] {
+    return this.sets.members(name);
+  }
+
+  /** Counters of every attachment, summed over CPUs. */
+  counters(): AttachmentCounters[] {
+    return [...this.#attachments.values()].map((att) => readCounters(att, this.netns));
+  }
+
+  /** Releases this process's handles; the kernel keeps running everything pinned. */
+  close(): void {
+    for (const att of this.#attachments.values()) att.close();
+    this.#attachments.clear();
+    this.sets.close();
+  }
+
+  /** Detaches every attachment and removes every pin of the instance. */
+  async destroy(): Promise<void> {
+    await this.#serial(async () => {
+      for (const att of this.#attachments.values()) att.destroy();
+      this.#attachments.clear();
+      this.sets.close();
+      const { rmSync } = await import('node:fs');
+      const { unpin } = await import('../../bpf/index.js');
+      for (const name of SetStore.pins) {
+        try {
+          unpin(join(this.dir, name));
+        } catch {
+          // not pinned
+        }
+      }
+      rmSync(this.dir, { recursive: true, force: true });
+    });
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #changeSet(name: string, keys: PrefixKeys, on: boolean): Promise<number> {
+    if (this.sets.needsFullLoad) {
+      throw new DataplaneError(
+        `change set "${name}": after a restart, apply() the whole desired state once first`,
+        'SETS_NOT_LOADED',
+      );
+    }
+    if (!this.sets.bits.has(name)) {
+      throw new DataplaneError(
+        `change set "${name}": no such set; apply() it first`,
+        'SET_NOT_FOUND',
+      );
+    }
+    const pending = this.sets.planChange(name, keys, on);
+    await this.#learnMasks(pending);
+    const n = await this.sets.flush(pending);
+    this.#heldMasks = this.sets.masks();
+    return n;
+  }
+
+  /** Rewrites rule sets whose classifiers lack a mask the pending writes introduce. */
+  async #learnMasks(pending: PendingWrites): Promise<void> {
+    const masks = new Set(this.sets.masks());
+    void pending; // masks() already counts the planned values
+    const sig = [...masks].sort().join(',');
+    if (sig === this.#masksSig) return;
+    const list = [...new Set([...masks, ...this.#heldMasks])];
+    for (const [name, applied] of this.#applied) {
+      await this.#write(this.#attachments.get(name)!, applied, list);
+    }
+    this.#masksSig = sig;
+  }
+
+  async #apply(spec: DataplaneSpec): Promise<ApplyReport> {
+    const report: ApplyReport = {
+      attached: [],
+      detached: [],
+      updated: [],
+      unchanged: [],
+      setEntries: 0,
+    };
+    // 1. Validate everything before touching the kernel.
+    const setSpecs = new Map<string, PrefixKeys>();
+    for (const set of spec.sets ?? []) {
+      if (setSpecs.has(set.name)) {
+        throw new DataplaneError(`set "${set.name}" is given twice`, 'SET_INVALID');
+      }
+      setSpecs.set(set.name, prefixKeys(set.prefixes, set.name));
+    }
+    const wanted = new Map<string, Applied>();
+    for (const att of spec.attachments ?? []) {
+      const key: AttachmentKey = { device: att.device, hook: att.hook ?? 'xdp' };
+      const name = keyName(key);
+      if (wanted.has(name)) {
+        throw new DataplaneError(`attachment "${name}" is given twice`, 'ATTACHMENT_INVALID');
+      }
+      const rules = validateRuleSet(att.rules, { sets: new Set(setSpecs.keys()) });
+      this.#ifindex(att.device, `attach to "${att.device}"`);
+      for (const r of rules) {
+        if (r.redirect) this.#ifindex(r.redirect.to, `rule "${r.id}": redirect`);
+      }
+      wanted.set(name, {
+        spec: { ...att, hook: key.hook },
+        rules,
+        signature: JSON.stringify([att.rules, key.hook]),
+      });
+    }
+
+    // 2. Sets: plan, teach the classifiers the new masks, then write the tries.
+    let pending: PendingWrites;
+    if (this.sets.needsFullLoad || this.#largeChange(setSpecs)) {
+      pending = this.sets.planReplaceAll(setSpecs);
+    } else {
+      pending = { v4: [], v6: [] };
+      for (const [name, keys] of setSpecs) {
+        const p = this.sets.planSet(name, keys);
+        pending.v4.push(...p.v4);
+        pending.v6.push(...p.v6);
+      }
+      const empty: PrefixKeys = { v4: new Float64Array(0), v6: [] };
+      for (const name of this.sets.setNames()) {
+        if (setSpecs.has(name)) continue;
+        const p = this.sets.planSet(name, empty);
+        pending.v4.push(...p.v4);
+        pending.v6.push(...p.v6);
+      }
+    }
+    // Masks the tries will hold, and those they hold until the flush: classifiers need both.
+    const masks = new Set([...this.sets.masks(), ...this.#heldMasks]);
+
+    // 3. Attachments: removed ones go, changed ones flip a generation, new ones attach last.
+    for (const [name, att] of this.#attachments) {
+      if (wanted.has(name)) continue;
+      att.destroy();
+      this.#attachments.delete(name);
+      this.#applied.delete(name);
+      report.detached.push(name);
+    }
+    const maskList = [...masks];
+    const maskSig = maskList.sort().join(',');
+    for (const [name, applied] of wanted) {
+      let att = this.#attachments.get(name);
+      const fresh = att === undefined || !att.attached;
+      const before = this.#applied.get(name);
+      if (
+        !fresh &&
+        before &&
+        before.signature === applied.signature &&
+        maskSig === this.#masksSig
+      ) {
+        report.unchanged.push(name);
+        continue;
+      }
+      if (att === undefined) {
+        att = Attachment.load(
+          { device: applied.spec.device, hook: applied.spec.hook!, netns: this.netns },
+          join(this.dir, 'att', name),
+          this.dir,
+        );
+        this.#attachments.set(name, att);
+      }
+      await this.#write(att, applied, maskList);
+      if (!att.attached) {
+        att.attach(applied.spec.mode ?? 'native');
+        report.attached.push(name);
+      } else report.updated.push(name);
+      this.#applied.set(name, applied);
+    }
+    this.#masksSig = maskSig;
+
+    // 4. Only now the tries: every classifier already knows every mask they will hold.
+    report.setEntries = await this.sets.flush(pending);
+    this.#heldMasks = this.sets.masks();
+    for (const name of this.sets.setNames()) {
+      if (!setSpecs.has(name)) this.sets.dropSet(name);
+    }
+    return report;
+  }
+
+  /** Compiles and writes one attachment's rule set as a new generation. */
+  async #write(att: Attachment, applied: Applied, masks: number[]): Promise<void> {
+    const tables: ClassifierTables = compileClassifier(applied.rules, {
+      setBits: new Map(this.sets.bits),
+      masks: masks.map(BigInt),
+      defaultAction: applied.spec.rules.defaultAction ?? 'pass',
+      malformed: applied.spec.rules.malformed ?? 'drop',
+    });
+    const devices = new Map<string, number>();
+    for (const r of applied.rules) {
+      if (r.redirect) devices.set(r.redirect.to, this.#ifindex(r.redirect.to, 'redirect'));
+    }
+    await att.writeRuleSet(tables, devices);
+  }
+
+  /**
+   * True when the sets change so much that one merge and sweep over everything beats walking each
+   * change (the first load of a big set, say), and writes every entry once instead of per set.
+   */
+  #largeChange(sets: ReadonlyMap<string, PrefixKeys>): boolean {
+    let changes = 0;
+    for (const [name, keys] of sets) {
+      const bit = this.sets.bits.get(name);
+      if (bit === undefined) {
+        changes += keys.v4.length + keys.v6.length;
+        continue;
+      }
+      for (const [family, wanted] of [
+        [this.sets.v4, keys.v4],
+        [this.sets.v6, keys.v6],
+      ] as const) {
+        const { add, remove } = family.diffKeys(wanted, bit);
+        changes += add.length + remove.length;
+      }
+    }
+    return changes > 65_536;
+  }
+
+  #ifindex(device: string, what: string): number {
+    try {
+      return ifindexOf(device, this.netns);
+    } catch (error: unknown) {
+      throw new DataplaneError(
+        `${what}: no device "${device}"${this.netns ? ` in network namespace "${this.netns}"` : ''}`,
+        'DEVICE_NOT_FOUND',
+        { cause: error },
+      );
+    }
+  }
+}

@@ -1,0 +1,122 @@
+// Set membership of nested prefixes across sets, kept exact under single changes and bulk loads.
+import { describe, expect, it } from 'vitest';
+
+import {
+  FamilyIndex,
+  type PrefixBytes,
+  type TrieBatch,
+} from '../../../controller/dataplane/prefix-index.js';
+import { Prng } from '../../helpers/packets/prng.js';
+
+function v4(text: string): PrefixBytes {
+  const [a, l] = text.split('/');
+  return { family: 4, addr: Uint8Array.from(a.split('.').map(Number)), len: Number(l ?? 32) };
+}
+
+function addr(text: string): Uint8Array {
+  return Uint8Array.from(text.split('.').map(Number));
+}
+
+/** The batch as "a.b.c.d/len=value" lines, deletes as value 0. */
+function listed(batch: TrieBatch): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < batch.updates; i++) {
+    const k = batch.updateKeys.subarray(i * 8, i * 8 + 8);
+    out.push(
+      `${[...k.subarray(4)].join('.')}/${k.readUInt32LE(0)}=${batch.updateValues.readUInt32LE(i * 8)}`,
+    );
+  }
+  for (let i = 0; i < batch.deletes; i++) {
+    const k = batch.deleteKeys.subarray(i * 8, i * 8 + 8);
+    out.push(`${[...k.subarray(4)].join('.')}/${k.readUInt32LE(0)}=0`);
+  }
+  return out.sort();
+}
+
+/** Brute force: the sets of every listed prefix that contains the address. */
+function brute(lists: Map<number, PrefixBytes[]>, a: Uint8Array): number {
+  let mask = 0;
+  const x = ((a[0] << 24) | (a[1] << 16) | (a[2] << 8) | a[3]) >>> 0;
+  for (const [bit, list] of lists) {
+    for (const p of list) {
+      const y = ((p.addr[0] << 24) | (p.addr[1] << 16) | (p.addr[2] << 8) | p.addr[3]) >>> 0;
+      const m = p.len === 0 ? 0 : (0xffffffff << (32 - p.len)) >>> 0;
+      if ((x & m) >>> 0 === (y & m) >>> 0) mask |= 1 << bit;
+    }
+  }
+  return mask;
+}
+
+describe('prefix-set membership', () => {
+  it('gives a /24 of set B inside a /8 of set A the membership of both', () => {
+    const index = new FamilyIndex(4);
+    index.change([v4('10.0.0.0/8')], 0, true);
+    index.change([v4('10.1.2.0/24')], 1, true);
+    expect(index.lookup(addr('10.1.2.3'))).toBe(0b11);
+    expect(index.lookup(addr('10.9.9.9'))).toBe(0b01);
+    expect(index.lookup(addr('11.0.0.1'))).toBe(0);
+  });
+
+  it('adds a covering prefix later and updates the entries under it', () => {
+    const index = new FamilyIndex(4);
+    const first = index.change([v4('10.1.2.0/24'), v4('10.2.0.0/16')], 1, true);
+    expect(first.updates).toBe(2);
+    expect(listed(index.change([v4('10.0.0.0/8')], 0, true))).toEqual([
+      '10.0.0.0/8=1',
+      '10.1.2.0/24=3',
+      '10.2.0.0/16=3',
+    ]);
+  });
+
+  it('removes a covering prefix and takes its bit back from the entries under it', () => {
+    const index = new FamilyIndex(4);
+    index.change([v4('10.0.0.0/8')], 0, true);
+    index.change([v4('10.1.2.0/24')], 1, true);
+    expect(listed(index.change([v4('10.0.0.0/8')], 0, false))).toEqual([
+      '10.0.0.0/8=0',
+      '10.1.2.0/24=2',
+    ]);
+    expect(index.masks()).toEqual([2]);
+  });
+
+  it('agrees with a brute-force membership after random single and bulk changes', () => {
+    const rng = new Prng(7);
+    const index = new FamilyIndex(4);
+    const lists = new Map<number, PrefixBytes[]>();
+    const randomPrefix = (): PrefixBytes => {
+      const len = [0, 4, 8, 12, 16, 20, 24, 28, 32][rng.int(9)];
+      const a = Uint8Array.of(10, rng.int(4), rng.int(4), rng.int(256));
+      const m = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+      const x = (((a[0] << 24) | (a[1] << 16) | (a[2] << 8) | a[3]) & m) >>> 0;
+      return {
+        family: 4,
+        addr: Uint8Array.of(x >>> 24, (x >>> 16) & 255, (x >>> 8) & 255, x & 255),
+        len,
+      };
+    };
+    for (let round = 0; round < 300; round++) {
+      const bit = rng.int(4);
+      const list = lists.get(bit) ?? [];
+      lists.set(bit, list);
+      const bulk = round % 50 === 49;
+      const batch = Array.from({ length: bulk ? 5000 : 1 + rng.int(3) }, randomPrefix);
+      const on = list.length === 0 || rng.int(3) > 0;
+      const chosen = on ? batch : [list[rng.int(list.length)]];
+      index.change(chosen, bit, on);
+      const keys = new Set(chosen.map((p) => `${p.addr.join('.')}/${p.len}`));
+      if (on) {
+        for (const p of chosen)
+          if (!list.some((q) => q.len === p.len && q.addr.join() === p.addr.join())) list.push(p);
+      } else {
+        lists.set(
+          bit,
+          list.filter((p) => !keys.has(`${p.addr.join('.')}/${p.len}`)),
+        );
+      }
+      for (let probe = 0; probe < 20; probe++) {
+        const a = Uint8Array.of(10, rng.int(4), rng.int(4), rng.int(256));
+        expect(index.lookup(a)).toBe(brute(lists, a));
+      }
+    }
+  });
+});
