@@ -46,7 +46,7 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
 export async function benchDataplaneScale(): Promise<{ tables: BenchTable[]; notes: string[] }> {
   const lab = new Lab();
   const net = await lab.pair();
-  const dp = await Dataplane.open({ dir: `/sys/fs/bpf/${lab.id}`, netns: net.right.netns });
+  let dp = await Dataplane.open({ dir: `/sys/fs/bpf/${lab.id}`, netns: net.right.netns });
   try {
     const prefixes = randomPrefixes(1_000_000, 100_000);
     const sets = [{ name: 'big', prefixes }];
@@ -63,7 +63,14 @@ export async function benchDataplaneScale(): Promise<{ tables: BenchTable[]; not
     const changeOne = rulesOf(4096, 1000);
     changeOne[17].dport = 7;
     const oneRule = await timed(() => dp.apply({ sets, attachments: attach(changeOne) }));
+    const identical = await timed(() => dp.apply({ sets, attachments: attach(changeOne) }));
     const onePrefix = await timed(() => dp.addPrefixes('big', ['203.0.113.0/24']));
+    await dp.removePrefixes('big', ['203.0.113.0/24']);
+    dp.close();
+    const restart = await timed(async () => {
+      dp = await Dataplane.open({ dir: `/sys/fs/bpf/${lab.id}`, netns: net.right.netns });
+      await dp.apply({ sets, attachments: attach(changeOne) });
+    });
     return {
       tables: [
         {
@@ -87,6 +94,18 @@ export async function benchDataplaneScale(): Promise<{ tables: BenchTable[]; not
               workload: 'change one rule of 4,096 (diffed generation write)',
               sluice: oneRule,
               peer: 1000,
+              target: '≤ 1.00',
+            },
+            {
+              workload: 'apply the same desired state again (sets unchanged: not parsed again)',
+              sluice: identical,
+              peer: 1000,
+              target: '≤ 1.00',
+            },
+            {
+              workload: 'restart: open (adopt the pins, read the set tries back) + apply',
+              sluice: restart,
+              peer: 2000,
               target: '≤ 1.00',
             },
             {

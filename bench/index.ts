@@ -1,5 +1,6 @@
 // `npm run bench`: every benchmark, each a side-by-side table against its peer, measured in this run.
 import { benchFilterCbpf } from './filter-cbpf.js';
+import { benchDataplaneScale } from './dataplane-scale.js';
 import { benchFilterCompile } from './filter-compile.js';
 import { runFilterEbpfBench } from './filter-ebpf.js';
 import { benchLabDrop } from './lab-drop.js';
@@ -50,6 +51,7 @@ const sections: Record<string, Section> = {
       ],
     };
   },
+  'dataplane-scale': benchDataplaneScale,
   'pipeline-cost': benchPipelineCost,
   'lab-drop': benchLabDrop,
 };

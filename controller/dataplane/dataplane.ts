@@ -80,6 +80,8 @@ export class Dataplane {
   #masksSig = '';
   /** Masks the kernel tries hold now (after the last flush). */
   #heldMasks: number[] = [];
+  /** Per set, the fingerprint of the prefix text last applied; changed sets lose theirs. */
+  readonly #setFingerprints = new Map<string, string>();
 
   private constructor(
     readonly dir: string,
@@ -189,6 +191,7 @@ export class Dataplane {
         'SET_NOT_FOUND',
       );
     }
+    this.#setFingerprints.delete(name);
     const pending = this.sets.planChange(name, keys, on);
     await this.#learnMasks(pending);
     const n = await this.sets.flush(pending);
@@ -218,12 +221,18 @@ export class Dataplane {
       setEntries: 0,
     };
     // 1. Validate everything before touching the kernel.
-    const setSpecs = new Map<string, PrefixKeys>();
+    // Sets whose text is the same as last applied (same fingerprint) are not parsed again.
+    const setSpecs = new Map<string, PrefixKeys | 'unchanged'>();
+    const fingerprints = new Map<string, string>();
     for (const set of spec.sets ?? []) {
       if (setSpecs.has(set.name)) {
         throw new DataplaneError(`set "${set.name}" is given twice`, 'SET_INVALID');
       }
-      setSpecs.set(set.name, prefixKeys(set.prefixes, set.name));
+      const list = Array.isArray(set.prefixes) ? (set.prefixes as string[]) : [...set.prefixes];
+      const fp = fingerprint(list);
+      fingerprints.set(set.name, fp);
+      const same = !this.sets.needsFullLoad && this.#setFingerprints.get(set.name) === fp;
+      setSpecs.set(set.name, same ? 'unchanged' : prefixKeys(list, set.name));
     }
     const wanted = new Map<string, Applied>();
     for (const att of spec.attachments ?? []) {
@@ -247,10 +256,11 @@ export class Dataplane {
     // 2. Sets: plan, teach the classifiers the new masks, then write the tries.
     let pending: PendingWrites;
     if (this.sets.needsFullLoad || this.#largeChange(setSpecs)) {
-      pending = this.sets.planReplaceAll(setSpecs);
+      pending = this.sets.planReplaceAll(this.#parsedAll(setSpecs));
     } else {
       pending = { v4: [], v6: [] };
       for (const [name, keys] of setSpecs) {
+        if (keys === 'unchanged') continue;
         const p = this.sets.planSet(name, keys);
         pending.v4.push(...p.v4);
         pending.v6.push(...p.v6);
@@ -309,6 +319,8 @@ export class Dataplane {
     // 4. Only now the tries: every classifier already knows every mask they will hold.
     report.setEntries = await this.sets.flush(pending);
     this.#heldMasks = this.sets.masks();
+    this.#setFingerprints.clear();
+    for (const [name, fp] of fingerprints) this.#setFingerprints.set(name, fp);
     for (const name of this.sets.setNames()) {
       if (!setSpecs.has(name)) this.sets.dropSet(name);
     }
@@ -334,9 +346,10 @@ export class Dataplane {
    * True when the sets change so much that one merge and sweep over everything beats walking each
    * change (the first load of a big set, say), and writes every entry once instead of per set.
    */
-  #largeChange(sets: ReadonlyMap<string, PrefixKeys>): boolean {
+  #largeChange(sets: ReadonlyMap<string, PrefixKeys | 'unchanged'>): boolean {
     let changes = 0;
     for (const [name, keys] of sets) {
+      if (keys === 'unchanged') continue;
       const bit = this.sets.bits.get(name);
       if (bit === undefined) {
         changes += keys.v4.length + keys.v6.length;
@@ -353,6 +366,22 @@ export class Dataplane {
     return changes > 65_536;
   }
 
+  /** Every set's keys, parsing again the ones skipped as unchanged (a full replace needs all). */
+  #parsedAll(sets: ReadonlyMap<string, PrefixKeys | 'unchanged'>): Map<string, PrefixKeys> {
+    const out = new Map<string, PrefixKeys>();
+    for (const [name, keys] of sets) {
+      if (keys !== 'unchanged') out.set(name, keys);
+      else {
+        const bit = this.sets.bits.get(name)!;
+        out.set(name, {
+          v4: this.sets.v4.keysWithBit(bit) as Float64Array,
+          v6: this.sets.v6.keysWithBit(bit) as string[],
+        });
+      }
+    }
+    return out;
+  }
+
   #ifindex(device: string, what: string): number {
     try {
       return ifindexOf(device, this.netns);
@@ -364,4 +393,20 @@ export class Dataplane {
       );
     }
   }
+}
+
+/** FNV-1a over the prefix texts and their boundaries: equal text gives an equal fingerprint. */
+function fingerprint(list: readonly string[]): string {
+  let h1 = 0x811c9dc5;
+  let h2 = 0x01000193;
+  for (const text of list) {
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      h1 = Math.imul(h1 ^ c, 0x01000193);
+      h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    }
+    h1 = Math.imul(h1 ^ 10, 0x01000193);
+    h2 = Math.imul(h2 ^ 10, 0x5bd1e995);
+  }
+  return `${list.length}:${(h1 >>> 0).toString(16)}:${(h2 >>> 0).toString(16)}`;
 }
