@@ -11,7 +11,7 @@ import {
   concat,
   ether,
   ipv4,
-  ipv4Header,
+  ipv4Frame,
   ipv6,
   ipv6FragmentHeader,
   ipv6Header,
@@ -43,16 +43,13 @@ function ip4(
   l4: Uint8Array,
   o: { src?: string; dst?: string; fragOffset?: number } = {},
 ): Uint8Array {
-  const header = ipv4Header(
-    {
-      proto,
-      src: ipv4(o.src ?? '198.51.100.7'),
-      dst: ipv4(o.dst ?? '203.0.113.9'),
-      fragOffset: o.fragOffset,
-    },
-    l4.length,
-  );
-  return concat(ether(M1, M2, 0x0800), header, l4);
+  return ipv4Frame(proto, l4, {
+    src: o.src ?? '198.51.100.7',
+    dst: o.dst ?? '203.0.113.9',
+    fragOffset: o.fragOffset,
+    dstMac: M1,
+    srcMac: M2,
+  });
 }
 
 /** The workloads, each with the packet that takes the longest path through libpcap's program. */

@@ -21,7 +21,7 @@ import { Dataplane } from '../controller/dataplane/dataplane.js';
 import { Lab, type Endpoint } from '../netns-lab/lab.js';
 import { flood, readDeviceStats, type FloodResult } from '../netns-lab/traffic.js';
 import { PrivateShell } from './private-shell.js';
-import { formatTable, type BenchTable } from './table.js';
+import { alignColumns, formatTable, type BenchTable } from './table.js';
 
 const REPS = 5;
 const FLOOD_MS = 2_000;
@@ -422,18 +422,10 @@ export function formatMethodTable(result: LabDropResult): string {
         : `NO: ${bad.map((s) => `${s.counted} vs ${s.rx}`).join(', ')}`,
     ];
   });
-  const widths = header.map((_, i) => Math.max(...[header, ...body].map((row) => row[i].length)));
-  const line = (cells: string[]): string =>
-    cells
-      .map((cell, i) => (i === 0 || i === 8 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])))
-      .join('  ')
-      .trimEnd();
   return [
     `## dropping a trafgen flood on veth, per method (median of ${bare.samples.length} interleaved floods)`,
     '',
-    line(header),
-    line(widths.map((w) => '-'.repeat(w))),
-    ...body.map(line),
+    ...alignColumns(header, body, [0, 8]).map((line) => line.trimEnd()),
     '',
   ].join('\n');
 }

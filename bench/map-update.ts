@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { MAP_FLAGS, createMap, type MapType } from '../bpf/index.js';
+import { alignColumns } from './table.js';
 
 export interface BenchRow {
   op: string;
@@ -147,10 +148,7 @@ export function formatRows(rows: BenchRow[]): string {
     r.cNs.toFixed(1),
     `${r.ratio.toFixed(2)}×`,
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n');
+  return alignColumns(header, body).join('\n');
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -29,7 +29,7 @@ import { compileFilterToEbpf } from '../bpf/filter/ebpf.js';
 import { Dataplane, type AttachmentSpec } from '../controller/dataplane/dataplane.js';
 import type { RuleSpec } from '../controller/dataplane/model.js';
 import { Lab } from '../netns-lab/lab.js';
-import { concat, ether, ipv4, ipv4Header, mac, udpHeader } from '../test/helpers/packets/build.js';
+import { concat, ipv4Frame, udpHeader } from '../test/helpers/packets/build.js';
 import { Prng } from '../test/helpers/packets/prng.js';
 import { formatTable, type BenchTable } from './table.js';
 
@@ -48,18 +48,11 @@ const XDP_FILTER_DIR = '/usr/lib/x86_64-linux-gnu/bpf';
 // ---------------------------------------------------------------------------------------------
 // Frames
 
-const SRC_MAC = mac('02:00:00:00:00:01');
-const DST_MAC = mac('02:00:00:00:00:02');
-
 /** A 64-byte Ethernet + IPv4 + UDP frame (FCS not counted, as XDP sees it). */
 function udpFrame(o: { src: string; dport: number; ttl?: number }): Uint8Array {
   const payload = FRAME_BYTES - 14 - 20 - 8;
   const l4 = concat(udpHeader(40000, o.dport, payload), new Uint8Array(payload).fill(0x41));
-  return concat(
-    ether(DST_MAC, SRC_MAC, 0x0800),
-    ipv4Header({ proto: 17, src: ipv4(o.src), dst: ipv4('198.51.100.1'), ttl: o.ttl }, l4.length),
-    l4,
-  );
+  return ipv4Frame(17, l4, { src: o.src, dst: '198.51.100.1', ttl: o.ttl });
 }
 
 /** Source in the blocklist, UDP to port 80: the drop-by-set frame (and xdp-filter's port). */

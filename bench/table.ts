@@ -40,19 +40,24 @@ export function formatTable(table: BenchTable): string {
     row.peer === 0 ? '—' : `${(row.sluice / row.peer).toFixed(2)}×`,
     row.target ?? '',
   ]);
+  return [`## ${table.title}`, '', ...alignColumns(header, body), ''].join('\n');
+}
+
+/**
+ * Aligns a header and its rows as text lines: the header, a rule of dashes, then the rows, two
+ * spaces between columns. Columns in `left` are padded on the right, the others on the left.
+ */
+export function alignColumns(
+  header: string[],
+  body: string[][],
+  left: readonly number[] = [0],
+): string[] {
   const widths = header.map((_, i) =>
     Math.max(...[header, ...body].map((cells) => cells[i].length)),
   );
   const line = (cells: string[]): string =>
     cells
-      .map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])))
+      .map((cell, i) => (left.includes(i) ? cell.padEnd(widths[i]) : cell.padStart(widths[i])))
       .join('  ');
-  return [
-    `## ${table.title}`,
-    '',
-    line(header),
-    line(widths.map((w) => '-'.repeat(w))),
-    ...body.map(line),
-    '',
-  ].join('\n');
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)];
 }

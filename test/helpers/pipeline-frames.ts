@@ -207,3 +207,20 @@ export function cutsOf(built: BuiltFrame): { name: string; data: Uint8Array }[] 
   }
   return out;
 }
+
+/** BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header (EINVAL). */
+export const ETH_HLEN = 14;
+/** The errno of a test run the kernel refuses. */
+export const EINVAL = 22;
+
+/**
+ * True for a frame the skb test run refuses with EINVAL: untagged IPv4 with fewer than 20 bytes
+ * after the Ethernet header, or IPv6 with fewer than 40 (found by trying, Linux 6.18).
+ */
+export function refusedAtTc(frame: Uint8Array): boolean {
+  const type = (frame[12] << 8) | frame[13];
+  return (
+    (type === 0x0800 && frame.length < ETH_HLEN + 20) ||
+    (type === 0x86dd && frame.length < ETH_HLEN + 40)
+  );
+}

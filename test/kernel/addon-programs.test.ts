@@ -13,19 +13,11 @@ import {
   loadObject,
   loadProgram,
 } from '../../bpf/index.js';
+import { insn } from '../helpers/bpf-insn.js';
 import { describeKernel } from '../helpers/privileges.js';
 
 const fixture = fileURLToPath(new URL('../../bpf/progs/addon_test.o', import.meta.url));
 
-/** One struct bpf_insn: opcode, dst and src registers, offset, immediate. */
-function insn(code: number, dst: number, src: number, off: number, imm: number): Buffer {
-  const b = Buffer.alloc(8);
-  b[0] = code;
-  b[1] = (src << 4) | dst;
-  b.writeInt16LE(off, 2);
-  b.writeInt32LE(imm, 4);
-  return b;
-}
 const program = (...insns: Buffer[]): Buffer => Buffer.concat(insns);
 const EXIT = insn(0x95, 0, 0, 0, 0);
 const movImm = (dst: number, imm: number): Buffer => insn(0xb7, dst, 0, 0, imm);

@@ -7,39 +7,29 @@ import { getLinkById, openPinned } from '../../bpf/index.js';
 import { Dataplane, type DataplaneSpec } from '../../controller/dataplane/dataplane.js';
 import type { RuleSetSpec } from '../../controller/dataplane/model.js';
 import { Lab, type PairTopology } from '../../netns-lab/lab.js';
-import {
-  concat,
-  ether,
-  ipv4,
-  ipv4Header,
-  mac,
-  tcpHeader,
-  udpHeader,
-} from '../helpers/packets/build.js';
+import { concat, ipv4Frame, tcpHeader, udpHeader } from '../helpers/packets/build.js';
+import { openPairDataplane } from '../helpers/pair-dataplane.js';
 import { describeKernel } from '../helpers/privileges.js';
 
 const XDP_DROP = 1;
 const XDP_PASS = 2;
-const A = mac('02:00:00:00:00:01');
-const B = mac('02:00:00:00:00:02');
-
 function udp(src: string, dport: number): Uint8Array {
   const l4 = concat(udpHeader(1000, dport, 4), new Uint8Array(4));
-  return concat(
-    ether(B, A, 0x0800),
-    ipv4Header({ proto: 17, src: ipv4(src), dst: ipv4('198.51.100.1') }, l4.length),
-    l4,
-  );
+  return ipv4Frame(17, l4, { src, dst: '198.51.100.1' });
 }
 
 function tcp(src: string, dport = 80): Uint8Array {
   const l4 = tcpHeader({ sport: 4000, dport, flags: 0x02 });
-  return concat(
-    ether(B, A, 0x0800),
-    ipv4Header({ proto: 6, src: ipv4(src), dst: ipv4('198.51.100.1') }, l4.length),
-    l4,
-  );
+  return ipv4Frame(6, l4, { src, dst: '198.51.100.1' });
 }
+
+/** The rule set after the first change: TCP port 80 is dropped too, ahead of DNS. */
+const WEB_AND_DNS: RuleSetSpec = {
+  rules: [
+    { id: 'web', proto: 'tcp', dport: 80, action: 'drop', priority: 10 },
+    { id: 'dns', proto: 'udp', dport: 53, action: 'drop' },
+  ],
+};
 
 await describeKernel('the data plane', () => {
   let lab: Lab;
@@ -55,10 +45,7 @@ await describeKernel('the data plane', () => {
     (await [...dp.attachments.values()][0].program.testRun({ data: frame })).retval;
 
   beforeAll(async () => {
-    lab = new Lab();
-    net = await lab.pair();
-    dir = `/sys/fs/bpf/${lab.id}`;
-    dp = await Dataplane.open({ dir, netns: net.right.netns });
+    ({ lab, net, dir, dp } = await openPairDataplane());
   });
 
   afterAll(async () => {
@@ -99,14 +86,7 @@ await describeKernel('the data plane', () => {
 
   it('flips to a new generation on a change and keeps the counters of rules that stay', async () => {
     const before = [...dp.attachments.values()][0].generation;
-    const report = await dp.apply(
-      spec({
-        rules: [
-          { id: 'web', proto: 'tcp', dport: 80, action: 'drop', priority: 10 },
-          { id: 'dns', proto: 'udp', dport: 53, action: 'drop' },
-        ],
-      }),
-    );
+    const report = await dp.apply(spec(WEB_AND_DNS));
     expect(report.updated).toEqual([`${net.right.device}@xdp`]);
     const att = [...dp.attachments.values()][0];
     expect(att.generation).not.toBe(before);
@@ -122,14 +102,7 @@ await describeKernel('the data plane', () => {
   it('reports an unchanged attachment without writing a generation', async () => {
     const att = [...dp.attachments.values()][0];
     const gen = att.generation;
-    const report = await dp.apply(
-      spec({
-        rules: [
-          { id: 'web', proto: 'tcp', dport: 80, action: 'drop', priority: 10 },
-          { id: 'dns', proto: 'udp', dport: 53, action: 'drop' },
-        ],
-      }),
-    );
+    const report = await dp.apply(spec(WEB_AND_DNS));
     expect(report.unchanged).toEqual([`${net.right.device}@xdp`]);
     expect(att.generation).toBe(gen);
   });
@@ -171,14 +144,7 @@ await describeKernel('the data plane', () => {
     expect(dp.counters()[0].actions.drop.packets).toBe(dropsBefore + 1);
     expect(dp.counters()[0].rules).toEqual([]); // rule objects come back with the next apply
 
-    await dp.apply(
-      spec({
-        rules: [
-          { id: 'web', proto: 'tcp', dport: 80, action: 'drop', priority: 10 },
-          { id: 'dns', proto: 'udp', dport: 53, action: 'drop' },
-        ],
-      }),
-    );
+    await dp.apply(spec(WEB_AND_DNS));
     const [counters] = dp.counters();
     expect(counters.rules.map((r) => [r.id, r.packets])).toEqual([
       ['web', 3],

@@ -22,6 +22,7 @@ import {
 } from '../../controller/dataplane/dataplane.js';
 import type { RuleSpec } from '../../controller/dataplane/model.js';
 import { Lab, type PairTopology } from '../../netns-lab/lab.js';
+import { openPairDataplane } from '../helpers/pair-dataplane.js';
 import { frame } from '../helpers/pipeline-frames.js';
 import { describeKernel } from '../helpers/privileges.js';
 import {
@@ -252,9 +253,7 @@ await describeKernel('the data plane at scale', () => {
       `generated A = ${sets.a.v4.length} IPv4 + ${sets.a.v6.length} IPv6, B = ${sets.b.v4.length} + ${sets.b.v6.length}, ${samples.length} samples in ${ms(performance.now() - t0)} (seed ${SEED})`,
     );
 
-    lab = new Lab();
-    net = await lab.pair();
-    dir = `/sys/fs/bpf/${lab.id}`;
+    ({ lab, net, dir, dp } = await openPairDataplane());
     xdpKey = `${net.right.device}@xdp`;
     tcKey = `${net.right.device}@tc-ingress`;
     attachments.push({
@@ -268,7 +267,6 @@ await describeKernel('the data plane at scale', () => {
         defaultAction: 'pass',
       },
     });
-    dp = await Dataplane.open({ dir, netns: net.right.netns });
   }, 180_000);
 
   afterAll(async () => {

@@ -27,8 +27,7 @@ import { SL_PROG_RESUME, u32 } from '../../controller/dataplane/abi.js';
 import {
   concat,
   ether,
-  ipv4,
-  ipv4Header,
+  ipv4Frame,
   mac,
   tcpHeader,
   udpHeader,
@@ -47,28 +46,18 @@ const EXPRESSIONS = [
 
 const A = mac('02:00:00:00:00:01');
 const B = mac('02:00:00:00:00:02');
-const SRC = ipv4('192.0.2.1');
-const DST = ipv4('198.51.100.2');
+/** The frames' addresses. */
+const IP = { src: '192.0.2.1', dst: '198.51.100.2' };
 
 function udp(dport: number, ttl = 64): Uint8Array {
   const l4 = concat(udpHeader(1000, dport, 4), new Uint8Array(4));
-  return concat(
-    ether(B, A, 0x0800),
-    ipv4Header({ proto: 17, src: SRC, dst: DST, ttl }, l4.length),
-    l4,
-  );
+  return ipv4Frame(17, l4, { ...IP, ttl });
 }
 function tcp(dport: number): Uint8Array {
-  const l4 = tcpHeader({ sport: 4000, dport, flags: 0x02 });
-  return concat(ether(B, A, 0x0800), ipv4Header({ proto: 6, src: SRC, dst: DST }, l4.length), l4);
+  return ipv4Frame(6, tcpHeader({ sport: 4000, dport, flags: 0x02 }), IP);
 }
 function icmp(): Uint8Array {
-  const l4 = Uint8Array.of(8, 0, 0, 0, 0, 1, 0, 1);
-  return concat(
-    ether(B, A, 0x0800),
-    ipv4Header({ proto: 1, src: SRC, dst: DST, ttl: 7 }, l4.length),
-    l4,
-  );
+  return ipv4Frame(1, Uint8Array.of(8, 0, 0, 0, 0, 1, 0, 1), { ...IP, ttl: 7 });
 }
 function vlanUdp(): Uint8Array {
   const inner = udp(53).subarray(14);

@@ -23,7 +23,8 @@ import type { RuleSetSpec } from '../../controller/dataplane/model.js';
 import { Lab, type PairTopology } from '../../netns-lab/lab.js';
 import { checksum, mac } from '../helpers/packets/build.js';
 import { testRunInNetns } from '../helpers/netns-test-run.js';
-import { EXT, buildFrame, cutsOf, frame } from '../helpers/pipeline-frames.js';
+import { openPairDataplane } from '../helpers/pair-dataplane.js';
+import { EINVAL, EXT, buildFrame, cutsOf, frame } from '../helpers/pipeline-frames.js';
 import { describeKernel } from '../helpers/privileges.js';
 
 const HOOKS = ['xdp', 'tc-ingress'] as const;
@@ -32,7 +33,6 @@ const WORDS: Record<TestHook, Record<number, string>> = {
   xdp: { 1: 'drop', 2: 'pass', 4: 'redirect' },
   'tc-ingress': { 0: 'pass', 2: 'drop', 7: 'redirect' },
 };
-const EINVAL = 22;
 const NEXT_HOP = '02:00:5e:00:53:99';
 
 /** The change in one attachment's counters, zero events left out. */
@@ -55,10 +55,8 @@ await describeKernel('the pipeline program, field by field', () => {
   let baseline = new Map<Hook, AttachmentCounters>();
 
   beforeAll(async () => {
-    lab = new Lab();
-    net = await lab.pair();
+    ({ lab, net, dp } = await openPairDataplane());
     device = net.right.device;
-    dp = await Dataplane.open({ dir: `/sys/fs/bpf/${lab.id}`, netns: net.right.netns });
   });
 
   afterAll(async () => {

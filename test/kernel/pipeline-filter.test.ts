@@ -29,6 +29,8 @@ import { Lab, type PairTopology } from '../../netns-lab/lab.js';
 import { getPacketCorpus, loadCorpus } from '../helpers/differential.js';
 import { runOracle } from '../helpers/oracle.js';
 import { writePcapFile } from '../helpers/packets/index.js';
+import { openPairDataplane } from '../helpers/pair-dataplane.js';
+import { EINVAL, ETH_HLEN, refusedAtTc } from '../helpers/pipeline-frames.js';
 import { generatePipelinePackets, hexOf } from '../helpers/pipeline-packets.js';
 import { describeKernel } from '../helpers/privileges.js';
 
@@ -118,21 +120,10 @@ const RETVAL: Record<TestHook, { pass: number; drop: number }> = {
   xdp: { pass: 2, drop: 1 },
   'tc-ingress': { pass: 0, drop: 2 },
 };
-const ETH_HLEN = 14;
-const EINVAL = 22;
 
 interface Frame {
   data: Uint8Array;
   description: string;
-}
-
-/** The skb test run refuses an untagged IPv4 or IPv6 frame cut inside its IP header. */
-function refusedAtTc(frame: Uint8Array): boolean {
-  const type = (frame[12] << 8) | frame[13];
-  return (
-    (type === 0x0800 && frame.length < ETH_HLEN + 20) ||
-    (type === 0x86dd && frame.length < ETH_HLEN + 40)
-  );
 }
 
 await describeKernel('filter rules against libpcap', () => {
@@ -170,9 +161,7 @@ await describeKernel('filter rules against libpcap', () => {
       oracle.set(expressions[i], r.verdicts);
     });
 
-    lab = new Lab();
-    net = await lab.pair();
-    dp = await Dataplane.open({ dir: `/sys/fs/bpf/${lab.id}`, netns: net.right.netns });
+    ({ lab, net, dp } = await openPairDataplane());
   }, 300_000);
 
   afterAll(async () => {

@@ -26,6 +26,8 @@ import type { Hook } from '../../controller/dataplane/attachment.js';
 import { decide, type Decision } from '../../controller/dataplane/model-decide.js';
 import { ruleSetActions, validateRuleSet } from '../../controller/dataplane/model.js';
 import { Lab, type PairTopology } from '../../netns-lab/lab.js';
+import { openPairDataplane } from '../helpers/pair-dataplane.js';
+import { EINVAL, ETH_HLEN, refusedAtTc } from '../helpers/pipeline-frames.js';
 import { generatePipelinePackets, hexOf } from '../helpers/pipeline-packets.js';
 import {
   SCENARIO_SETS,
@@ -50,21 +52,6 @@ const RETVAL = {
   xdp: { pass: 2, drop: 1 },
   'tc-ingress': { pass: 0, drop: 2 },
 } as const;
-/** BPF_PROG_TEST_RUN refuses shorter frames (EINVAL); runts are left out. */
-const ETH_HLEN = 14;
-const EINVAL = 22;
-
-/**
- * True for a frame the skb test run refuses with EINVAL: untagged IPv4 with fewer than 20 bytes
- * after the Ethernet header, or IPv6 with fewer than 40 (found by trying, Linux 6.18).
- */
-function refusedAtTc(frame: Uint8Array): boolean {
-  const type = (frame[12] << 8) | frame[13];
-  return (
-    (type === 0x0800 && frame.length < ETH_HLEN + 20) ||
-    (type === 0x86dd && frame.length < ETH_HLEN + 40)
-  );
-}
 
 /** What the kernel's counters should have moved by in one round. */
 interface Expected {
@@ -124,9 +111,7 @@ await describeKernel('the pipeline program against the rule-by-rule model', () =
   let dp: Dataplane;
 
   beforeAll(async () => {
-    lab = new Lab();
-    net = await lab.pair();
-    dp = await Dataplane.open({ dir: `/sys/fs/bpf/${lab.id}`, netns: net.right.netns });
+    ({ lab, net, dp } = await openPairDataplane());
   });
 
   afterAll(async () => {

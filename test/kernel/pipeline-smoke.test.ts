@@ -12,8 +12,7 @@ import { bpfObjectPath } from '../../bpf/progs.js';
 import {
   concat,
   ether,
-  ipv4,
-  ipv4Header,
+  ipv4Frame,
   ipv6,
   ipv6FragmentHeader,
   ipv6Header,
@@ -23,6 +22,7 @@ import {
   udpHeader,
   vlanTag,
 } from '../helpers/packets/build.js';
+import { insn } from '../helpers/bpf-insn.js';
 import { describeKernel } from '../helpers/privileges.js';
 
 // pipeline.h, restated here so that this test depends on nothing but the C contract.
@@ -187,17 +187,13 @@ function ip4Frame(
   l4: Uint8Array,
   o: { src?: string; ttl?: number; fragOffset?: number } = {},
 ): Uint8Array {
-  const header = ipv4Header(
-    {
-      proto,
-      src: ipv4(o.src ?? '192.0.2.1'),
-      dst: ipv4('198.51.100.1'),
-      ttl: o.ttl,
-      fragOffset: o.fragOffset,
-    },
-    l4.length,
-  );
-  return concat(ether(M2, M1, 0x0800), header, l4);
+  return ipv4Frame(proto, l4, {
+    ...o,
+    src: o.src ?? '192.0.2.1',
+    dst: '198.51.100.1',
+    dstMac: M2,
+    srcMac: M1,
+  });
 }
 
 const udp53 = concat(udpHeader(40000, 53, 4), new Uint8Array(4));
@@ -212,6 +208,26 @@ const log2 = (n: number): number => 31 - Math.clz32(n);
 function dropUdp(p: Pipeline): void {
   p.configure({ dims: [DIM.proto], rules: [{ action: ACT.drop, stats: 5 }] }, [0]);
   p.map('sl_proto').update(u32(0 * SL_PROTO_SLOTS + 17), u32(1));
+}
+
+/**
+ * Generation 0 with filters: a COUNT rule (stats 1), a DROP rule that needs filter 0 to match
+ * (stats 2) and a PASS rule (stats 3), all allowed by UDP's protocol class.
+ */
+function countThenFilteredDrop(p: Pipeline): void {
+  p.configure(
+    {
+      dims: [DIM.proto],
+      hasFilters: true,
+      rules: [
+        { action: ACT.count, stats: 1 },
+        { action: ACT.drop, stats: 2, flags: SL_RULE_FILTER, filter: 0 },
+        { action: ACT.pass, stats: 3 },
+      ],
+    },
+    [0, 1, 2],
+  );
+  p.map('sl_proto').update(u32(17), u32(1));
 }
 
 await describeKernel('pipeline (smoke)', () => {
@@ -378,19 +394,7 @@ await describeKernel('pipeline (smoke)', () => {
 
   it('treats filters as not matching when the filter bank is missing, counting once', async () => {
     const p = pipeline('xdp');
-    p.configure(
-      {
-        dims: [DIM.proto],
-        hasFilters: true,
-        rules: [
-          { action: ACT.count, stats: 1 },
-          { action: ACT.drop, stats: 2, flags: SL_RULE_FILTER, filter: 0 },
-          { action: ACT.pass, stats: 3 },
-        ],
-      },
-      [0, 1, 2],
-    );
-    p.map('sl_proto').update(u32(17), u32(1));
+    countThenFilteredDrop(p);
     expect(await p.run(UDP)).toBe(XDP_PASS);
     expect(p.events().filterMissing).toBe(1);
     expect([1, 2, 3].map((s) => p.counter('sl_rule_stats', s))).toEqual([1, 0, 1]);
@@ -408,55 +412,35 @@ await describeKernel('pipeline (smoke)', () => {
 
   it('runs a filter bank and resume_xdp through sl_progs, counting each rule once', async () => {
     const p = pipeline('xdp');
-    p.configure(
-      {
-        dims: [DIM.proto],
-        hasFilters: true,
-        rules: [
-          { action: ACT.count, stats: 1 },
-          { action: ACT.drop, stats: 2, flags: SL_RULE_FILTER, filter: 0 },
-          { action: ACT.pass, stats: 3 },
-        ],
-      },
-      [0, 1, 2],
-    );
-    p.map('sl_proto').update(u32(17), u32(1));
-    // A stand-in for the generated bank: filter 0 matches every packet.
-    const ins = (code: number, dst: number, src: number, off: number, imm: number): Buffer => {
-      const b = Buffer.alloc(8);
-      b[0] = code;
-      b[1] = (src << 4) | dst;
-      b.writeInt16LE(off, 2);
-      b.writeInt32LE(imm, 4);
-      return b;
-    };
+    countThenFilteredDrop(p);
     // a prog array takes only programs like its owner, expected attach type included
     const expectedAttachType = p.object
       .programs()
       .find((x) => x.name === 'pipeline_xdp')?.expectedAttachType;
+    // A stand-in for the generated bank: filter 0 matches every packet.
     const bank = loadProgram({
       type: 'xdp',
       name: 'sl_test_bank',
       expectedAttachType,
       insns: Buffer.concat([
-        ins(0xbf, 6, 1, 0, 0), // r6 = ctx
-        ins(0x62, 10, 0, -4, 0), // key 0
-        ins(0xbf, 2, 10, 0, 0),
-        ins(0x07, 2, 0, 0, -4),
-        ins(0x18, 1, 0, 0, 0), // r1 = sl_scratch (insn 4)
-        ins(0, 0, 0, 0, 0),
-        ins(0x85, 0, 0, 0, 1), // map_lookup_elem
-        ins(0x15, 0, 0, 8, 0), // if r0 == 0 goto out
-        ins(0x7a, 0, 0, 0, 1), // fmask = 1
-        ins(0x62, 0, 0, 8, 0), // gen = 0
-        ins(0x62, 0, 0, 12, 1), // done = 1
-        ins(0xbf, 1, 6, 0, 0),
-        ins(0x18, 2, 0, 0, 0), // r2 = sl_progs (insn 12)
-        ins(0, 0, 0, 0, 0),
-        ins(0xb7, 3, 0, 0, 2), // SL_PROG_RESUME
-        ins(0x85, 0, 0, 0, 12), // tail_call
-        ins(0xb7, 0, 0, 0, XDP_PASS), // out
-        ins(0x95, 0, 0, 0, 0),
+        insn(0xbf, 6, 1, 0, 0), // r6 = ctx
+        insn(0x62, 10, 0, -4, 0), // key 0
+        insn(0xbf, 2, 10, 0, 0),
+        insn(0x07, 2, 0, 0, -4),
+        insn(0x18, 1, 0, 0, 0), // r1 = sl_scratch (insn 4)
+        insn(0, 0, 0, 0, 0),
+        insn(0x85, 0, 0, 0, 1), // map_lookup_elem
+        insn(0x15, 0, 0, 8, 0), // if r0 == 0 goto out
+        insn(0x7a, 0, 0, 0, 1), // fmask = 1
+        insn(0x62, 0, 0, 8, 0), // gen = 0
+        insn(0x62, 0, 0, 12, 1), // done = 1
+        insn(0xbf, 1, 6, 0, 0),
+        insn(0x18, 2, 0, 0, 0), // r2 = sl_progs (insn 12)
+        insn(0, 0, 0, 0, 0),
+        insn(0xb7, 3, 0, 0, 2), // SL_PROG_RESUME
+        insn(0x85, 0, 0, 0, 12), // tail_call
+        insn(0xb7, 0, 0, 0, XDP_PASS), // out
+        insn(0x95, 0, 0, 0, 0),
       ]),
       relocations: [
         { insnIndex: 4, map: p.map('sl_scratch') },

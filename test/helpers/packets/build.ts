@@ -139,6 +139,28 @@ export function ipv4Header(o: Ipv4Options, payloadLength: number): Uint8Array {
   return h;
 }
 
+/** What ipv4Frame puts around its L4 bytes; the MACs default to 02:00:00:00:00:02 from 02:00:00:00:00:01. */
+export interface Ipv4FrameOptions {
+  src: string;
+  dst: string;
+  ttl?: number;
+  fragOffset?: number; // in 8-byte units
+  dstMac?: Uint8Array;
+  srcMac?: Uint8Array;
+}
+
+/** An untagged Ethernet + IPv4 frame (no FCS) carrying `l4` as protocol `proto`. */
+export function ipv4Frame(proto: number, l4: Uint8Array, o: Ipv4FrameOptions): Uint8Array {
+  return concat(
+    ether(o.dstMac ?? mac('02:00:00:00:00:02'), o.srcMac ?? mac('02:00:00:00:00:01'), 0x0800),
+    ipv4Header(
+      { proto, src: ipv4(o.src), dst: ipv4(o.dst), ttl: o.ttl, fragOffset: o.fragOffset },
+      l4.length,
+    ),
+    l4,
+  );
+}
+
 /** Fixed IPv6 header. */
 export function ipv6Header(
   o: {

@@ -27,18 +27,11 @@ import {
   hexOf,
   type PipelinePacket,
 } from '../../helpers/pipeline-packets.js';
+import { SCENARIO_FILTERS, SCENARIO_SETS } from '../../helpers/pipeline-rules.js';
 
-const SET_NAMES = ['s0', 's1', 's2', 's3'];
-const FILTERS = [
-  'udp',
-  'tcp dst port 80',
-  'vlan',
-  'ip[8] > 64',
-  'icmp6',
-  'ip6 and tcp',
-  'tcp[tcpflags] & tcp-syn != 0',
-  'not arp',
-];
+const SET_NAMES = SCENARIO_SETS;
+/** The scenario filters but the two that match on addresses and lengths. */
+const FILTERS = SCENARIO_FILTERS.slice(0, 8);
 const CORPUS: readonly PipelinePacket[] = generatePipelinePackets({
   seed: 0x5eed_0001,
   count: 4000,
