@@ -268,6 +268,32 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
 }
 
 /**
+ * Fills `table[value]` with a class for each value some rule names exactly (a protocol, a VLAN
+ * id): the unconstrained rules plus the rules naming that value. Other slots keep what they hold.
+ */
+function exactValueClasses(
+  table: Uint32Array,
+  rules: readonly Rule[],
+  pick: (rule: Rule) => number | undefined,
+  unconstrained: Uint32Array,
+  pool: ClassPool,
+): void {
+  const byValue = new Map<number, number[]>();
+  rules.forEach((rule, pos) => {
+    const value = pick(rule);
+    if (value === undefined) return;
+    const list = byValue.get(value);
+    if (list) list.push(pos);
+    else byValue.set(value, [pos]);
+  });
+  for (const [value, positions] of [...byValue].sort((a, b) => a[0] - b[0])) {
+    const vec = unconstrained.slice();
+    for (const pos of positions) setBit(vec, pos);
+    table[value] = pool.intern(vec);
+  }
+}
+
+/**
  * Compiles rules (in position order: validateRuleSet's `rules`) into one generation's
  * classification tables, exactly as pipeline.h describes them. Every table is filled, also for
  * dimensions no rule constrains (with the absent class, which is then class 0: every rule), so
@@ -394,20 +420,7 @@ export function compileClassifier(
 
   // SL_DIM_PROTO: one class per protocol a rule names; 256 (not IP) and the rest are absent.
   const proto = new Uint32Array(SL_PROTO_SLOTS).fill(absent[PROTO]);
-  {
-    const byProto = new Map<number, number[]>();
-    rules.forEach((rule, pos) => {
-      if (rule.proto === undefined) return;
-      const list = byProto.get(rule.proto);
-      if (list) list.push(pos);
-      else byProto.set(rule.proto, [pos]);
-    });
-    for (const [p, positions] of [...byProto].sort((a, b) => a[0] - b[0])) {
-      const vec = unconstrained[PROTO].slice();
-      for (const pos of positions) setBit(vec, pos);
-      proto[p] = pool.intern(vec);
-    }
-  }
+  exactValueClasses(proto, rules, (rule) => rule.proto, unconstrained[PROTO], pool);
 
   // SL_DIM_SPORT, SL_DIM_DPORT: elementary intervals of the port ranges.
   const ports: [Uint32Array, Uint32Array] = [new Uint32Array(65536), new Uint32Array(65536)];
@@ -436,20 +449,7 @@ export function compileClassifier(
 
   // SL_DIM_VLAN: one class per VLAN id a rule names; untagged (4096) and the rest are absent.
   const vlan = new Uint32Array(SL_VLAN_SLOTS).fill(absent[VLAN]);
-  {
-    const byVid = new Map<number, number[]>();
-    rules.forEach((rule, pos) => {
-      if (rule.vlan === undefined) return;
-      const list = byVid.get(rule.vlan);
-      if (list) list.push(pos);
-      else byVid.set(rule.vlan, [pos]);
-    });
-    for (const [vid, positions] of [...byVid].sort((a, b) => a[0] - b[0])) {
-      const vec = unconstrained[VLAN].slice();
-      for (const pos of positions) setBit(vec, pos);
-      vlan[vid] = pool.intern(vec);
-    }
-  }
+  exactValueClasses(vlan, rules, (rule) => rule.vlan, unconstrained[VLAN], pool);
 
   // SL_DIM_FLAGS: each of the 256 flag bytes against each distinct (set, unset) pair.
   const flags = new Uint32Array(SL_FLAGS_SLOTS).fill(absent[FLAGS]);
