@@ -35,11 +35,25 @@
  *     nrules / 64, and few when rules are not spread evenly over every class), and the
  *     candidates tried (at most SL_MAX_STEPS). The size of the sets does not matter.
  *     When the lowest candidate of the first word decides by itself (not COUNT, no
- *     filter), it is tried without entering bpf_loop (sl_first_decides).
+ *     filter, or a filter whose bit of a known mask is set), or is a filter rule with the
+ *     mask unknown, it is tried without entering bpf_loop (sl_first_decides); sl_gather
+ *     ANDs word 0 as it reads the summaries, so a rule set of up to 64 rules needs no
+ *     second pass over the vectors for it. Before all that, sl_fast (inlined in sl_run, no
+ *     global-function call) settles the same first step for a generation of at most 64
+ *     rules that uses array dimensions only (PROTO, SPORT, DPORT, ICMP, VLAN, FLAGS): it
+ *     ANDs word 0 of those dimensions' vectors and tries up to SL_FAST_STEPS candidates
+ *     (COUNT rules, counted only once it settles the walk, then one that decides, needs
+ *     the filter bank or ends the walk); anything it cannot settle goes, uncounted, to
+ *     sl_classify.
  *  3. A candidate with SL_RULE_FILTER needs the filter mask. pipeline_* stops at the first
  *     such candidate and tail-calls the generation's filter bank (sl_progs[gen]), which
  *     stores the mask in sl_scratch and tail-calls resume_* (sl_progs[SL_PROG_RESUME]);
- *     resume_* parses and classifies again with the mask known. If the tail call fails,
+ *     resume_* classifies again with the mask known. pipeline_* leaves its parse in
+ *     sl_stash first (the packet is the same), so resume_* does not parse again; and when
+ *     the filter candidate was the lowest one (the common case: one expression rule), the
+ *     bank's bit for it decides (or, with no other candidate, ends the walk) without a
+ *     second classification. The tail calls use constant keys, which the JIT turns into
+ *     direct jumps. If the tail call fails,
  *     SL_EV_FILTER_MISSING is counted and the walk starts again with every filter not
  *     matching. COUNT rules tried before that first filter candidate are counted by the
  *     first walk only (resume_* and the restart replay the same candidates and count from
@@ -53,7 +67,8 @@
  *     A counted rule (a COUNT that matched, or the deciding rule) adds the frame to
  *     sl_rule_stats[rule.stats], with last_ns from bpf_ktime_get_coarse_ns()
  *     (CLOCK_MONOTONIC at jiffy resolution): the precise clock costs 10-50 ns a call,
- *     more than the rest of a hit.
+ *     more than the rest of a hit. The coarse clock is read at most once per jiffy per CPU
+ *     (sl_coarse_ns caches it in sl_stash, keyed by the inlined bpf_jiffies64()).
  *  5. RATELIMIT: a token bucket (rate per second and burst depth in packets or bits) per
  *     rule limiter, or per source address with SL_LIMIT_PER_SOURCE. Tokens are kept in
  *     unit-nanoseconds (1 packet or bit = 1e9), refilled by elapsed_ns * rate and capped
@@ -99,15 +114,20 @@
  *   sl_src_buckets        {limiter, family, source} -> struct sl_src_bucket (LRU);
  *                         program -> program
  *   sl_scratch            per CPU: filter mask, gen, done; filter bank -> resume_*
+ *   sl_stash              per CPU, private to this file (not in pipeline.h: user space
+ *                         only pins it): pipeline_*'s parse and first filter candidate
+ *                         -> resume_*; the coarse clock cache
  *   sl_dev_stats, sl_rule_stats, sl_limit_stats, sl_events, sl_hist
  *                         per-CPU counters; program -> user space (counters.ts)
  *
  * Code shaped by the verifier:
  *  - Parsing (sl_parse_xdp, sl_parse_tc) and classification (sl_classify) are global
- *    functions. The verifier checks a global function once, on its own, and its caller
- *    sees only unknown scalars in what it returns; inlined, every parse outcome (family,
- *    L4 kind, fragment, ...) would be a separate path through the classifier, and every
- *    classifier path a separate path through the rest. The three frames that are live at
+ *    functions (sl_fast, the array-only first step, is inlined: one branch per array
+ *    dimension on unknown scalars, then one rule lookup, adds few states). The verifier
+ *    checks a global function once, on its own, and its caller sees only unknown scalars
+ *    in what it returns; inlined, every parse outcome (family, L4 kind, fragment, ...)
+ *    would be a separate path through the classifier, and every classifier path a
+ *    separate path through the rest. The three frames that are live at
  *    once (sl_run, sl_classify, the walk callback) share the 512-byte stack, so the
  *    rate limiter and the forwarder are separate (static, non-inlined) functions whose
  *    stack is not part of sl_run's frame.
@@ -169,6 +189,10 @@
 #define SL_WALK_DECIDED 2 /* w.pos decides */
 #define SL_WALK_FILTER 3 /* a filter candidate and the mask unknown: call the bank */
 #define SL_WALK_STEP_LIMIT 4 /* SL_MAX_STEPS tried and another candidate left */
+
+/* sl_walk_io.first, stashed in sl_stash.first for resume_* */
+#define SL_FIRST (1U << 0)
+#define SL_FIRST_ALONE (1U << 1)
 
 /* ---- maps ---- */
 
@@ -347,6 +371,30 @@ struct {
 	__type(value, struct sl_scratch);
 } sl_scratch SEC(".maps");
 
+/*
+ * What pipeline_* found before it tail-called the filter bank, so that resume_* need not
+ * parse and classify again: the parse and, when the walk stopped at the lowest candidate, that
+ * candidate. Private to this file (user space and the bank never read it); sl_scratch keeps
+ * the bank's 16 bytes.
+ */
+struct sl_stash {
+	struct sl_pkt pkt;
+	__u32 valid; /* 1 from pipeline_*'s tail call until resume_* takes it */
+	__u32 first; /* SL_FIRST, SL_FIRST_ALONE (sl_walk_io.first) */
+	__u32 first_pos; /* with SL_FIRST: the position of that candidate */
+	__u32 pad;
+	__u64 jiffies; /* sl_coarse_ns()'s cache: coarse_ns was read at this jiffy */
+	__u64 coarse_ns;
+};
+
+/* Per CPU: key 0, value struct sl_stash. pipeline_* -> resume_*. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sl_stash);
+} sl_stash SEC(".maps");
+
 /* Packets and bytes per verdict: key enum sl_verdict. Program -> user space. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -486,6 +534,26 @@ static __always_inline void sl_event(__u32 event)
 		*n += 1;
 }
 
+/*
+ * bpf_ktime_get_coarse_ns(), called at most once per jiffy per CPU: the coarse clock moves
+ * only on a tick, and bpf_jiffies64() is a load (the verifier inlines it) where the clock is
+ * a helper call. The value can lag one tick where the tick bumps jiffies before the clock.
+ */
+static __always_inline __u64 sl_coarse_ns(void)
+{
+	__u32 zero = 0;
+	struct sl_stash *st = bpf_map_lookup_elem(&sl_stash, &zero);
+	__u64 now = bpf_jiffies64();
+
+	if (!st)
+		return bpf_ktime_get_coarse_ns();
+	if (st->jiffies != now) {
+		st->coarse_ns = bpf_ktime_get_coarse_ns();
+		st->jiffies = now;
+	}
+	return st->coarse_ns;
+}
+
 static __always_inline void sl_count_rule(__u32 stats, __u64 len)
 {
 	struct sl_rule_counter *c = bpf_map_lookup_elem(&sl_rule_stats, &stats);
@@ -495,7 +563,7 @@ static __always_inline void sl_count_rule(__u32 stats, __u64 len)
 		c->bytes += len;
 		/* the coarse clock (CLOCK_MONOTONIC at jiffy resolution) costs a load; the
 		 * precise one costs 10-50 ns a call, more than the rest of a hit */
-		c->last_ns = bpf_ktime_get_coarse_ns();
+		c->last_ns = sl_coarse_ns();
 	}
 }
 
@@ -582,6 +650,7 @@ static __always_inline __u64 sl_positions_summary(__u64 nrules)
 struct sl_walk {
 	const struct sl_vec *vec[SL_DIMS]; /* per dimension; unused ones point at class 0 */
 	__u64 summary; /* word indexes not visited yet */
+	__u64 word0; /* sl_gather: the AND of word 0 over the used dimensions (nrules aside) */
 	__u64 word; /* candidates left in the current word */
 	__u64 fmask; /* filter mask, when known */
 	__u64 len; /* frame length, for COUNT rules */
@@ -595,7 +664,7 @@ struct sl_walk {
 	__u32 state; /* SL_WALK_* */
 	__u32 known; /* fmask is valid */
 	__u32 counting; /* COUNT rules are counted (resume_*: from the first filter candidate) */
-	__u32 pad;
+	__u32 alone; /* sl_first_decides: the filter candidate it stopped at is the only one */
 };
 
 /*
@@ -611,7 +680,11 @@ struct sl_walk_io {
 			 * filter candidate: a replay of a walk that counted them already) */
 	__u32 steps; /* in: 0 (read by the global function, so unknown to the verifier) */
 	__u32 state; /* out: SL_WALK_* (SL_WALK_RUN: the loop ran out, as END) */
-	__u32 pos; /* out: the deciding position, with SL_WALK_DECIDED */
+	__u32 pos; /* out: the deciding position, with SL_WALK_DECIDED; with SL_WALK_FILTER and
+		    * first, the filter candidate's */
+	__u32 first; /* out: SL_FIRST (SL_WALK_FILTER at the lowest candidate, before any
+		      * step), SL_FIRST_ALONE (and no other candidate) */
+	__u32 pad;
 };
 
 /* word w's positions below nrules: all but in the word nrules cuts. Branch-free. */
@@ -720,15 +793,40 @@ static __always_inline int sl_first_decides(struct sl_walk *s)
 {
 	__u32 w = sl_ctz(s->summary) & (SL_WORDS - 1), pos, key;
 	const struct sl_rule *rule;
-	__u64 word = sl_word(s, w);
+	__u64 word;
+
+	/* word 0 (every rule set of up to 64 rules) was ANDed by sl_gather, on the cache
+	 * lines it read anyway */
+	if (s->summary & 1)
+		word = s->word0 & sl_tail(s, 0);
+	else
+		word = sl_word(s, w);
 
 	if (!word)
 		return 0;
 	pos = (w * 64 + sl_ctz(word)) & (SL_MAX_RULES - 1);
 	key = s->gen * SL_MAX_RULES + pos;
 	rule = bpf_map_lookup_elem(&sl_rules, &key);
-	if (!rule || (rule->flags & SL_RULE_FILTER) || rule->action == SL_ACT_COUNT)
+	if (!rule || rule->action == SL_ACT_COUNT)
 		return 0;
+	if (rule->flags & SL_RULE_FILTER) {
+		if (!s->known) {
+			/* the walk would stop here too, before any step; alone: no other
+			 * candidate, so a miss ends the walk */
+			s->pos = pos;
+			s->alone = !(word & (word - 1)) && !(s->summary & (s->summary - 1));
+			s->state = SL_WALK_FILTER;
+			return 1;
+		}
+		if (!((s->fmask >> (rule->filter & 63)) & 1)) {
+			/* a miss that leaves no candidate ends the walk as it would (one step
+			 * of SL_MAX_STEPS); any other candidate: the full walk from the start */
+			if ((word & (word - 1)) || (s->summary & (s->summary - 1)))
+				return 0;
+			s->state = SL_WALK_END;
+			return 1;
+		}
+	}
 	s->pos = pos;
 	s->state = SL_WALK_DECIDED;
 	return 1;
@@ -831,7 +929,7 @@ static __always_inline __u64 sl_gather(struct sl_walk *w, const struct sl_gen_cf
 {
 	__u32 gen = w->gen, dims = w->dims, cls;
 	const struct sl_vec *any = sl_vec_of(gen, 0), *v;
-	__u64 summary = sl_positions_summary(cfg->nrules);
+	__u64 summary = sl_positions_summary(cfg->nrules), word0 = ~0ULL;
 
 	if (!any)
 		return 0;
@@ -847,6 +945,7 @@ static __always_inline __u64 sl_gather(struct sl_walk *w, const struct sl_gen_cf
 				return 0;           \
 			w->vec[d] = v;              \
 			summary &= v->summary;      \
+			word0 &= v->words[0];       \
 		}                                   \
 	} while (0)
 
@@ -887,7 +986,131 @@ static __always_inline __u64 sl_gather(struct sl_walk *w, const struct sl_gen_cf
 		SL_GATHER(SL_DIM_DSET, cfg->absent[SL_DIM_DSET]);
 	}
 #undef SL_GATHER
+	w->word0 = word0;
 	return summary;
+}
+
+/* Candidates sl_fast tries (COUNT rules, then the one that settles the walk). */
+#define SL_FAST_STEPS 4
+
+/* Counts the COUNT rule at the lowest position in seen, if any; returns the rest. */
+static __always_inline __u64 sl_fast_count(__u32 gen, __u64 seen, __u64 len)
+{
+	__u32 key = gen * SL_MAX_RULES + (sl_ctz(seen) & 63);
+	const struct sl_rule *rule;
+
+	if (!seen)
+		return 0;
+	rule = bpf_map_lookup_elem(&sl_rules, &key);
+	if (rule)
+		sl_count_rule(rule->stats, len);
+	return seen & (seen - 1);
+}
+
+/* The dimensions whose lookup is an array index (inlined by the verifier). */
+#define SL_ARRAY_DIMS                                                                      \
+	((1U << SL_DIM_PROTO) | (1U << SL_DIM_SPORT) | (1U << SL_DIM_DPORT) |             \
+	 (1U << SL_DIM_ICMP) | (1U << SL_DIM_VLAN) | (1U << SL_DIM_FLAGS))
+
+/*
+ * The common case without sl_classify() (a global function call, its state set up, and all
+ * ten dimensions gathered): at most 64 rules, array dimensions only, and the lowest
+ * candidate settles the walk at its first step as sl_first_decides() would: it decides
+ * (not COUNT; a filter whose bit of a known mask is set), it is a filter rule and the
+ * mask unknown (SL_WALK_FILTER, with io->first), it is a filter miss with no other
+ * candidate (SL_WALK_END), or there is no candidate (SL_WALK_END). Word 0 is then the only
+ * word, so the summaries are not needed. Anything else leaves io->state SL_WALK_RUN for
+ * sl_classify(). Inlined into sl_run: its branches are few (one per array dimension) and
+ * on unknown scalars, so they add few verifier states.
+ */
+static __always_inline void sl_fast(const struct sl_gen_cfg *cfg, __u32 gen,
+				    const struct sl_pkt *pkt, struct sl_walk_io *io)
+{
+	__u32 dims = cfg->dims, nrules = cfg->nrules, p, key;
+	const struct sl_rule *rule;
+	const struct sl_vec *v;
+	__u64 word, seen = 0;
+
+	if ((dims & ~SL_ARRAY_DIMS) || nrules > 64)
+		return;
+	word = nrules == 64 ? ~0ULL : (1ULL << (nrules & 63)) - 1;
+
+#define SL_FAST_DIM(d, expr)                             \
+	do {                                             \
+		if (dims & (1U << (d))) {                \
+			v = sl_vec_of(gen, (expr));      \
+			if (!v)                          \
+				return;                  \
+			word &= v->words[0];             \
+		}                                        \
+	} while (0)
+
+	SL_FAST_DIM(SL_DIM_PROTO, sl_slot_class(&sl_proto, gen * SL_PROTO_SLOTS, pkt->proto_slot,
+						cfg->absent[SL_DIM_PROTO]));
+	SL_FAST_DIM(SL_DIM_SPORT, sl_slot_class(&sl_ports, (gen * 2) * 65536, pkt->sport_slot,
+						cfg->absent[SL_DIM_SPORT]));
+	SL_FAST_DIM(SL_DIM_DPORT, sl_slot_class(&sl_ports, (gen * 2 + 1) * 65536, pkt->dport_slot,
+						cfg->absent[SL_DIM_DPORT]));
+	SL_FAST_DIM(SL_DIM_ICMP, sl_slot_class(&sl_icmp, (gen * 2) * 65536, pkt->icmp_slot,
+					       cfg->absent[SL_DIM_ICMP]));
+	SL_FAST_DIM(SL_DIM_VLAN, sl_slot_class(&sl_vlan, gen * SL_VLAN_SLOTS, pkt->vid,
+					       cfg->absent[SL_DIM_VLAN]));
+	SL_FAST_DIM(SL_DIM_FLAGS, sl_slot_class(&sl_flags, gen * SL_FLAGS_SLOTS, pkt->flags_slot,
+						cfg->absent[SL_DIM_FLAGS]));
+#undef SL_FAST_DIM
+
+	/* COUNT candidates before the first other one are passed over (seen) and counted
+	 * only once sl_fast settles the walk: when it leaves the walk to sl_classify, that
+	 * walk counts them */
+#pragma unroll
+	for (int i = 0; i < SL_FAST_STEPS; i++) {
+		if (!word) {
+			io->state = SL_WALK_END;
+			goto settled;
+		}
+		p = sl_ctz(word) & 63;
+		key = gen * SL_MAX_RULES + p;
+		rule = bpf_map_lookup_elem(&sl_rules, &key);
+		if (!rule)
+			return;
+		if (rule->action == SL_ACT_COUNT && !(rule->flags & SL_RULE_FILTER)) {
+			seen |= word & -word;
+			word &= word - 1;
+			continue;
+		}
+		word &= word - 1;
+		if (rule->flags & SL_RULE_FILTER) {
+			/* word 0 is the only word: alone when no bit is left after this one */
+			if (rule->action == SL_ACT_COUNT)
+				return;
+			if (!io->known) {
+				io->pos = p;
+				if (!i)
+					io->first = SL_FIRST | (word ? 0 : SL_FIRST_ALONE);
+				io->state = SL_WALK_FILTER;
+				goto settled;
+			}
+			if (!((io->fmask >> (rule->filter & 63)) & 1)) {
+				if (word)
+					return;
+				io->state = SL_WALK_END;
+				goto settled;
+			}
+		}
+		io->pos = p;
+		io->state = SL_WALK_DECIDED;
+		goto settled;
+	}
+	return;
+settled:
+	if (!io->counting)
+		return;
+	/* the COUNT rules passed over: at most SL_FAST_STEPS - 1 bits (written out: clang
+	 * would not unroll a loop here) */
+	_Static_assert(SL_FAST_STEPS == 4, "sl_fast counts up to 3 passed-over rules");
+	seen = sl_fast_count(gen, seen, io->len);
+	seen = sl_fast_count(gen, seen, io->len);
+	sl_fast_count(gen, seen, io->len);
 }
 
 /*
@@ -914,6 +1137,7 @@ __noinline int sl_classify(struct sl_walk_io *io, const struct sl_pkt *pkt)
 	w.base = 0;
 	w.pos = 0;
 	w.state = SL_WALK_RUN;
+	w.alone = 0;
 	w.gen = gen;
 	w.dims = cfg->dims & ((1U << SL_DIMS) - 1);
 	/* nrules is not clamped (a clamp would give the verifier a constant path): a
@@ -932,6 +1156,8 @@ __noinline int sl_classify(struct sl_walk_io *io, const struct sl_pkt *pkt)
 		w.state = SL_WALK_END;
 	} else if (!sl_first_decides(&w)) {
 		bpf_loop(SL_WORDS + SL_MAX_STEPS, sl_walk_step, &w, 0);
+	} else {
+		io->first = SL_FIRST | (w.alone ? SL_FIRST_ALONE : 0);
 	}
 	io->state = w.state;
 	io->pos = w.pos;
@@ -1238,16 +1464,36 @@ static __always_inline __u32 sl_set_verdict(__u32 action)
 	return action == SL_ACT_DROP ? SL_VERDICT_DROP : SL_VERDICT_PASS;
 }
 
+/*
+ * resume_* after pipeline_* stopped at the lowest candidate, a filter rule (sl_stash.first):
+ * the walk's outcome without walking again, or SL_WALK_RUN when it needs the walk. The rule
+ * is looked up again, as the walk would, in case the rule set changed meanwhile.
+ */
+static __always_inline __u32 sl_first_filter(__u32 gen, __u32 first, __u32 pos, __u64 fmask)
+{
+	__u32 key = gen * SL_MAX_RULES + (pos & (SL_MAX_RULES - 1));
+	const struct sl_rule *rule = bpf_map_lookup_elem(&sl_rules, &key);
+
+	if (!(first & SL_FIRST) || !rule || rule->action == SL_ACT_COUNT ||
+	    !(rule->flags & SL_RULE_FILTER))
+		return SL_WALK_RUN;
+	if ((fmask >> (rule->filter & 63)) & 1)
+		return SL_WALK_DECIDED;
+	return first & SL_FIRST_ALONE ? SL_WALK_END : SL_WALK_RUN;
+}
+
 static __always_inline int sl_run(void *ctx, const int hook, const int resume)
 {
 	__u64 len = sl_ctx_len(ctx, hook);
+	struct sl_pkt stack_pkt __attribute__((aligned(8)));
+	struct sl_stash *stash = 0;
 	const struct sl_gen_cfg *cfg;
 	const struct sl_rule *rule;
+	struct sl_pkt *pkt = &stack_pkt;
 	struct sl_walk_io io;
 	struct sl_ctl *ctl;
-	struct sl_pkt pkt;
 	__u32 zero = 0, gen, verdict, key;
-	int ret;
+	int ret, stashed = 0;
 
 	__builtin_memset(&io, 0, sizeof(io));
 	ctl = bpf_map_lookup_elem(&sl_ctl, &zero);
@@ -1258,17 +1504,25 @@ static __always_inline int sl_run(void *ctx, const int hook, const int resume)
 	if (resume) {
 		struct sl_scratch *scratch = bpf_map_lookup_elem(&sl_scratch, &zero);
 
+		stash = bpf_map_lookup_elem(&sl_stash, &zero);
+		if (!stash) /* never: a per-CPU array always has key 0 */
+			return sl_ctx_verdict(SL_VERDICT_PASS, hook);
+		/* resume_* works on the parse pipeline_* stashed before the tail call (the
+		 * packet is the same), or parses into the same place when there is none */
+		pkt = &stash->pkt;
 		if (scratch && scratch->done == 1) {
 			gen = scratch->gen;
 			io.fmask = scratch->fmask;
 			scratch->done = 0;
 			/* pipeline_* counted the COUNT rules before the first filter candidate */
 			io.counting = 0;
+			stashed = stash->valid == 1;
 		} else {
 			/* resume_* without the bank's result: no filter matches */
 			sl_event(SL_EV_FILTER_MISSING);
 		}
 		io.known = 1;
+		stash->valid = 0;
 	}
 	if (gen > 1)
 		return sl_ctx_verdict(SL_VERDICT_PASS, hook); /* not configured: untouched */
@@ -1278,8 +1532,8 @@ static __always_inline int sl_run(void *ctx, const int hook, const int resume)
 	if (!cfg->has_filters)
 		io.known = 1; /* fmask 0: a filter rule without a bank never matches */
 
-	if (sl_ctx_parse(ctx, hook, &pkt) < 0) {
-		sl_event(pkt.status == SL_PARSE_MALFORMED ? SL_EV_MALFORMED : SL_EV_TRUNCATED);
+	if (!stashed && sl_ctx_parse(ctx, hook, pkt) < 0) {
+		sl_event(pkt->status == SL_PARSE_MALFORMED ? SL_EV_MALFORMED : SL_EV_TRUNCATED);
 		verdict = sl_set_verdict(cfg->malformed_action);
 		ret = sl_ctx_verdict(verdict, hook);
 		goto out;
@@ -1287,18 +1541,40 @@ static __always_inline int sl_run(void *ctx, const int hook, const int resume)
 
 	io.gen = gen;
 	io.len = len;
-	sl_classify(&io, &pkt);
-	if (io.state == SL_WALK_FILTER) {
-		bpf_tail_call(ctx, &sl_progs, gen);
+	if (stashed) {
+		/* when the walk's first step decides or ends it, io.pos is that step's */
+		io.pos = stash->first_pos;
+		io.state = sl_first_filter(gen, stash->first, io.pos, io.fmask);
+	}
+	if (io.state == SL_WALK_RUN)
+		sl_fast(cfg, gen, pkt, &io);
+	if (io.state == SL_WALK_RUN)
+		sl_classify(&io, pkt);
+	if (!resume && io.state == SL_WALK_FILTER) {
+		stash = bpf_map_lookup_elem(&sl_stash, &zero);
+		if (stash) {
+			__builtin_memcpy(&stash->pkt, pkt, sizeof(*pkt));
+			stash->first = io.first;
+			stash->first_pos = io.pos;
+			stash->valid = 1;
+		}
+		/* a constant key per call site (bpf_tail_call_static: clang may not merge the
+		 * two calls into one with a variable key) lets the JIT patch in a direct jump */
+		if (gen)
+			bpf_tail_call_static(ctx, &sl_progs, SL_PROG_BANK1);
+		else
+			bpf_tail_call_static(ctx, &sl_progs, SL_PROG_BANK0);
 		/* no bank: every filter counts as not matching. The walk starts again and,
 		 * like resume_*, counts COUNT rules only from the first filter candidate. */
+		if (stash)
+			stash->valid = 0;
 		sl_event(SL_EV_FILTER_MISSING);
 		io.known = 1;
 		io.fmask = 0;
 		io.counting = 0;
 		io.steps = 0;
 		io.state = SL_WALK_RUN;
-		sl_classify(&io, &pkt);
+		sl_classify(&io, pkt);
 	}
 	if (io.state != SL_WALK_DECIDED)
 		goto no_decision;
@@ -1313,13 +1589,13 @@ static __always_inline int sl_run(void *ctx, const int hook, const int resume)
 		verdict = SL_VERDICT_DROP;
 		break;
 	case SL_ACT_RATELIMIT:
-		verdict = sl_limit(rule->limiter, &pkt, len) ? SL_VERDICT_PASS : SL_VERDICT_DROP;
+		verdict = sl_limit(rule->limiter, pkt, len) ? SL_VERDICT_PASS : SL_VERDICT_DROP;
 		break;
 	case SL_ACT_REDIRECT:
 		if (hook == SL_HOOK_TC)
-			ret = sl_forward_tc(ctx, &pkt, rule, &verdict);
+			ret = sl_forward_tc(ctx, pkt, rule, &verdict);
 		else
-			ret = sl_forward_xdp(ctx, &pkt, rule, &verdict);
+			ret = sl_forward_xdp(ctx, pkt, rule, &verdict);
 		goto out;
 	default:
 		verdict = SL_VERDICT_PASS;

@@ -55,7 +55,8 @@
  *               sl_progs (prog array, SL_PROG_SLOTS)
  *   state       sl_buckets[SL_MAX_LIMITERS], sl_src_buckets (LRU hash of struct sl_src_key →
  *               struct sl_src_bucket),
- *               sl_scratch (per-CPU, 1)
+ *               sl_scratch (per-CPU, 1), sl_stash (per-CPU, 1: the parse the pipeline hands to
+ *               resume_* across the filter bank; private to the C program, user space only pins it)
  *   counters    per-CPU arrays: sl_dev_stats[SL_VERDICTS] (struct sl_counter),
  *               sl_rule_stats[SL_MAX_RULES] (struct sl_rule_counter, by sl_rule.stats),
  *               sl_limit_stats[SL_MAX_LIMITERS], sl_events[SL_EVENTS] (u64),
