@@ -19,6 +19,7 @@ import {
   type BpfObject,
   type BpfProgram,
 } from '../../bpf/index.js';
+import { SyscallError } from '../../bpf/errors.js';
 import { bpfObjectPath } from '../../bpf/progs.js';
 import {
   SIZE,
@@ -220,8 +221,17 @@ export class Attachment {
    */
   attach(mode: XdpAttachMode = 'native'): void {
     if (this.link) {
-      this.link.update(this.main);
-      return;
+      try {
+        this.link.update(this.main);
+        return;
+      } catch (error: unknown) {
+        // A link whose device went away is defunct (ENOLINK): drop it and attach anew below,
+        // which fails with DeviceNotFoundError while the device is still missing.
+        if (!(error instanceof SyscallError) || error.code !== 'ENOLINK') throw error;
+        this.link.close();
+        this.link = null;
+        unpin(join(this.dir, 'link'));
+      }
     }
     const { device, hook } = this.key;
     const link =

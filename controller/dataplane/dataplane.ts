@@ -82,6 +82,7 @@ export class Dataplane {
   #heldMasks: number[] = [];
   /** Per set, the fingerprint of the prefix text last applied; changed sets lose theirs. */
   readonly #setFingerprints = new Map<string, string>();
+  readonly #adoptProblems: { attachment: string; error: unknown }[] = [];
 
   private constructor(
     readonly dir: string,
@@ -103,10 +104,22 @@ export class Dataplane {
       const key = parseKeyName(name);
       if (!key) continue;
       const att = Attachment.load({ ...key, netns: options.netns }, join(dir, 'att', name), dir);
-      if (att.attached) att.attach();
       dp.#attachments.set(name, att);
+      if (!att.attached) continue;
+      try {
+        att.attach();
+      } catch (error: unknown) {
+        // Its device is gone (or refuses the new program): the pins and counters stay, and
+        // the next apply() naming the device attaches it again.
+        dp.#adoptProblems.push({ attachment: name, error });
+      }
     }
     return dp;
+  }
+
+  /** Attachments open() found pinned but could not run this build's program on, and why. */
+  get adoptProblems(): readonly { attachment: string; error: unknown }[] {
+    return this.#adoptProblems;
   }
 
   /** Attachments held now, by "device@hook". */
