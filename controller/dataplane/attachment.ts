@@ -7,11 +7,9 @@ import {
   attachTc,
   attachXdp,
   createMap,
-  ifindexOf,
   isPinned,
   openObject,
   openPinned,
-  possibleCpus,
   unpin,
   withNetns,
   type BpfLink,
@@ -24,18 +22,13 @@ import { bpfObjectPath } from '../../bpf/progs.js';
 import {
   SIZE,
   SL_ACT,
-  SL_DIM,
-  SL_FLAGS_SLOTS,
   SL_MAX_CLASSES,
   SL_MAX_LIMITERS,
   SL_MAX_REDIRECTS,
   SL_MAX_RULES,
-  SL_PORT_SLOTS,
   SL_PROG_BANK0,
   SL_PROG_BANK1,
   SL_PROG_RESUME,
-  SL_PROTO_SLOTS,
-  SL_VLAN_SLOTS,
   SL_LIMIT_BITS,
   SL_LIMIT_PER_SOURCE,
   SL_RULE_FILTER,
@@ -106,11 +99,6 @@ interface Shadow {
 }
 
 type ArrayName = 'proto' | 'sport' | 'dport' | 'icmp4' | 'icmp6' | 'vlan' | 'flags';
-
-/** A stable identity of a rule, kept across generations: its counters follow it. */
-export function ruleIdentity(rule: Rule): string {
-  return rule.id;
-}
 
 /**
  * A pipeline attached to one device and hook. Created by Attachment.create or adopted from its pin
@@ -261,16 +249,15 @@ export class Attachment {
   ): Promise<void> {
     const next: Gen = this.#gen === 0 ? 1 : 0;
     const rules = tables.positions.map((p) => p.rule);
-    const keepStats = new Set(rules.map(ruleIdentity));
+    const keepStats = new Set(rules.map((r) => r.id));
     const newStats = this.#assign(this.#statSlots, keepStats, SL_MAX_RULES, 'rules');
     const limited = rules.filter((r) => r.action === 'ratelimit');
     const newLimits = this.#assign(
       this.#limitSlots,
-      new Set(limited.map(ruleIdentity)),
+      new Set(limited.map((r) => r.id)),
       SL_MAX_LIMITERS,
       'rate limits',
     );
-    const cpus = possibleCpus();
     for (const id of newStats) {
       const slot = this.#statSlots.get(id)!;
       this.maps.sl_rule_stats.update(u32(slot), Buffer.alloc(SIZE.ruleCounter));
@@ -282,13 +269,12 @@ export class Attachment {
       this.maps.sl_buckets.update(u32(slot), Buffer.alloc(SIZE.bucket));
       this.limitIds.update(u32(slot), idValue(id));
     }
-    void cpus;
     for (const rule of limited) {
       const limit = rule.limit!;
       const flags =
         (limit.unit === 'bits' ? SL_LIMIT_BITS : 0) | (limit.perSource ? SL_LIMIT_PER_SOURCE : 0);
       this.maps.sl_limiters.update(
-        u32(this.#limitSlots.get(ruleIdentity(rule))!),
+        u32(this.#limitSlots.get(rule.id)!),
         encodeLimiter({ rate: BigInt(limit.rate), burst: BigInt(limit.burst), flags }),
       );
     }
@@ -312,8 +298,8 @@ export class Attachment {
         {
           action: SL_ACT[rule.action],
           flags: filterBit === undefined ? 0 : SL_RULE_FILTER,
-          stats: this.#statSlots.get(ruleIdentity(rule))!,
-          limiter: rule.action === 'ratelimit' ? this.#limitSlots.get(ruleIdentity(rule))! : 0,
+          stats: this.#statSlots.get(rule.id)!,
+          limiter: rule.action === 'ratelimit' ? this.#limitSlots.get(rule.id)! : 0,
           filter: filterBit ?? 0,
           redirect,
           ifindex,
@@ -378,7 +364,7 @@ export class Attachment {
         this.#statSlots.delete(id);
       }
     }
-    const keepLimits = new Set(limited.map(ruleIdentity));
+    const keepLimits = new Set(limited.map((r) => r.id));
     for (const id of [...this.#limitSlots.keys()]) {
       if (!keepLimits.has(id)) {
         this.limitIds.update(u32(this.#limitSlots.get(id)!), Buffer.alloc(ID_BYTES));
@@ -555,11 +541,6 @@ export class Attachment {
         Object.entries(arrays).map(([k, v]) => [k, Uint32Array.from(v)]),
       ) as Record<ArrayName, Uint32Array>,
     };
-    void SL_DIM;
-    void SL_PORT_SLOTS;
-    void SL_PROTO_SLOTS;
-    void SL_VLAN_SLOTS;
-    void SL_FLAGS_SLOTS;
   }
 
   #trieOf(hexKey: string): BpfMap {
@@ -570,19 +551,16 @@ export class Attachment {
   #readTrieKeys(gen: Gen): Map<string, number> {
     const out = new Map<string, number>();
     for (const map of [this.maps.sl_pfx4, this.maps.sl_pfx6]) {
-      for (const [key, value] of map.entries()) {
-        if (key[4] === gen) out.set(key.toString('hex'), -1); // unknown: rewrite
-        void value;
-      }
+      // Class -1 matches no new entry, so every key of this generation is rewritten or deleted.
+      for (const key of map.keys()) if (key[4] === gen) out.set(key.toString('hex'), -1);
     }
     return out;
   }
 
   #readSetclsKeys(gen: Gen): Map<string, number> {
     const out = new Map<string, number>();
-    for (const [key] of this.maps.sl_setcls.entries()) {
+    for (const key of this.maps.sl_setcls.keys())
       if (key[0] === gen) out.set(key.toString('hex'), -1);
-    }
     return out;
   }
 
@@ -663,5 +641,3 @@ function loadObjectWith(path: string, adjust: (object: BpfObject) => void): BpfO
     throw error;
   }
 }
-
-export { ifindexOf };

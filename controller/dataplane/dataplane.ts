@@ -1,9 +1,9 @@
 // The data plane of one sluice instance: prefix sets and per-device pipelines, adopted from bpffs on
 // open, changed only through apply() and the incremental set calls, read back through counters().
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { ensureBpffs, ifindexOf } from '../../bpf/index.js';
+import { ensureBpffs, ifindexOf, unpin } from '../../bpf/index.js';
 import { Attachment, type AttachmentKey, type Hook, type XdpAttachMode } from './attachment.js';
 import { compileClassifier, type ClassifierTables } from './classify.js';
 import { readCounters, type AttachmentCounters } from './counters.js';
@@ -172,8 +172,6 @@ export class Dataplane {
       for (const att of this.#attachments.values()) att.destroy();
       this.#attachments.clear();
       this.sets.close();
-      const { rmSync } = await import('node:fs');
-      const { unpin } = await import('../../bpf/index.js');
       for (const name of SetStore.pins) {
         try {
           unpin(join(this.dir, name));
@@ -206,16 +204,18 @@ export class Dataplane {
     }
     this.#setFingerprints.delete(name);
     const pending = this.sets.planChange(name, keys, on);
-    await this.#learnMasks(pending);
+    await this.#learnMasks();
     const n = await this.sets.flush(pending);
     this.#heldMasks = this.sets.masks();
     return n;
   }
 
-  /** Rewrites rule sets whose classifiers lack a mask the pending writes introduce. */
-  async #learnMasks(pending: PendingWrites): Promise<void> {
+  /**
+   * Rewrites the rule sets when planned set writes introduce a mask their classifiers lack
+   * (masks() already counts planned values; the tries still hold #heldMasks until the flush).
+   */
+  async #learnMasks(): Promise<void> {
     const masks = new Set(this.sets.masks());
-    void pending; // masks() already counts the planned values
     const sig = [...masks].sort().join(',');
     if (sig === this.#masksSig) return;
     const list = [...new Set([...masks, ...this.#heldMasks])];

@@ -131,7 +131,6 @@ enum sl_event {
 
 /* sl_rule.flags */
 #define SL_RULE_FILTER (1U << 0) /* also needs bit .filter of the filter mask */
-#define SL_RULE_LIMIT_PER_SOURCE (1U << 1) /* unused here; see sl_limiter.flags */
 
 /* sl_limiter.flags */
 #define SL_LIMIT_BITS (1U << 0) /* rate and burst count bits (bytes * 8), else packets */
