@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import {
   attachTc,
   attachXdp,
-  createMap,
   isPinned,
   openObject,
   openPinned,
@@ -46,6 +45,7 @@ import {
 import type { ClassifierTables } from './classify.js';
 import { DataplaneError } from './errors.js';
 import { loadFilterBank } from './filter-bank.js';
+import { decodeName, encodeName, openNameTable } from './name-table.js';
 import type { Rule } from './model.js';
 
 /** Where a pipeline runs. */
@@ -88,7 +88,6 @@ const SHARED = new Set(['sl_set4', 'sl_set6']);
  * one before the program that reads it is attached, then pinned in its place.
  */
 const NOT_REUSED = new Set(['sl_tx']);
-const ID_BYTES = 64;
 
 /** Per-generation tables as last written, so the next write of that generation sends only differences. */
 interface Shadow {
@@ -177,8 +176,8 @@ export class Attachment {
         object.programs().find((p) => p.name === programs.main)?.expectedAttachType ?? 0;
       maps.sl_progs.setFd(u32(SL_PROG_RESUME), resume);
       for (const name of NOT_REUSED) takeOver(maps[name], join(dir, name), options.netns);
-      const ids = openOrCreateIds(join(dir, 'sl_rule_ids'), SL_MAX_RULES, 'sl_rule_ids');
-      const limitIds = openOrCreateIds(join(dir, 'sl_limit_ids'), SL_MAX_LIMITERS, 'sl_limit_ids');
+      const ids = openNameTable(join(dir, 'sl_rule_ids'), SL_MAX_RULES, 'sl_rule_ids');
+      const limitIds = openNameTable(join(dir, 'sl_limit_ids'), SL_MAX_LIMITERS, 'sl_limit_ids');
       let link: BpfLink | null = null;
       if (isPinned(join(dir, 'link'))) {
         const pinned = openPinned(join(dir, 'link'));
@@ -261,13 +260,13 @@ export class Attachment {
     for (const id of newStats) {
       const slot = this.#statSlots.get(id)!;
       this.maps.sl_rule_stats.update(u32(slot), Buffer.alloc(SIZE.ruleCounter));
-      this.ids.update(u32(slot), idValue(id));
+      this.ids.update(u32(slot), encodeName(id));
     }
     for (const id of newLimits) {
       const slot = this.#limitSlots.get(id)!;
       this.maps.sl_limit_stats.update(u32(slot), Buffer.alloc(SIZE.limiterCounter));
       this.maps.sl_buckets.update(u32(slot), Buffer.alloc(SIZE.bucket));
-      this.limitIds.update(u32(slot), idValue(id));
+      this.limitIds.update(u32(slot), encodeName(id));
     }
     for (const rule of limited) {
       const limit = rule.limit!;
@@ -360,14 +359,14 @@ export class Attachment {
     // Slots of rules that left are free again; a new rule zeroes its slot before it is used.
     for (const id of [...this.#statSlots.keys()]) {
       if (!keepStats.has(id)) {
-        this.ids.update(u32(this.#statSlots.get(id)!), Buffer.alloc(ID_BYTES));
+        this.ids.update(u32(this.#statSlots.get(id)!), encodeName(''));
         this.#statSlots.delete(id);
       }
     }
     const keepLimits = new Set(limited.map((r) => r.id));
     for (const id of [...this.#limitSlots.keys()]) {
       if (!keepLimits.has(id)) {
-        this.limitIds.update(u32(this.#limitSlots.get(id)!), Buffer.alloc(ID_BYTES));
+        this.limitIds.update(u32(this.#limitSlots.get(id)!), encodeName(''));
         this.#limitSlots.delete(id);
       }
     }
@@ -451,7 +450,7 @@ export class Attachment {
       [this.limitIds, this.#limitSlots],
     ] as const) {
       for (const [key, value] of ids.entries()) {
-        const id = (value as Buffer).toString('utf8').replace(/\0.*$/s, '');
+        const id = decodeName(value as Buffer);
         if (id) slots.set(id, key.readUInt32LE(0));
       }
     }
@@ -594,28 +593,6 @@ function takeOver(map: BpfMap, path: string, netns?: string): void {
     unpin(path);
   }
   map.pin(path);
-}
-
-function idValue(id: string): Buffer {
-  const b = Buffer.alloc(ID_BYTES);
-  b.write(id.slice(0, ID_BYTES - 1), 'utf8');
-  return b;
-}
-
-function openOrCreateIds(path: string, entries: number, name: string): BpfMap {
-  if (isPinned(path)) {
-    const pinned = openPinned(path);
-    if (pinned.kind === 'map') return pinned.map;
-  }
-  const map = createMap({
-    type: 'array',
-    keySize: 4,
-    valueSize: ID_BYTES,
-    maxEntries: entries,
-    name,
-  });
-  map.pin(path);
-  return map;
 }
 
 /** Loads pipeline.o with every map pinned: shared sets under the instance, the rest per attachment. */

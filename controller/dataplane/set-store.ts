@@ -1,9 +1,10 @@
 // The shared prefix-set maps (sl_set4, sl_set6): created once per instance, pinned, adopted on restart.
 import { join } from 'node:path';
 
-import { createMap, isPinned, openPinned, type BpfMap } from '../../bpf/index.js';
-import { SL_MAX_SETS } from './abi.js';
-import { DataplaneError, LimitExceededError } from './errors.js';
+import type { BpfMap } from '../../bpf/index.js';
+import { SL_MAX_SETS, u32 } from './abi.js';
+import { LimitExceededError } from './errors.js';
+import { decodeName, encodeName, openNameTable, openOrCreateMap } from './name-table.js';
 import { FamilyIndex, formatKey, type TrieBatch } from './prefix-index.js';
 import type { PrefixKeys } from './prefix-keys.js';
 
@@ -11,7 +12,6 @@ import type { PrefixKeys } from './prefix-keys.js';
 export const SET4_CAPACITY = 4_194_304;
 export const SET6_CAPACITY = 1_048_576;
 const LPM_NO_PREALLOC = 1; // BPF_F_NO_PREALLOC
-const NAME_BYTES = 64;
 const BATCH = 65536;
 
 /** Trie writes computed but not yet sent (flush). */
@@ -43,7 +43,7 @@ export class SetStore {
 
   /** Opens the pinned maps under `dir`, or creates and pins them; reads back what they hold. */
   static async open(dir: string): Promise<SetStore> {
-    const set4 = openOrCreate(join(dir, 'sl_set4'), {
+    const set4 = openOrCreateMap(join(dir, 'sl_set4'), {
       type: 'lpm_trie',
       keySize: 8,
       valueSize: 8,
@@ -51,7 +51,7 @@ export class SetStore {
       flags: LPM_NO_PREALLOC,
       name: 'sl_set4',
     });
-    const set6 = openOrCreate(join(dir, 'sl_set6'), {
+    const set6 = openOrCreateMap(join(dir, 'sl_set6'), {
       type: 'lpm_trie',
       keySize: 20,
       valueSize: 8,
@@ -59,13 +59,7 @@ export class SetStore {
       flags: LPM_NO_PREALLOC,
       name: 'sl_set6',
     });
-    const names = openOrCreate(join(dir, 'sl_set_names'), {
-      type: 'array',
-      keySize: 4,
-      valueSize: NAME_BYTES,
-      maxEntries: SL_MAX_SETS,
-      name: 'sl_set_names',
-    });
+    const names = openNameTable(join(dir, 'sl_set_names'), SL_MAX_SETS, 'sl_set_names');
     const store = new SetStore(set4, set6, names);
     await store.#readBack();
     return store;
@@ -111,9 +105,7 @@ export class SetStore {
         { resource: 'sets', limit: SL_MAX_SETS, count: this.#bits.size + 1 },
       );
     }
-    const value = Buffer.alloc(NAME_BYTES);
-    value.write(name, 'utf8');
-    this.names.update(key32(bit), value);
+    this.names.update(u32(bit), encodeName(name));
     this.#bits.set(name, bit);
     return bit;
   }
@@ -166,7 +158,7 @@ export class SetStore {
   dropSet(name: string): void {
     const bit = this.#bits.get(name);
     if (bit === undefined) return;
-    this.names.update(key32(bit), Buffer.alloc(NAME_BYTES));
+    this.names.update(u32(bit), encodeName(''));
     this.#bits.delete(name);
   }
 
@@ -187,8 +179,7 @@ export class SetStore {
 
   async #readBack(): Promise<void> {
     for (let bit = 0; bit < SL_MAX_SETS; bit++) {
-      const value = this.names.lookup(key32(bit));
-      const name = value ? value.toString('utf8').replace(/\0.*$/s, '') : '';
+      const name = decodeName(this.names.lookup(u32(bit)));
       if (name) this.#bits.set(name, bit);
     }
     // Values are what the kernel holds; own masks come with the next planReplaceAll().
@@ -202,25 +193,6 @@ export class SetStore {
     }
     if (this.#bits.size > 0) this.#adopted = true;
   }
-}
-
-function openOrCreate(path: string, spec: Parameters<typeof createMap>[0]): BpfMap {
-  if (isPinned(path)) {
-    const pinned = openPinned(path);
-    if (pinned.kind !== 'map') {
-      throw new DataplaneError(`open "${path}": a ${pinned.kind} is pinned there`, 'PIN_CONFLICT');
-    }
-    return pinned.map;
-  }
-  const map = createMap(spec);
-  map.pin(path);
-  return map;
-}
-
-function key32(i: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(i);
-  return b;
 }
 
 /** Writes one batch of trie changes: updates, then deletes. Returns the entries changed. */
