@@ -33,6 +33,12 @@ export interface AttachmentSpec {
 export interface DataplaneSpec {
   sets?: readonly SetSpec[];
   attachments?: readonly AttachmentSpec[];
+  /**
+   * Keys ("device@hook") of attachments held now that stay as they are although not in
+   * `attachments`: not detached, not validated, not written (their device is gone for now; their
+   * pins and counters wait for it). Given in `attachments` again, they are written anew.
+   */
+  keep?: readonly string[];
 }
 
 export interface OpenOptions {
@@ -83,6 +89,8 @@ export class Dataplane {
   /** Per set, the fingerprint of the prefix text last applied; changed sets lose theirs. */
   readonly #setFingerprints = new Map<string, string>();
   readonly #adoptProblems: { attachment: string; error: unknown }[] = [];
+  /** Set texts an apply left unread in the tries (they matched the pins); see #loadDeferredSets. */
+  #deferredSets: Map<string, string[]> | undefined;
 
   private constructor(
     readonly dir: string,
@@ -149,9 +157,15 @@ export class Dataplane {
     return this.#serial(() => this.#changeSet(name, prefixKeys(prefixes, name), false));
   }
 
-  /** The prefixes set `name` holds, as text. */
-  setMembers(name: string): string[] {
-    return this.sets.members(name);
+  /**
+   * The prefixes set `name` holds, as text. After a restart whose apply left the tries unread,
+   * the first call reads them back (a second for a million keys).
+   */
+  setMembers(name: string): Promise<string[]> {
+    return this.#serial(async () => {
+      await this.#loadDeferredSets();
+      return this.sets.members(name);
+    });
   }
 
   /** Counters of every attachment, summed over CPUs. */
@@ -190,6 +204,7 @@ export class Dataplane {
   }
 
   async #changeSet(name: string, keys: PrefixKeys, on: boolean): Promise<number> {
+    await this.#loadDeferredSets();
     if (this.sets.needsFullLoad) {
       throw new DataplaneError(
         `change set "${name}": after a restart, apply() the whole desired state once first`,
@@ -205,6 +220,8 @@ export class Dataplane {
     this.#setFingerprints.delete(name);
     const pending = this.sets.planChange(name, keys, on);
     await this.#learnMasks();
+    // The set's text is no longer one whole load: a restart must read the tries back.
+    this.sets.clearFingerprints();
     const n = await this.sets.flush(pending);
     this.#heldMasks = this.sets.masks();
     return n;
@@ -237,15 +254,24 @@ export class Dataplane {
     // Sets whose text is the same as last applied (same fingerprint) are not parsed again.
     const setSpecs = new Map<string, PrefixKeys | 'unchanged'>();
     const fingerprints = new Map<string, string>();
+    const lists = new Map<string, string[]>();
     for (const set of spec.sets ?? []) {
-      if (setSpecs.has(set.name)) {
+      if (lists.has(set.name)) {
         throw new DataplaneError(`set "${set.name}" is given twice`, 'SET_INVALID');
       }
       const list = Array.isArray(set.prefixes) ? (set.prefixes as string[]) : [...set.prefixes];
-      const fp = fingerprint(list);
-      fingerprints.set(set.name, fp);
-      const same = !this.sets.needsFullLoad && this.#setFingerprints.get(set.name) === fp;
-      setSpecs.set(set.name, same ? 'unchanged' : prefixKeys(list, set.name));
+      lists.set(set.name, list);
+      fingerprints.set(set.name, fingerprint(list));
+    }
+    // After a restart, sets whose text equals what the last complete load recorded are left as
+    // the tries hold them, unread: reading a million keys back costs a second.
+    const pinnedMatch = !this.sets.loaded && this.#matchesPinned(fingerprints);
+    if (!pinnedMatch) await this.#loadDeferredSets();
+    for (const [name, list] of lists) {
+      const same =
+        pinnedMatch ||
+        (!this.sets.needsFullLoad && this.#setFingerprints.get(name) === fingerprints.get(name));
+      setSpecs.set(name, same ? 'unchanged' : prefixKeys(list, name));
     }
     const wanted = new Map<string, Applied>();
     for (const att of spec.attachments ?? []) {
@@ -268,7 +294,10 @@ export class Dataplane {
 
     // 2. Sets: plan, teach the classifiers the new masks, then write the tries.
     let pending: PendingWrites;
-    if (this.sets.needsFullLoad || this.#largeChange(setSpecs)) {
+    if (pinnedMatch) {
+      pending = { v4: [], v6: [] };
+      this.#deferredSets = lists;
+    } else if (this.sets.needsFullLoad || this.#largeChange(setSpecs)) {
       pending = this.sets.planReplaceAll(this.#parsedAll(setSpecs));
     } else {
       pending = { v4: [], v6: [] };
@@ -290,8 +319,14 @@ export class Dataplane {
     const masks = new Set([...this.sets.masks(), ...this.#heldMasks]);
 
     // 3. Attachments: removed ones go, changed ones flip a generation, new ones attach last.
+    const keep = new Set(spec.keep ?? []);
     for (const [name, att] of this.#attachments) {
       if (wanted.has(name)) continue;
+      if (keep.has(name)) {
+        // Written in full when wanted again: its classifier may miss masks learnt meanwhile.
+        this.#applied.delete(name);
+        continue;
+      }
       att.destroy();
       this.#attachments.delete(name);
       this.#applied.delete(name);
@@ -329,7 +364,10 @@ export class Dataplane {
     }
     this.#masksSig = maskSig;
 
-    // 4. Only now the tries: every classifier already knows every mask they will hold.
+    // 4. Only now the tries: every classifier already knows every mask they will hold. The
+    // recorded fingerprints go first and come back after, so a crash in between is a full load.
+    const writes = [...pending.v4, ...pending.v6].some((b) => b.updates + b.deletes > 0);
+    if (writes) this.sets.clearFingerprints();
     report.setEntries = await this.sets.flush(pending);
     this.#heldMasks = this.sets.masks();
     this.#setFingerprints.clear();
@@ -337,7 +375,36 @@ export class Dataplane {
     for (const name of this.sets.setNames()) {
       if (!setSpecs.has(name)) this.sets.dropSet(name);
     }
+    if (!pinnedMatch) this.sets.recordFingerprints(fingerprints);
     return report;
+  }
+
+  /** True when `fingerprints` name exactly the sets the pins recorded, with equal texts. */
+  #matchesPinned(fingerprints: ReadonlyMap<string, string>): boolean {
+    const pinned = this.sets.pinnedState();
+    if (!pinned || pinned.fingerprints.size !== fingerprints.size) return false;
+    for (const [name, fp] of fingerprints) {
+      if (pinned.fingerprints.get(name) !== fp) return false;
+    }
+    this.sets.adoptPinned(pinned);
+    return true;
+  }
+
+  /**
+   * Reads the tries back, and when an apply left them unread because they matched its texts,
+   * replays that load in memory (no kernel writes: the tries already hold it) so that changes
+   * know every set's members.
+   */
+  async #loadDeferredSets(): Promise<void> {
+    await this.sets.load();
+    const deferred = this.#deferredSets;
+    if (!deferred) return;
+    this.#deferredSets = undefined;
+    const parsed = new Map<string, PrefixKeys>();
+    for (const [name, list] of deferred) parsed.set(name, prefixKeys(list, name));
+    const pending = this.sets.planReplaceAll(parsed);
+    await this.sets.flush(pending); // only what changed behind our back since the restart
+    this.#heldMasks = this.sets.masks();
   }
 
   /** Compiles and writes one attachment's rule set as a new generation. */

@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 
 import type { BpfMap } from '../../bpf/index.js';
-import { SL_MAX_SETS, u32 } from './abi.js';
+import { SL_MAX_CLASSES, SL_MAX_SETS, u32 } from './abi.js';
 import { LimitExceededError } from './errors.js';
 import { decodeName, encodeName, openNameTable, openOrCreateMap } from './name-table.js';
 import { FamilyIndex, formatKey, type TrieBatch } from './prefix-index.js';
@@ -13,6 +13,16 @@ export const SET4_CAPACITY = 4_194_304;
 export const SET6_CAPACITY = 1_048_576;
 const LPM_NO_PREALLOC = 1; // BPF_F_NO_PREALLOC
 const BATCH = 65536;
+/** sl_set_masks holds one value: a count, then that many u32 masks. */
+const MASKS_VALUE_SIZE = 4 * (SL_MAX_CLASSES + 1);
+
+/** What an earlier process recorded after its last complete set load: see SetStore.pinnedState. */
+export interface PinnedSetState {
+  /** Per set name, the fingerprint of the prefix text that load wrote. */
+  fingerprints: Map<string, string>;
+  /** The membership masks the tries held after it. */
+  masks: number[];
+}
 
 /** Trie writes computed but not yet sent (flush). */
 export interface PendingWrites {
@@ -31,15 +41,22 @@ export class SetStore {
   readonly v6 = new FamilyIndex(6);
   readonly #bits = new Map<string, number>();
   #adopted = false;
+  /** False until the tries were read back (adoption defers it: a million keys take a second). */
+  #loaded = false;
+  /** The masks the tries hold while they are not read back, from sl_set_masks. */
+  #pinnedMasks: number[] = [];
 
   private constructor(
     readonly set4: BpfMap,
     readonly set6: BpfMap,
     readonly names: BpfMap,
+    /** Per set bit, the fingerprint of the text last loaded whole; '' while unknown. */
+    readonly fingerprints: BpfMap,
+    readonly maskTable: BpfMap,
   ) {}
 
   /** Paths of the pins this store owns, relative to the instance directory. */
-  static readonly pins = ['sl_set4', 'sl_set6', 'sl_set_names'];
+  static readonly pins = ['sl_set4', 'sl_set6', 'sl_set_names', 'sl_set_fp', 'sl_set_masks'];
 
   /** Opens the pinned maps under `dir`, or creates and pins them; reads back what they hold. */
   static async open(dir: string): Promise<SetStore> {
@@ -60,9 +77,80 @@ export class SetStore {
       name: 'sl_set6',
     });
     const names = openNameTable(join(dir, 'sl_set_names'), SL_MAX_SETS, 'sl_set_names');
-    const store = new SetStore(set4, set6, names);
-    await store.#readBack();
+    const fingerprints = openNameTable(join(dir, 'sl_set_fp'), SL_MAX_SETS, 'sl_set_fp');
+    const maskTable = openOrCreateMap(join(dir, 'sl_set_masks'), {
+      type: 'array',
+      keySize: 4,
+      valueSize: MASKS_VALUE_SIZE,
+      maxEntries: 1,
+      name: 'sl_set_masks',
+    });
+    const store = new SetStore(set4, set6, names, fingerprints, maskTable);
+    for (let bit = 0; bit < SL_MAX_SETS; bit++) {
+      const name = decodeName(names.lookup(u32(bit)));
+      if (name) store.#bits.set(name, bit);
+    }
+    store.#adopted = store.#bits.size > 0;
+    // With no sets named there is nothing worth deferring: read back now (the tries are empty,
+    // or hold leftovers of a crash that the next load must sweep).
+    if (!store.#adopted) await store.load();
     return store;
+  }
+
+  /** True once the tries' contents are known in memory. */
+  get loaded(): boolean {
+    return this.#loaded;
+  }
+
+  /**
+   * What the last complete load recorded, when every named set has a fingerprint: the tries
+   * then hold exactly those texts, and an apply of the same texts needs no read-back at all.
+   * Null when anything is unknown (a load was interrupted, or a set was changed incrementally).
+   */
+  pinnedState(): PinnedSetState | null {
+    const fingerprints = new Map<string, string>();
+    for (const [name, bit] of this.#bits) {
+      const fp = decodeName(this.fingerprints.lookup(u32(bit)));
+      if (!fp) return null;
+      fingerprints.set(name, fp);
+    }
+    const value = this.maskTable.lookup(u32(0));
+    if (!value) return null;
+    const count = value.readUInt32LE(0);
+    if (count > SL_MAX_CLASSES) return null;
+    const masks: number[] = [];
+    for (let i = 0; i < count; i++) masks.push(value.readUInt32LE(4 + i * 4));
+    return { fingerprints, masks };
+  }
+
+  /** Trusts `state` (see pinnedState) for masks() until load() reads the tries back. */
+  adoptPinned(state: PinnedSetState): void {
+    this.#pinnedMasks = state.masks;
+  }
+
+  /** Reads the tries back into memory, once; changes need it. */
+  async load(): Promise<void> {
+    if (this.#loaded) return;
+    await this.#readBack();
+    this.#loaded = true;
+  }
+
+  /** Forgets every recorded fingerprint: call before writes whose outcome they would not describe. */
+  clearFingerprints(): void {
+    for (const bit of this.#bits.values()) this.fingerprints.update(u32(bit), encodeName(''));
+  }
+
+  /** Records, after a complete load, the text fingerprint of each set and the masks now held. */
+  recordFingerprints(fingerprints: ReadonlyMap<string, string>): void {
+    const masks = this.masks();
+    const value = Buffer.alloc(MASKS_VALUE_SIZE);
+    value.writeUInt32LE(masks.length, 0);
+    masks.forEach((mask, i) => value.writeUInt32LE(mask >>> 0, 4 + i * 4));
+    this.maskTable.update(u32(0), value);
+    for (const [name, fp] of fingerprints) {
+      const bit = this.#bits.get(name);
+      if (bit !== undefined) this.fingerprints.update(u32(bit), encodeName(fp));
+    }
   }
 
   /** The bit of each set, for the classifiers. */
@@ -72,6 +160,7 @@ export class SetStore {
 
   /** Distinct membership masks the tries hold: the classifiers need a class for each. */
   masks(): number[] {
+    if (!this.#loaded) return [...this.#pinnedMasks];
     return [...new Set([...this.v4.masks(), ...this.v6.masks()])];
   }
 
@@ -159,6 +248,7 @@ export class SetStore {
     const bit = this.#bits.get(name);
     if (bit === undefined) return;
     this.names.update(u32(bit), encodeName(''));
+    this.fingerprints.update(u32(bit), encodeName(''));
     this.#bits.delete(name);
   }
 
@@ -175,13 +265,11 @@ export class SetStore {
     this.set4.close();
     this.set6.close();
     this.names.close();
+    this.fingerprints.close();
+    this.maskTable.close();
   }
 
   async #readBack(): Promise<void> {
-    for (let bit = 0; bit < SL_MAX_SETS; bit++) {
-      const name = decodeName(this.names.lookup(u32(bit)));
-      if (name) this.#bits.set(name, bit);
-    }
     // Values are what the kernel holds; own masks come with the next planReplaceAll().
     for (const [family, map] of [
       [this.v4, this.set4],

@@ -150,7 +150,7 @@ await describeKernel('the data plane', () => {
       ['web', 3],
       ['dns', 1],
     ]);
-    expect(dp.setMembers('blocklist').sort()).toEqual([
+    expect((await dp.setMembers('blocklist')).sort()).toEqual([
       '192.0.2.0/24',
       '2001:db8:bad:0:0:0:0:0/48',
     ]);

@@ -330,7 +330,7 @@ await describeKernel('the data plane at scale', () => {
     log(`load wrote ${report.setEntries} trie entries for ${union} distinct prefixes`);
     expect(report.setEntries).toBeGreaterThanOrEqual(union);
     expect(report.setEntries).toBeLessThanOrEqual(union + sets.a.v4.length + sets.a.v6.length);
-    expect(dp.setMembers('B').length).toBe(sets.b.v4.length + sets.b.v6.length);
+    expect((await dp.setMembers('B')).length).toBe(sets.b.v4.length + sets.b.v6.length);
 
     // The samples reach every kind of source.
     const kinds = new Map<string, number>();
@@ -627,7 +627,7 @@ await describeKernel('the data plane at scale', () => {
     expect(report.setEntries).toBe(0);
     expect(report.attached).toEqual([]);
     expect(report.detached).toEqual([]);
-    expect(dp.setMembers('B').length).toBe(sets.b.v4.length + sets.b.v6.length);
+    expect((await dp.setMembers('B')).length).toBe(sets.b.v4.length + sets.b.v6.length);
     await expectVerdicts(samples, 'after the restart');
     await expectFirstMatch('after the restart');
   }, 240_000);

@@ -109,7 +109,7 @@ await describeKernel('a drop rule on a prefix set in native XDP on the router', 
 
     expect(await dp.removePrefixes('blocklist', [`${blocked.ipv4}/32`])).toBeGreaterThan(0);
     // setMembers() writes IPv6 in full groups; compare canonical forms.
-    const members = dp.setMembers('blocklist').map((m) => formatPrefix(parsePrefix(m)));
+    const members = (await dp.setMembers('blocklist')).map((m) => formatPrefix(parsePrefix(m)));
     expect(members).toEqual([`${blocked.ipv6}/128`]);
     let before = countersOf(dp, side);
     const [out4, still6] = await Promise.all([
