@@ -7,6 +7,7 @@ export default tseslint.config(
     ignores: [
       'node_modules/',
       '.tmp-*/',
+      '.scratch/',
       'dist/',
       'bpf/addon/build/',
       'bench/c/build/',

@@ -1,11 +1,13 @@
 // `npm run bench`: every benchmark, each a side-by-side table against its peer, measured in this run.
 import { benchFilterCbpf } from './filter-cbpf.js';
 import { benchDataplaneScale } from './dataplane-scale.js';
+import { benchDaemon } from './daemon.js';
 import { benchFilterCompile } from './filter-compile.js';
 import { runFilterEbpfBench } from './filter-ebpf.js';
 import { benchLabDrop } from './lab-drop.js';
 import { runMapUpdateBench } from './map-update.js';
 import { benchPipelineCost } from './pipeline-cost.js';
+import { benchReplay } from './replay.js';
 import { formatTable, type BenchTable } from './table.js';
 
 type Section = () => Promise<{ tables: BenchTable[]; notes: string[] }>;
@@ -54,6 +56,8 @@ const sections: Record<string, Section> = {
   'dataplane-scale': benchDataplaneScale,
   'pipeline-cost': benchPipelineCost,
   'lab-drop': benchLabDrop,
+  daemon: benchDaemon,
+  replay: benchReplay,
 };
 
 const only = process.argv.slice(2);

@@ -96,6 +96,20 @@ export class BpfProgram extends KernelHandle<NativeProgram> {
     return await this.native.testRunEach(packets);
   }
 
+  /**
+   * testRunEach() over packets given as ranges of one buffer: packet i is
+   * `data[starts[i], starts[i] + lengths[i])` (a capture file held in memory, unsliced). The
+   * buffer is copied once. Throws InvalidArgumentError for mismatched arrays or a range past the
+   * end of `data`.
+   */
+  async testRunBatch(
+    data: Uint8Array,
+    starts: Uint32Array,
+    lengths: Uint32Array,
+  ): Promise<{ retvals: Uint32Array; errnos: Int32Array }> {
+    return await this.native.testRunBatch(data, starts, lengths);
+  }
+
   /** The program as the kernel describes it now (run counters need enableStats()). */
   info(): ProgramInfo {
     const info = this.native.info();

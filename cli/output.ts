@@ -23,3 +23,20 @@ export function warn(command: Command, text: string): void {
   const write = command.configureOutput().writeErr ?? processIo.err;
   write(text);
 }
+
+/** Column alignment for formatTable: numbers read best right-aligned. */
+export type Align = 'left' | 'right';
+
+/**
+ * Lays `rows` out under `headers`, columns two spaces apart, no trailing spaces. `align` gives
+ * each column's alignment (left by default).
+ */
+export function formatTable(headers: string[], rows: string[][], align: Align[] = []): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((cell, i) => (align[i] === 'right' ? cell.padStart(widths[i]) : cell.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n') + '\n';
+}

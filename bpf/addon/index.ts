@@ -101,6 +101,11 @@ export interface NativeProgram {
   readonly closed: boolean;
   testRun(options: NativeTestRunOptions): Promise<NativeTestRunResult>;
   testRunEach(packets: Uint8Array[]): Promise<{ retvals: Uint32Array; errnos: Int32Array }>;
+  testRunBatch(
+    data: Uint8Array,
+    starts: Uint32Array,
+    lengths: Uint32Array,
+  ): Promise<{ retvals: Uint32Array; errnos: Int32Array }>;
   info(): NativeProgramInfo;
   pin(path: string): void;
   close(): void;

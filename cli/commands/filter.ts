@@ -1,8 +1,29 @@
-// `sluice filter test`: run a compiled filter over a capture file and report what it matches.
+// `sluice filter test|add|rm|ls`: run a compiled filter over a capture file and report what it
+// matches (locally), and manage the daemon's filter rules (/v1/filters).
 import { Command, Option } from 'commander';
-import { runFilter, type FilterBackend } from '../../bpf/filter-run.js';
+import type { FilterBackend } from '../../bpf/filter-run.js';
+import type { ChangeResult } from '../../controller/contract.js';
+import {
+  dryRunQuery,
+  printChange,
+  printJson,
+  withClient,
+  withExamples,
+  writeOptions,
+  type CommandContext,
+  type WriteOptions,
+} from '../context.js';
 import { readFilterProgram } from '../filter-source.js';
-import { print, warn } from '../output.js';
+import { formatTable, print, warn } from '../output.js';
+import {
+  addLimitOptions,
+  addRedirectOptions,
+  deviceOption,
+  hookOption,
+  integerParser,
+  describeAction,
+  type MatchOptions,
+} from '../rule-options.js';
 import { PcapFormatError, readPcap } from '../pcap.js';
 
 /** LINKTYPE_ETHERNET: the only link type the compiler generates code for. */
@@ -49,6 +70,8 @@ function filterTestCommand(): Command {
           { path: options.pcap },
         );
       }
+      // Loaded here: the addon it needs is no business of the client commands beside it.
+      const { runFilter } = await import('../../bpf/filter-run.js');
       const { verdicts, interpreted } = await runFilter(program, capture.packets, options.backend);
       if (options.verdicts) {
         print(this, verdicts.map((v) => (v ? '1\n' : '0\n')).join(''));
@@ -66,9 +89,168 @@ function filterTestCommand(): Command {
     });
 }
 
-/** `sluice filter …`: filter expressions (daemon-side subcommands come with the controller). */
-export function filterCommand(): Command {
-  return new Command('filter')
-    .description('tcpdump-style filter expressions')
-    .addCommand(filterTestCommand());
+const FILTER_ACTIONS = ['drop', 'pass', 'count', 'ratelimit', 'redirect'] as const;
+
+/** A filter rule as `POST /v1/filters` takes it and `GET /v1/filters` lists it. */
+interface FilterDoc {
+  id?: string;
+  device: string;
+  hook?: string;
+  priority?: number;
+  expression: string;
+  action: (typeof FILTER_ACTIONS)[number];
+  rate?: string;
+  burst?: number;
+  perSource?: boolean;
+  to?: string;
+  via?: string;
+}
+
+type FilterAddOptions = Pick<
+  MatchOptions,
+  'dev' | 'hook' | 'id' | 'priority' | 'rate' | 'burst' | 'perSource' | 'to' | 'via'
+> &
+  WriteOptions & { action: FilterDoc['action'] };
+
+function filterAddCommand(context: CommandContext): Command {
+  const command = new Command('add')
+    .description(
+      'drop, pass, count, limit or redirect the packets a pcap-filter(7) expression matches',
+    )
+    .addOption(deviceOption().makeOptionMandatory())
+    .addOption(hookOption())
+    .addOption(
+      new Option('--action <action>', 'what to do with a matching packet')
+        .choices(FILTER_ACTIONS)
+        .makeOptionMandatory(),
+    )
+    .option('--id <id>', 'filter rule id (default: generated)')
+    .option(
+      '--priority <n>',
+      'lower runs first (default: after the rules already there)',
+      integerParser('a priority', 0, 1_000_000),
+    )
+    .argument(
+      '<expression...>',
+      'pcap-filter(7) expression; several arguments are joined with spaces',
+    );
+  addLimitOptions(command, false);
+  addRedirectOptions(command);
+  writeOptions(command).action(async function (
+    this: Command,
+    words: string[],
+    options: FilterAddOptions,
+  ) {
+    if (options.action === 'ratelimit' && options.rate === undefined)
+      this.error('sluice: --action ratelimit needs --rate (1000pps, 10mbit)', { exitCode: 2 });
+    if (options.action === 'redirect' && options.to === undefined)
+      this.error('sluice: --action redirect needs --to DEVICE', { exitCode: 2 });
+    const body: FilterDoc = {
+      device: options.dev,
+      expression: words.join(' '),
+      action: options.action,
+    };
+    for (const key of [
+      'id',
+      'hook',
+      'priority',
+      'rate',
+      'burst',
+      'perSource',
+      'to',
+      'via',
+    ] as const)
+      if (options[key] !== undefined)
+        (body as unknown as Record<string, unknown>)[key] = options[key];
+    const result = await withClient(this, context, (client) =>
+      client.call<ChangeResult & { filter?: { id: string }; rule?: { id: string } }>(
+        'POST',
+        '/v1/filters',
+        { json: body, query: dryRunQuery(options) },
+      ),
+    );
+    const id = result.filter?.id ?? result.rule?.id ?? options.id ?? '';
+    printChange(this, options, result, `added filter ${id}`.trimEnd());
+  });
+  return withExamples(
+    command,
+    "sluice filter add --dev veth1 --action drop 'udp and ip[6:2] & 0x1fff != 0'",
+    "sluice filter add --dev veth1 --action ratelimit --rate 100pps 'icmp[icmptype] == icmp-echo'",
+  );
+}
+
+function filterRmCommand(context: CommandContext): Command {
+  const command = new Command('rm')
+    .description('remove a filter rule')
+    .argument('<id>', 'filter id');
+  writeOptions(command).action(async function (this: Command, id: string, options: WriteOptions) {
+    const result = await withClient(this, context, (client) =>
+      client.call<ChangeResult>('DELETE', `/v1/filters/${encodeURIComponent(id)}`, {
+        query: dryRunQuery(options),
+      }),
+    );
+    printChange(this, options, result, `removed filter ${id}`);
+  });
+  return withExamples(command, 'sluice filter rm frag-drop');
+}
+
+function filterLsCommand(context: CommandContext): Command {
+  const command = new Command('ls')
+    .description('list filter rules')
+    .addOption(deviceOption('--dev <device>', "only this device's filters"))
+    .option('--json', 'print the API response as JSON')
+    .action(async function (this: Command, options: { dev?: string; json?: boolean }) {
+      const { filters } = await withClient(this, context, (client) =>
+        client.get<{
+          filters: (Partial<FilterDoc> & { id: string; device: string; filter?: string })[];
+        }>('/v1/filters'),
+      );
+      const shown = options.dev ? filters.filter((f) => f.device === options.dev) : filters;
+      if (options.json) return printJson(this, { filters: shown });
+      if (shown.length === 0) return print(this, 'no filters\n');
+      print(
+        this,
+        formatTable(
+          ['ID', 'DEVICE', 'HOOK', 'PRIO', 'ACTION', 'EXPRESSION'],
+          shown.map((f) => [
+            f.id,
+            f.device,
+            f.hook ?? 'xdp',
+            f.priority === undefined ? '-' : String(f.priority),
+            describeAction({
+              action: f.action ?? 'drop',
+              rate: f.rate,
+              burst: f.burst,
+              perSource: f.perSource,
+              to: f.to,
+              via: f.via,
+            }),
+            // The daemon lists filter rules as rules: the expression is their `filter`.
+            f.expression ?? f.filter ?? '',
+          ]),
+          ['left', 'left', 'left', 'right', 'left', 'left'],
+        ),
+      );
+    });
+  return withExamples(command, 'sluice filter ls', 'sluice filter ls --dev veth1 --json');
+}
+
+/** `sluice filter …`: filter expressions, run locally (`test`) or by the daemon (add, rm, ls). */
+export function filterCommand(context: CommandContext): Command {
+  return withExamples(
+    new Command('filter')
+      .description('tcpdump-style filter expressions')
+      .addCommand(
+        withExamples(
+          filterTestCommand(),
+          'sluice filter test --pcap sample.pcap --verdicts udp port 53',
+        ),
+      )
+      .addCommand(filterAddCommand(context))
+      .addCommand(filterRmCommand(context))
+      .addCommand(filterLsCommand(context)),
+    'sluice filter test --pcap sample.pcap tcp port 80',
+    "sluice filter add --dev veth1 --action drop 'udp and ip[6:2] & 0x1fff != 0'",
+    'sluice filter ls',
+  );
 }

@@ -1,11 +1,6 @@
 // `sluice selfcheck`: proves the machine can load, attach and count with XDP, in a throw-away lab.
 import { Command, InvalidArgumentError } from 'commander';
-import {
-  runSelfcheck,
-  selfcheckDisagreements,
-  type SelfcheckResult,
-  type SelfcheckRunner,
-} from '../../netns-lab/selfcheck.js';
+import type { SelfcheckResult, SelfcheckRunner } from '../../netns-lab/selfcheck.js';
 import { SelfcheckFailedError } from '../errors.js';
 import { print } from '../output.js';
 
@@ -40,7 +35,7 @@ function report(result: SelfcheckResult, disagreements: string[]): string {
  * with SelfcheckFailedError, so exit status 1, when the counters or the replies disagree with the
  * pings sent. `run` stands in for the lab in tests.
  */
-export function selfcheckCommand(run: SelfcheckRunner = runSelfcheck): Command {
+export function selfcheckCommand(run?: SelfcheckRunner): Command {
   return new Command('selfcheck')
     .description(
       'attach the counting XDP program to a veth in a throw-away namespace, ping through it, print its counters',
@@ -48,8 +43,10 @@ export function selfcheckCommand(run: SelfcheckRunner = runSelfcheck): Command {
     .option('--pings <n>', 'echo requests to send', parseCount, 20)
     .option('--json', 'print the result as JSON')
     .action(async function (this: Command, options: { pings: number; json?: boolean }) {
-      const result = await run(options.pings);
-      const disagreements = selfcheckDisagreements(result);
+      // Loaded here, not at start: the lab needs the BPF addon, the client commands do not.
+      const lab = await import('../../netns-lab/selfcheck.js');
+      const result = await (run ?? lab.runSelfcheck)(options.pings);
+      const disagreements = lab.selfcheckDisagreements(result);
       const ok = disagreements.length === 0;
       print(
         this,

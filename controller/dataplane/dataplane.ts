@@ -9,7 +9,7 @@ import { compileClassifier, type ClassifierTables } from './classify.js';
 import { readCounters, type AttachmentCounters } from './counters.js';
 import { DataplaneError } from './errors.js';
 import { validateRuleSet, type Rule, type RuleSetSpec } from './model.js';
-import { prefixKeys, type PrefixKeys } from './prefix-keys.js';
+import { fingerprintTexts, prefixKeys, prefixKeysOf, type PrefixKeys } from './prefix-keys.js';
 import { SetStore, type PendingWrites } from './set-store.js';
 
 /** Where the instance keeps its pins, unless told otherwise. */
@@ -19,6 +19,11 @@ export interface SetSpec {
   name: string;
   /** IPv4 and IPv6 prefixes ("10.0.0.0/8", "2001:db8::/32", bare addresses), any mix. */
   prefixes: Iterable<string>;
+  /**
+   * fingerprintTexts(prefixes), when the caller already knows it: a caller that keeps a million
+   * prefixes in an array it never changes saves hashing them on every apply.
+   */
+  fingerprint?: string;
 }
 
 export interface AttachmentSpec {
@@ -261,7 +266,7 @@ export class Dataplane {
       }
       const list = Array.isArray(set.prefixes) ? (set.prefixes as string[]) : [...set.prefixes];
       lists.set(set.name, list);
-      fingerprints.set(set.name, fingerprint(list));
+      fingerprints.set(set.name, set.fingerprint ?? fingerprintTexts(list));
     }
     // After a restart, sets whose text equals what the last complete load recorded are left as
     // the tries hold them, unread: reading a million keys back costs a second.
@@ -271,7 +276,7 @@ export class Dataplane {
       const same =
         pinnedMatch ||
         (!this.sets.needsFullLoad && this.#setFingerprints.get(name) === fingerprints.get(name));
-      setSpecs.set(name, same ? 'unchanged' : prefixKeys(list, name));
+      setSpecs.set(name, same ? 'unchanged' : prefixKeysOf(list, name, fingerprints.get(name)));
     }
     const wanted = new Map<string, Applied>();
     for (const att of spec.attachments ?? []) {
@@ -401,7 +406,7 @@ export class Dataplane {
     if (!deferred) return;
     this.#deferredSets = undefined;
     const parsed = new Map<string, PrefixKeys>();
-    for (const [name, list] of deferred) parsed.set(name, prefixKeys(list, name));
+    for (const [name, list] of deferred) parsed.set(name, prefixKeysOf(list, name));
     const pending = this.sets.planReplaceAll(parsed);
     await this.sets.flush(pending); // only what changed behind our back since the restart
     this.#heldMasks = this.sets.masks();
@@ -473,20 +478,4 @@ export class Dataplane {
       );
     }
   }
-}
-
-/** FNV-1a over the prefix texts and their boundaries: equal text gives an equal fingerprint. */
-function fingerprint(list: readonly string[]): string {
-  let h1 = 0x811c9dc5;
-  let h2 = 0x01000193;
-  for (const text of list) {
-    for (let i = 0; i < text.length; i++) {
-      const c = text.charCodeAt(i);
-      h1 = Math.imul(h1 ^ c, 0x01000193);
-      h2 = Math.imul(h2 ^ c, 0x5bd1e995);
-    }
-    h1 = Math.imul(h1 ^ 10, 0x01000193);
-    h2 = Math.imul(h2 ^ 10, 0x5bd1e995);
-  }
-  return `${list.length}:${(h1 >>> 0).toString(16)}:${(h2 >>> 0).toString(16)}`;
 }

@@ -148,3 +148,39 @@ function unique(keys: KeyArray): KeyArray {
   }
   return keys instanceof Float64Array ? keys.subarray(0, w) : keys.slice(0, w);
 }
+
+/** FNV-1a over the prefix texts and their boundaries: equal text gives an equal fingerprint. */
+export function fingerprintTexts(list: readonly string[]): string {
+  let h1 = 0x811c9dc5;
+  let h2 = 0x01000193;
+  for (const text of list) {
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      h1 = Math.imul(h1 ^ c, 0x01000193);
+      h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    }
+    h1 = Math.imul(h1 ^ 10, 0x01000193);
+    h2 = Math.imul(h2 ^ 10, 0x5bd1e995);
+  }
+  return `${list.length}:${(h1 >>> 0).toString(16)}:${(h2 >>> 0).toString(16)}`;
+}
+
+/** Keys already parsed per prefix array, with the fingerprint of the text they came from. */
+const parsedKeys = new WeakMap<readonly string[], { fp: string; keys: PrefixKeys }>();
+
+/**
+ * prefixKeys() for an array that may have been parsed before (the controller validates a set,
+ * then the data plane loads the same array): the keys are reused while the array's text still
+ * has fingerprint `fp`. The returned keys are shared: callers must not change them.
+ */
+export function prefixKeysOf(
+  list: readonly string[],
+  set: string,
+  fp: string = fingerprintTexts(list),
+): PrefixKeys {
+  const hit = parsedKeys.get(list);
+  if (hit && hit.fp === fp) return hit.keys;
+  const keys = prefixKeys(list, set);
+  parsedKeys.set(list, { fp, keys });
+  return keys;
+}

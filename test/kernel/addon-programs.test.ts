@@ -65,6 +65,32 @@ await describeKernel('addon programs', () => {
     }
   });
 
+  it('runs packets given as ranges of one buffer, as testRunEach runs them one by one', async () => {
+    const parse = object.program('addon_parse_xdp');
+    try {
+      const packets = [udpPacket(53), udpPacket(54), udpPacket(53).subarray(0, 8), udpPacket(53)];
+      const data = Buffer.concat([Buffer.from([0xaa]), ...packets]);
+      const starts = new Uint32Array(packets.length);
+      const lengths = new Uint32Array(packets.map((p) => p.length));
+      for (let i = 1; i < packets.length; i++) starts[i] = starts[i - 1] + lengths[i - 1];
+      starts.forEach((_, i) => (starts[i] += 1));
+      const batch = await parse.testRunBatch(data, starts, lengths);
+      expect([...batch.retvals]).toEqual([XDP_DROP, XDP_PASS, 0, XDP_DROP]);
+      expect([...batch.errnos]).toEqual([0, 0, 22, 0]); // a runt: EINVAL, the others still run
+      const each = await parse.testRunEach(packets);
+      expect(batch).toEqual(each);
+
+      await expect(parse.testRunBatch(data, starts, new Uint32Array(3))).rejects.toThrow(
+        /starts and lengths must have the same length, got 4 and 3/,
+      );
+      await expect(
+        parse.testRunBatch(data, Uint32Array.of(data.length - 4), Uint32Array.of(5)),
+      ).rejects.toMatchObject({ name: 'InvalidArgumentError', message: /ends past the data's/ });
+    } finally {
+      parse.close();
+    }
+  });
+
   it('returns the packet as the program left it', async () => {
     // if (data + 1 <= data_end) data[0] = 0xff; return XDP_PASS
     const prog = loadProgram({

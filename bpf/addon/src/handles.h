@@ -91,6 +91,7 @@ class Program : public Napi::ObjectWrap<Program> {
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   Napi::Value TestRun(const Napi::CallbackInfo& info);
   Napi::Value TestRunEach(const Napi::CallbackInfo& info);
+  Napi::Value TestRunBatch(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Pin(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);

@@ -1,0 +1,58 @@
+// Schemas every route shares: the dry-run query, what a change returns, the problem responses.
+import { Type, type TSchema } from 'typebox';
+
+import { ProblemSchema } from '../problems.js';
+
+/** `?dryRun=true` on every write route: compute the diff, change nothing. */
+export const DryRunQuerySchema = Type.Object(
+  {
+    dryRun: Type.Optional(
+      Type.Boolean({ description: 'compute and return the diff without applying it' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const NamesDiff = Type.Object({
+  added: Type.Array(Type.String()),
+  removed: Type.Array(Type.String()),
+  changed: Type.Array(Type.String()),
+});
+
+export const ConfigDiffSchema = Type.Object({
+  attachments: NamesDiff,
+  sets: Type.Object({
+    added: Type.Array(Type.String()),
+    removed: Type.Array(Type.String()),
+    changed: Type.Array(
+      Type.Object({ name: Type.String(), added: Type.Integer(), removed: Type.Integer() }),
+    ),
+  }),
+  rules: NamesDiff,
+});
+
+export const ChangeResultProperties = {
+  generation: Type.Integer({ description: 'desired-state generation after the change' }),
+  diff: ConfigDiffSchema,
+  applied: Type.Boolean({ description: 'false for a dry run' }),
+};
+
+export const ChangeResultSchema = Type.Object(ChangeResultProperties);
+
+const problemResponse = (description: string) => ({
+  description,
+  content: { 'application/problem+json': { schema: ProblemSchema } },
+});
+
+/** The error responses every route documents, beside its own success responses. */
+export function withProblems<R extends Record<number, TSchema>>(responses: R) {
+  return {
+    ...responses,
+    '4xx': problemResponse('the request was refused: see `code`'),
+    '5xx': problemResponse('the controller failed or is not ready'),
+  };
+}
+
+/** A route's `name` or `id` path parameter. */
+export const NameParamsSchema = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
+export const IdParamsSchema = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });

@@ -1,0 +1,449 @@
+// Persistence of the desired state in a state directory (default /var/lib/sluice).
+//
+// Layout:
+//   lock                      the pid of the daemon serving the directory (O_EXCL; stale when
+//                             that pid is dead)
+//   state.json                schema version, generation, rule-id counter, attachments, rules,
+//                             and each set by name with the file holding its prefixes
+//   sets/<name>.<gen>.txt     one prefix per line, written once and never changed
+//
+// Commit protocol: a change writes its new set files first (each: open tmp 'wx', write, fsync,
+// rename, fsync the directory), then state.json the same way; the rename of state.json is the
+// commit point. Only then are superseded set files deleted. A crash before the rename leaves the
+// old state.json referencing the old set files, which are still there; set files (and tmp files)
+// nothing references are deleted on load. So a rule change rewrites a few hundred bytes, a set
+// change writes that set only, and nothing is ever half-written.
+//
+// Schema versions: `schema` counts the state file's layout. MIGRATIONS[n] turns a schema-n object
+// into a schema-(n+1) one; load runs them in order and the next save writes the newest layout. A
+// file from a newer sluice (schema above STATE_SCHEMA) is refused, untouched.
+import { constants, existsSync, mkdirSync, readFileSync, readdirSync, renameSync } from 'node:fs';
+import { open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { openSync, closeSync, writeSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { Type, type Static } from 'typebox';
+import { Value } from 'typebox/value';
+
+import {
+  AttachmentSchema,
+  DOCUMENT_VERSION,
+  RuleSchema,
+  SetNameSchema,
+  type NormalConfig,
+  type SetDoc,
+} from './document.js';
+import { StateCorruptError, StateLockedError, StateWriteError } from './errors.js';
+
+/** Where the daemon keeps its state unless told otherwise. */
+export const DEFAULT_STATE_DIR = '/var/lib/sluice';
+
+/** The state file layout this build writes (and the newest it reads). */
+export const STATE_SCHEMA = 1;
+
+const STATE_FILE = 'state.json';
+const LOCK_FILE = 'lock';
+const SETS_DIR = 'sets';
+
+const StoredSetSchema = Type.Object(
+  {
+    name: SetNameSchema,
+    /** File name under sets/. */
+    file: Type.String({ pattern: '^[A-Za-z0-9_.-]+\\.[0-9]+\\.txt$' }),
+    count: Type.Integer({ minimum: 0 }),
+  },
+  { additionalProperties: false },
+);
+
+/** state.json, schema 1. */
+export const StateFileSchema = Type.Object(
+  {
+    schema: Type.Literal(STATE_SCHEMA),
+    generation: Type.Integer({ minimum: 0 }),
+    nextRuleId: Type.Integer({ minimum: 1 }),
+    attachments: Type.Array(AttachmentSchema),
+    sets: Type.Array(StoredSetSchema),
+    rules: Type.Array(Type.Intersect([RuleSchema, Type.Object({ id: Type.String() })])),
+  },
+  { additionalProperties: false },
+);
+export type StateFile = Static<typeof StateFileSchema>;
+
+/**
+ * Migrations, by the schema they read: MIGRATIONS[n] takes a schema-n object and returns a
+ * schema-(n+1) one, or throws to call the file corrupt. Schema 0 is what the first daemon
+ * prototype wrote: `{ generation, config }` with the sets' prefixes inline, no `schema` field
+ * and no rule-id counter. Its sets come out with `prefixes` in place of `file`; load writes
+ * them to set files.
+ */
+export const MIGRATIONS: Record<number, (old: Record<string, unknown>) => Record<string, unknown>> =
+  {
+    0: (old) => {
+      const config = (old.config ?? {}) as Record<string, unknown>;
+      const rules = (config.rules ?? []) as { id?: string }[];
+      const numbered = rules
+        .map((r) => /^r(\d+)$/.exec(r.id ?? '')?.[1])
+        .filter((n): n is string => n !== undefined)
+        .map(Number);
+      return {
+        schema: 1,
+        generation: old.generation ?? 0,
+        nextRuleId: Math.max(0, ...numbered) + 1,
+        attachments: config.attachments ?? [],
+        sets: config.sets ?? [],
+        rules,
+      };
+    },
+  };
+
+/** What load() returns: the desired state as last committed. */
+export interface LoadedState {
+  config: NormalConfig;
+  generation: number;
+  /** The next number of a generated rule id ("r<N>"). */
+  nextRuleId: number;
+}
+
+/** What save() commits. */
+export type SavedState = LoadedState;
+
+interface WrittenSet {
+  file: string;
+  /** The array last written: a set whose array is this very one is not written again. */
+  prefixes: readonly string[];
+}
+
+/** The set file name of `name` at `generation`. */
+function setFileName(name: string, generation: number): string {
+  return `${name}.${generation}.txt`;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error: unknown) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fd = await open(dir, 'r');
+  try {
+    await fd.sync();
+  } finally {
+    await fd.close();
+  }
+}
+
+/**
+ * Writes `data` to `path` atomically: a tmp file created exclusively beside it, written, fsynced,
+ * renamed over `path`, and the directory fsynced. A stale tmp file of a crashed write is removed
+ * first.
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  const dir = path.slice(0, path.lastIndexOf('/')) || '/';
+  const tmp = `${path}.tmp`;
+  await unlink(tmp).catch(() => undefined);
+  const fd = await open(tmp, 'wx', 0o600);
+  try {
+    await writeFile(fd, data);
+    await fd.sync();
+  } finally {
+    await fd.close();
+  }
+  await rename(tmp, path);
+  await fsyncDir(dir);
+}
+
+/**
+ * The state directory of one daemon: the lock, state.json and the set files. open() takes the
+ * lock; close() releases it.
+ */
+export class StateStore {
+  readonly #written = new Map<string, WrittenSet>();
+  #closed = false;
+
+  private constructor(readonly dir: string) {}
+
+  get statePath(): string {
+    return join(this.dir, STATE_FILE);
+  }
+
+  /**
+   * Opens `dir` (created if missing) and takes its lock. Throws StateLockedError when a live
+   * process holds it; a lock whose pid is dead is taken over.
+   */
+  static open(dir: string = DEFAULT_STATE_DIR): StateStore {
+    mkdirSync(join(dir, SETS_DIR), { recursive: true, mode: 0o700 });
+    takeLock(dir);
+    return new StateStore(dir);
+  }
+
+  /**
+   * Reads the committed state; an empty state at generation 0 when there is none. Throws
+   * StateCorruptError (the file moved aside, never overwritten) when state.json or a set file
+   * it references cannot be read or fails the schema; StateCorruptError with `keptAs` the file
+   * itself, untouched, when a newer sluice wrote it.
+   */
+  async load(): Promise<LoadedState> {
+    const path = this.statePath;
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (error: unknown) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      this.#sweep(new Set());
+      return {
+        config: { version: DOCUMENT_VERSION, attachments: [], sets: [], rules: [] },
+        generation: 0,
+        nextRuleId: 1,
+      };
+    }
+    let raw: Record<string, unknown>;
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+        throw new Error('it is not a JSON object');
+      raw = parsed as Record<string, unknown>;
+    } catch (error: unknown) {
+      this.#corrupt(`it is not valid JSON (${(error as Error).message})`, error);
+    }
+    const schema = raw.schema ?? 0;
+    if (typeof schema !== 'number' || !Number.isInteger(schema) || schema < 0)
+      this.#corrupt(`its schema ${JSON.stringify(schema)} is not a version number`);
+    if (schema > STATE_SCHEMA) {
+      throw new StateCorruptError(
+        `state file "${path}" has schema ${schema}, newer than the ${STATE_SCHEMA} this sluice reads: it was written by a newer sluice; run that version, or move the file away to start with an empty state`,
+        path,
+      );
+    }
+    let migrated = false;
+    for (let v = schema; v < STATE_SCHEMA; v++) {
+      try {
+        raw = MIGRATIONS[v](raw);
+      } catch (error: unknown) {
+        this.#corrupt(`migrating it from schema ${v} failed (${(error as Error).message})`, error);
+      }
+      migrated = true;
+    }
+    // Sets a migration left inline (schema 0) are written to files by the save below.
+    const inline = new Map<string, string[]>();
+    if (migrated && Array.isArray(raw.sets)) {
+      raw.sets = (raw.sets as SetDoc[]).map((s, i) => {
+        if (!Array.isArray(s?.prefixes)) return s;
+        inline.set(s.name, s.prefixes);
+        return { name: s.name, file: setFileName(`${i}`, 0), count: s.prefixes.length };
+      });
+    }
+    const first = Value.Errors(StateFileSchema, raw)[Symbol.iterator]().next();
+    if (!first.done) {
+      const e = first.value;
+      this.#corrupt(`${e.instancePath || '/'} ${e.message}`);
+    }
+    const state = raw as StateFile;
+    const sets: SetDoc[] = [];
+    for (const s of state.sets) {
+      let prefixes = inline.get(s.name);
+      if (prefixes === undefined) {
+        try {
+          prefixes = await readSetFile(join(this.dir, SETS_DIR, s.file));
+        } catch (error: unknown) {
+          this.#corrupt(`set "${s.name}": reading "${SETS_DIR}/${s.file}" failed`, error);
+        }
+        if (prefixes.length !== s.count)
+          this.#corrupt(
+            `set "${s.name}": "${SETS_DIR}/${s.file}" holds ${prefixes.length} prefixes, not ${s.count}`,
+          );
+        this.#written.set(s.name, { file: s.file, prefixes });
+      }
+      sets.push({ name: s.name, prefixes });
+    }
+    const loaded: LoadedState = {
+      config: {
+        version: DOCUMENT_VERSION,
+        attachments: state.attachments,
+        sets,
+        rules: state.rules,
+      },
+      generation: state.generation,
+      nextRuleId: state.nextRuleId,
+    };
+    if (migrated) await this.save(loaded);
+    else this.#sweep(new Set(state.sets.map((s) => s.file)));
+    return loaded;
+  }
+
+  /**
+   * Commits `state`: new set files (only for sets whose prefix array is not the one last written),
+   * then state.json, then removes superseded set files. Throws StateWriteError; then the previous
+   * state is still the committed one.
+   */
+  async save(state: SavedState): Promise<void> {
+    if (this.#closed) throw new StateWriteError(`save state in "${this.dir}": the store is closed`);
+    const next = new Map<string, WrittenSet>();
+    const created: string[] = [];
+    try {
+      for (const set of state.config.sets) {
+        const before = this.#written.get(set.name);
+        if (before && before.prefixes === set.prefixes) {
+          next.set(set.name, before);
+          continue;
+        }
+        let file = setFileName(set.name, state.generation);
+        if (before?.file === file) file = setFileName(set.name, state.generation + 1);
+        await writeFileAtomic(join(this.dir, SETS_DIR, file), encodeLines(set.prefixes));
+        created.push(file);
+        next.set(set.name, { file, prefixes: set.prefixes });
+      }
+      const body: StateFile = {
+        schema: STATE_SCHEMA,
+        generation: state.generation,
+        nextRuleId: state.nextRuleId,
+        attachments: state.config.attachments,
+        sets: state.config.sets.map((s) => ({
+          name: s.name,
+          file: next.get(s.name)!.file,
+          count: s.prefixes.length,
+        })),
+        rules: state.config.rules,
+      };
+      await writeFileAtomic(this.statePath, `${JSON.stringify(body, null, 1)}\n`);
+    } catch (error: unknown) {
+      for (const file of created) await unlink(join(this.dir, SETS_DIR, file)).catch(() => {});
+      throw new StateWriteError(
+        `save state generation ${state.generation} in "${this.dir}": ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    const keep = new Set([...next.values()].map((w) => w.file));
+    for (const w of this.#written.values()) {
+      if (!keep.has(w.file)) await unlink(join(this.dir, SETS_DIR, w.file)).catch(() => {});
+    }
+    this.#written.clear();
+    for (const [name, w] of next) this.#written.set(name, w);
+  }
+
+  /** Releases the lock. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    releaseLock(this.dir);
+  }
+
+  /** Deletes set files and tmp files nothing references (left by a crash before a commit). */
+  #sweep(referenced: ReadonlySet<string>): void {
+    const setsDir = join(this.dir, SETS_DIR);
+    for (const name of readdirSync(setsDir)) {
+      if (referenced.has(name)) continue;
+      try {
+        unlinkSync(join(setsDir, name));
+      } catch {
+        // gone already
+      }
+    }
+    try {
+      unlinkSync(`${this.statePath}.tmp`);
+    } catch {
+      // none
+    }
+  }
+
+  /** Moves state.json aside (never over an earlier one) and throws StateCorruptError. */
+  #corrupt(why: string, cause?: unknown): never {
+    const path = this.statePath;
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    let keptAs = `${path}.corrupt-${stamp}`;
+    for (let n = 1; existsSync(keptAs); n++) keptAs = `${path}.corrupt-${stamp}-${n}`;
+    renameSync(path, keptAs);
+    throw new StateCorruptError(
+      `state file "${path}" is corrupt: ${why}; it was moved to "${keptAs}". Start again to begin with an empty desired state (the data plane is reconciled to it), or repair the file and move it back`,
+      keptAs,
+      cause === undefined ? undefined : { cause },
+    );
+  }
+}
+
+/**
+ * The set file's bytes: one prefix a line. Written straight into one buffer (prefixes are ASCII):
+ * join() would first flatten a million strings into a 15 MB one, then encode it again.
+ */
+function encodeLines(prefixes: readonly string[]): Buffer {
+  let total = 0;
+  for (const p of prefixes) total += p.length + 1;
+  const out = Buffer.allocUnsafe(total);
+  let at = 0;
+  for (const p of prefixes) {
+    at += out.write(p, at, 'latin1');
+    out[at++] = 10;
+  }
+  return out;
+}
+
+async function readSetFile(path: string): Promise<string[]> {
+  const text = await readFile(path, 'latin1');
+  if (text === '') return [];
+  if (!text.endsWith('\n')) throw new Error(`"${path}" is truncated (no final newline)`);
+  return text.slice(0, -1).split('\n');
+}
+
+function lockPath(dir: string): string {
+  return join(dir, LOCK_FILE);
+}
+
+/** Locks held by this process, so a second open in the same process is refused too. */
+const held = new Set<string>();
+
+function takeLock(dir: string): void {
+  const path = lockPath(dir);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
+      try {
+        writeSync(fd, `${process.pid}\n`);
+      } finally {
+        closeSync(fd);
+      }
+      held.add(dir);
+      return;
+    } catch (error: unknown) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new StateWriteError(`lock state directory "${dir}": ${(error as Error).message}`, {
+          cause: error,
+        });
+      }
+    }
+    let pid = NaN;
+    try {
+      pid = Number.parseInt(readFileSync(path, 'utf8').trim(), 10);
+    } catch {
+      // vanished between open and read: try again
+    }
+    const ours = pid === process.pid && held.has(dir);
+    if (Number.isInteger(pid) && pid > 0 && (ours || (pid !== process.pid && isAlive(pid)))) {
+      throw new StateLockedError(
+        `another sluice daemon (pid ${pid}) serves state directory "${dir}"; stop it or pass --state-dir`,
+      );
+    }
+    // Stale: its daemon died without removing it.
+    try {
+      unlinkSync(path);
+    } catch {
+      // someone else took it over first; the next attempt finds out
+    }
+  }
+  throw new StateLockedError(
+    `lock state directory "${dir}": the lock file "${lockPath(dir)}" keeps coming back; is another sluice starting?`,
+  );
+}
+
+function releaseLock(dir: string): void {
+  held.delete(dir);
+  const path = lockPath(dir);
+  try {
+    const pid = Number.parseInt(readFileSync(path, 'utf8').trim(), 10);
+    if (pid === process.pid) unlinkSync(path);
+  } catch {
+    // gone already
+  }
+}
