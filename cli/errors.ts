@@ -5,6 +5,7 @@ import type { SelfcheckResult } from '../netns-lab/selfcheck.js';
  * Codes:
  * - SELFCHECK_FAILED: SelfcheckFailedError, the self-check ran but its counters or replies
  *   disagree with the traffic it sent
+ * - DEMO_FAILED: DemoFailedError, the demo ran but its traffic disagrees with its configuration
  * - DAEMON_UNREACHABLE: DaemonUnreachableError, nothing answers at the socket or URL the client
  *   was pointed at (no socket file, connection refused, permission denied)
  * - API_*: ApiError, the daemon answered with a problem+json (or another failing) response; the
@@ -24,6 +25,12 @@ export class SelfcheckFailedError extends Error {
   }
 }
 SelfcheckFailedError.prototype.name = 'SelfcheckFailedError';
+
+/** The demo ran to the end, and its traffic disagrees with what its configuration promises. */
+export class DemoFailedError extends Error {
+  readonly code = 'DEMO_FAILED';
+}
+DemoFailedError.prototype.name = 'DemoFailedError';
 
 /** One RFC 9457 problem as the API sends it; every member but `status` may be missing. */
 export interface Problem {

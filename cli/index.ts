@@ -5,6 +5,7 @@ import { DEFAULT_SOCKET } from './client.js';
 import { applyCommand } from './commands/apply.js';
 import { attachCommand } from './commands/attach.js';
 import { compileCommand } from './commands/compile.js';
+import { demoCommand } from './commands/demo.js';
 import { detachCommand } from './commands/detach.js';
 import { eventsCommand } from './commands/events.js';
 import { filterCommand } from './commands/filter.js';
@@ -95,6 +96,7 @@ export function buildProgram(io: CliIo = processIo, deps: CliDeps = {}): Command
   program.addCommand(eventsCommand(context));
   program.addCommand(compileCommand());
   program.addCommand(selfcheckCommand(deps.selfcheck));
+  program.addCommand(demoCommand());
   configureAll(program, io);
   return program;
 }

@@ -1,6 +1,6 @@
 // The demo behind `npm run demo`: a router lab, `sluice serve` in the router's namespace, a sample
 // configuration applied through the CLI, real traffic, the live counters, and a full teardown.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,8 @@ import { ping, udpStream, type PingResult, type UdpStreamResult } from './traffi
 
 /** What the demo's traffic got, to compare with what the configuration promises. */
 export interface DemoResult {
+  /** The lab's id: every namespace, device and the pin directory were named after it. */
+  labId: string;
   forwarded: PingResult;
   blocked: PingResult;
   dns: UdpStreamResult;
@@ -57,23 +59,30 @@ rules:
 `;
 }
 
-/** Runs `sluice ARGS` against the demo daemon, output to the terminal; throws on failure. */
-function sluice(socket: string, args: string[]): void {
+/**
+ * Runs `sluice ARGS` against the demo daemon, output to the terminal; throws on failure. Async:
+ * the traffic drivers running meanwhile need this process's event loop.
+ */
+async function sluice(entry: 'source' | 'dist', socket: string, args: string[]): Promise<void> {
   process.stdout.write(`\n$ sluice ${args.join(' ')}\n`);
-  const [node, ...entry] = sluiceCommand('dist');
-  const result = spawnSync(node, [...entry, '--socket', socket, ...args], {
-    stdio: 'inherit',
-    timeout: 60_000,
-  });
-  if (result.status !== 0) throw new Error(`sluice ${args[0]} failed (exit ${result.status})`);
+  const [node, ...argv] = sluiceCommand(entry);
+  const child = spawn(node, [...argv, '--socket', socket, ...args], { stdio: 'inherit' });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  clearTimeout(timer);
+  if (code !== 0) throw new Error(`sluice ${args[0]} failed (exit ${code})`);
 }
 
 /**
- * Runs the demo, printing as it goes; `watchSeconds` bounds the live view. Everything it creates
+ * Runs the demo, printing as it goes; `watchSeconds` bounds the live view; `entry` says whether
+ * the daemon and CLI run from the build (the demo) or the sources (its test). Everything it creates
  * (namespaces, devices, the daemon, pins, temp files) is removed before it returns or throws, and
  * by the lab's exit hook when interrupted.
  */
-export async function runDemo(watchSeconds = 6): Promise<DemoResult> {
+export async function runDemo(
+  watchSeconds = 6,
+  entry: 'source' | 'dist' = 'dist',
+): Promise<DemoResult> {
   const lab = new Lab();
   const work = mkdtempSync(join(tmpdir(), 'sluice-demo-'));
   const pinDir = `/sys/fs/bpf/${lab.id}`;
@@ -97,7 +106,7 @@ export async function runDemo(watchSeconds = 6): Promise<DemoResult> {
     daemon = new LabDaemon({
       netns: routerNs,
       pinDir,
-      entry: 'dist',
+      entry,
       logLevel: 'warn',
       echo: process.stderr,
     });
@@ -106,9 +115,9 @@ export async function runDemo(watchSeconds = 6): Promise<DemoResult> {
     const socket = daemon.socket;
 
     process.stdout.write(`\nsample configuration (${configFile}):\n${sampleConfig(topology)}`);
-    sluice(socket, ['apply', '-f', configFile, '--dry-run']);
-    sluice(socket, ['apply', '-f', configFile]);
-    sluice(socket, ['rule', 'ls', '--dev', dev]);
+    await sluice(entry, socket, ['apply', '-f', configFile, '--dry-run']);
+    await sluice(entry, socket, ['apply', '-f', configFile]);
+    await sluice(entry, socket, ['rule', 'ls', '--dev', dev]);
 
     process.stdout.write(`\ndriving traffic for ${watchSeconds} s while the counters update:\n`);
     const traffic = Promise.all([
@@ -121,14 +130,30 @@ export async function runDemo(watchSeconds = 6): Promise<DemoResult> {
         from: topology.client,
         to: topology.server1,
         port: 53,
+        size: 32,
         count: 1000 * Math.max(1, Math.floor(watchSeconds / 2)),
         rate: 1000,
       }),
-      udpStream({ from: topology.client, to: topology.server1, port: 5001, count: 300, rate: 300 }),
+      udpStream({
+        from: topology.client,
+        to: topology.server1,
+        port: 5001,
+        size: 1000,
+        count: 300,
+        rate: 300,
+      }),
     ]);
-    sluice(socket, ['stats', dev, '--watch', '--interval', '1', '--count', String(watchSeconds)]);
+    await sluice(entry, socket, [
+      'stats',
+      dev,
+      '--watch',
+      '--interval',
+      '1',
+      '--count',
+      String(watchSeconds),
+    ]);
     const [forwarded, blocked, dns, filtered] = await traffic;
-    sluice(socket, ['stats', dev]);
+    await sluice(entry, socket, ['stats', dev]);
 
     const disagreements: string[] = [];
     if (forwarded.received !== forwarded.sent)
@@ -156,7 +181,7 @@ export async function runDemo(watchSeconds = 6): Promise<DemoResult> {
         '',
       ].join('\n'),
     );
-    return { forwarded, blocked, dns, filtered, disagreements };
+    return { labId: lab.id, forwarded, blocked, dns, filtered, disagreements };
   } finally {
     await daemon?.stop('SIGTERM'); // the data plane stays up until the lab and pins go
     await daemon?.destroy();
