@@ -401,10 +401,17 @@ export function diffConfig(
   const orderBefore = before.rules.map((r) => r.id);
   const orderAfter = after.rules.map((r) => r.id).filter((id) => ruleBefore.has(id));
   const kept = orderBefore.filter((id) => ruleAfter.has(id));
+  // Positions by id, once: a change to one rule of thousands must not cost thousands squared.
+  const keptAt = new Map(kept.map((id, i) => [id, i]));
+  const afterAt = new Map(orderAfter.map((id, i) => [id, i]));
   for (const [id, r] of ruleAfter) {
     const b = ruleBefore.get(id);
     if (!b) diff.rules.added.push(id);
-    else if (!sameJson(r, b) || kept.indexOf(id) !== orderAfter.indexOf(id))
+    else if (
+      // Changes carry unchanged rules over as the same objects: no need to compare those.
+      (r !== b && !sameJson(normalRule(r), normalRule(b))) ||
+      keptAt.get(id) !== afterAt.get(id)
+    )
       diff.rules.changed.push(id);
   }
   for (const id of ruleBefore.keys()) if (!ruleAfter.has(id)) diff.rules.removed.push(id);
@@ -413,6 +420,11 @@ export function diffConfig(
 
 function normalAttachment(a: AttachmentDoc): AttachmentDoc {
   return { ...a, hook: a.hook ?? 'xdp' };
+}
+
+/** A rule as compared: an absent hook is "xdp" (GET /v1/config writes the default out). */
+function normalRule(r: RuleDoc): RuleDoc {
+  return { ...r, hook: r.hook ?? 'xdp' };
 }
 
 /** Prefixes added and removed between two lists (as text, duplicates counted once). */

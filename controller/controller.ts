@@ -84,6 +84,10 @@ interface Computed {
   setChanges?: ReadonlyMap<string, { added: number; removed: number }>;
 }
 
+/** After a group commit, fewer changes than this waiting: wait GROUP_GATHER_MS for more. */
+const GROUP_GATHER_BELOW = 8;
+const GROUP_GATHER_MS = 2;
+
 /** A change waiting for its turn in #drain. */
 interface PendingChange {
   options: ChangeOptions;
@@ -456,7 +460,13 @@ export class SluiceController implements Controller {
   /** Commits queued changes, a group at a time, until none is left. */
   async #drain(): Promise<void> {
     try {
-      while (this.#pending.length > 0) {
+      for (;;) {
+        // After a group, the clients it answered send their next changes within a millisecond
+        // or two: waiting that long lets them join one group instead of trickling in as many.
+        if (this.#pending.length < GROUP_GATHER_BELOW) {
+          await new Promise((resolve) => setTimeout(resolve, GROUP_GATHER_MS));
+        }
+        if (this.#pending.length === 0) break;
         // A change marked `alone` (retried after its group failed) is committed by itself.
         const alone = this.#pending[0].alone;
         const end = alone ? 1 : this.#pending.findIndex((p) => p.alone);
@@ -480,7 +490,8 @@ export class SluiceController implements Controller {
     for (const change of group) {
       try {
         const next = await change.compute(current);
-        validateConfig(next.config);
+        // In a group, the whole document is validated once, after the last change (below).
+        if (group.length === 1 || change.options.dryRun) validateConfig(next.config);
         const diff: ConfigDiff = diffConfig(current.config, next.config, next.setChanges);
         if (change.options.dryRun) {
           change.resolve({ generation: current.generation, diff, applied: false });
@@ -497,6 +508,15 @@ export class SluiceController implements Controller {
       }
     }
     if (accepted.length === 0) return;
+    if (group.length > 1) {
+      try {
+        validateConfig(current.config);
+      } catch {
+        // Some change of the group is invalid: each again by itself, so only that one fails.
+        this.#pending.unshift(...accepted.map((a) => ({ ...a.change, alone: true })));
+        return;
+      }
+    }
     const t1 = performance.now();
     try {
       await this.store.save(current);

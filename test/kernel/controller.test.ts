@@ -151,6 +151,34 @@ await describeKernel('the controller on a real kernel', () => {
     expect(c.config().generation).toBe(1);
   });
 
+  it('commits changes that arrive together as one group, each with its own generation, and refuses only the invalid one', async () => {
+    const c = controller!;
+    const before = c.config().generation;
+    const results = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) =>
+        c.addRule(
+          i === 4
+            ? { id: 'g-bad', device: dev, srcSet: 'no-such-set', action: 'drop' }
+            : { id: `g${i}`, device: dev, proto: 'udp', dport: 2000 + i, action: 'drop' },
+        ),
+      ),
+    );
+    expect(results.map((r) => r.status)).toEqual([
+      ...Array(4).fill('fulfilled'),
+      'rejected',
+      ...Array(5).fill('fulfilled'),
+    ]);
+    const generations = results.flatMap((r) =>
+      r.status === 'fulfilled' ? [r.value.generation] : [],
+    );
+    expect(generations).toEqual(Array.from({ length: 9 }, (_, i) => before + 1 + i));
+    expect(c.config().generation).toBe(before + 9);
+    const ids = kernelRuleIds(`${dev}@xdp`);
+    for (const i of [0, 1, 2, 3, 5, 6, 7, 8, 9]) expect(ids).toContain(`g${i}`);
+    expect(ids).not.toContain('g-bad');
+    for (const i of [0, 1, 2, 3, 5, 6, 7, 8, 9]) await c.removeRule(`g${i}`);
+  });
+
   it('attaches a device that appears later, and again within 1 s after it is re-created', async () => {
     const c = controller!;
     await c.attach({ device: churnA });
