@@ -30,6 +30,7 @@ import {
   type RuleDoc,
 } from './document.js';
 import { ConfigInvalidError } from './errors.js';
+import { fitsSchema } from './schema-errors.js';
 
 export type NormalRule = NormalConfig['rules'][number];
 
@@ -71,6 +72,7 @@ interface SchemaError {
  * set, its message naming the place (and the rule id) and saying what was expected.
  */
 export function checkShape(schema: TSchema, doc: unknown): void {
+  if (fitsSchema(schema, doc)) return;
   const errors = [...Value.Errors(schema, doc)] as unknown as SchemaError[];
   if (errors.length === 0) return;
   const first = errors[0];

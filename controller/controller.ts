@@ -150,9 +150,16 @@ export class SluiceController implements Controller {
     const store = StateStore.open(options.stateDir);
     let dp: Dataplane | undefined;
     let watcher: DeviceWatcher | undefined;
+    const t0 = performance.now();
+    const phases: Record<string, number> = {};
+    const phase = (name: string): void => {
+      phases[name] = Math.round(performance.now() - t0);
+    };
     try {
       const loaded = await store.load();
+      phase('stateLoaded');
       dp = await Dataplane.open({ dir: options.pinDir, netns: options.netns });
+      phase('pinsAdopted');
       for (const p of dp.adoptProblems)
         log.warn({ attachment: p.attachment, err: p.error }, 'pinned attachment not adopted');
       watcher = options.devices ?? (await openDeviceWatcher({ netns: options.netns }));
@@ -167,7 +174,9 @@ export class SluiceController implements Controller {
         loaded,
       );
       watcher.on('change', controller.#onDevice);
+      phase('devicesListed');
       await reconciler.reconcile(loaded.config, loaded.generation);
+      phase('reconciled');
       const every = options.driftIntervalMs ?? 1000;
       if (every > 0) {
         controller.#timer = setInterval(() => void reconciler.check('periodic'), every);
@@ -175,7 +184,7 @@ export class SluiceController implements Controller {
       }
       controller.#ready = true;
       log.info(
-        { generation: loaded.generation, attachments: reconciler.status() },
+        { generation: loaded.generation, attachments: reconciler.status(), ms: phases },
         'controller ready',
       );
       return controller;
@@ -271,6 +280,9 @@ export class SluiceController implements Controller {
   ): Promise<ChangeResult & { count: number }> {
     // Read the input before queueing: a slow upload must not hold up other changes.
     const collected = collectLines(prefixes);
+    // The change awaits it later: a body that fails before then (a bad NDJSON line) must not be
+    // an unhandled rejection, which ends the process.
+    collected.catch(() => undefined);
     let count = 0;
     return this.#change(options, async (c) => {
       const list = await collected;

@@ -1,6 +1,7 @@
 // Turns TypeBox's raw validation errors into one readable message per place in the document:
 // a union's failure arrives once per branch, which says nothing a person can act on by itself.
 import type { TSchema } from 'typebox';
+import { Compile, type Validator } from 'typebox/compile';
 import { Value } from 'typebox/value';
 
 /** One problem at one place of a document. */
@@ -28,8 +29,24 @@ function summarise(errors: RawError[]): string {
   return (telling ?? errors[0]).message;
 }
 
+const validators = new WeakMap<TSchema, Validator>();
+
+/**
+ * True when `value` fits `schema`, through a compiled validator (cached per schema): a hundred
+ * times faster than walking it with Value.Errors, which a million-prefix set makes seconds.
+ */
+export function fitsSchema(schema: TSchema, value: unknown): boolean {
+  let validator = validators.get(schema);
+  if (!validator) {
+    validator = Compile(schema);
+    validators.set(schema, validator);
+  }
+  return validator.Check(value);
+}
+
 /** Every problem of `value` against `schema`, at most one per place, in document order. */
 export function schemaProblems(schema: TSchema, value: unknown): SchemaProblem[] {
+  if (fitsSchema(schema, value)) return [];
   const byPlace = new Map<string, RawError[]>();
   for (const error of Value.Errors(schema, value) as Iterable<RawError>) {
     if (error.keyword === 'boolean') continue; // repeated by "additionalProperties" below

@@ -34,6 +34,7 @@ import {
   type SetDoc,
 } from './document.js';
 import { StateCorruptError, StateLockedError, StateWriteError } from './errors.js';
+import { fitsSchema } from './schema-errors.js';
 
 /** Where the daemon keeps its state unless told otherwise. */
 export const DEFAULT_STATE_DIR = '/var/lib/sluice';
@@ -236,7 +237,9 @@ export class StateStore {
         return { name: s.name, file: setFileName(`${i}`, 0), count: s.prefixes.length };
       });
     }
-    const first = Value.Errors(StateFileSchema, raw)[Symbol.iterator]().next();
+    const first = fitsSchema(StateFileSchema, raw)
+      ? { done: true as const, value: undefined }
+      : Value.Errors(StateFileSchema, raw)[Symbol.iterator]().next();
     if (!first.done) {
       const e = first.value;
       this.#corrupt(`${e.instancePath || '/'} ${e.message}`);
