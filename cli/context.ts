@@ -1,6 +1,6 @@
 // What the daemon-client commands share: the environment and stdin they read, how they reach the
 // daemon, how they learn of Ctrl-C, and the small printing conventions of their results.
-import type { Command } from 'commander';
+import { Command } from 'commander';
 import { ApiClient, resolveEndpoint, type GlobalOptions } from './client.js';
 import type { ChangeResult } from '../controller/contract.js';
 import { print } from './output.js';
@@ -114,4 +114,36 @@ export function writeOptions(command: Command): Command {
   return command
     .option('--dry-run', 'show what would change; change nothing')
     .option('--json', 'print the change result as JSON');
+}
+
+/** What tells one `rm <id>` command from another. */
+export interface RemoveByIdSpec {
+  /** The collection path: `/v1/rules`; the id is appended, encoded. */
+  path: string;
+  /** What the command removes, for its description: `a rate limit`. */
+  what: string;
+  /** The argument's help: `rule id`. */
+  idName: string;
+  /** The noun of the done line: `removed limit <id>`. */
+  noun: string;
+  example: string;
+}
+
+/**
+ * The `rm <id>` command of a resource whose members are removed by id (rules, limits, filters),
+ * with `--dry-run` and `--json`; its action throws the client's errors.
+ */
+export function removeByIdCommand(context: CommandContext, spec: RemoveByIdSpec): Command {
+  const command = new Command('rm')
+    .description(`remove ${spec.what}`)
+    .argument('<id>', spec.idName);
+  writeOptions(command).action(async function (this: Command, id: string, options: WriteOptions) {
+    const result = await withClient(this, context, (client) =>
+      client.call<ChangeResult>('DELETE', `${spec.path}/${encodeURIComponent(id)}`, {
+        query: dryRunQuery(options),
+      }),
+    );
+    printChange(this, options, result, `removed ${spec.noun} ${id}`);
+  });
+  return withExamples(command, spec.example);
 }

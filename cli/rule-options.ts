@@ -6,6 +6,8 @@ import type { RuleDoc } from '../controller/document.js';
 
 /** Hooks a rule or an attachment may name. */
 export const HOOKS = ['xdp', 'tc-ingress', 'tc-egress'] as const;
+/** What a rule (or filter rule) may do with a matching packet. */
+export const RULE_ACTIONS = ['drop', 'pass', 'count', 'ratelimit', 'redirect'] as const;
 const PROTOCOLS = ['tcp', 'udp', 'icmp', 'icmpv6', 'sctp'];
 const TCP_FLAGS = ['fin', 'syn', 'rst', 'psh', 'ack', 'urg', 'ece', 'cwr'];
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -132,6 +134,27 @@ export function deviceOption(flags = '--dev <device>', description = 'network de
 
 export function hookOption(): Option {
   return new Option('--hook <hook>', 'xdp, tc-ingress or tc-egress (default xdp)').choices(HOOKS);
+}
+
+/** The mandatory `--action` flag of `rule add` and `filter add`. */
+export function actionOption(): Option {
+  return new Option('--action <action>', 'what to do with a matching packet')
+    .choices(RULE_ACTIONS)
+    .makeOptionMandatory();
+}
+
+/**
+ * Stops `command` with a usage error (exit 2) when `--action` lacks the flag it needs: `--rate`
+ * for ratelimit, `--to` for redirect.
+ */
+export function checkActionNeeds(
+  command: Command,
+  options: Pick<MatchOptions, 'rate' | 'to'> & { action: (typeof RULE_ACTIONS)[number] },
+): void {
+  if (options.action === 'ratelimit' && options.rate === undefined)
+    command.error('sluice: --action ratelimit needs --rate (1000pps, 10mbit)', { exitCode: 2 });
+  if (options.action === 'redirect' && options.to === undefined)
+    command.error('sluice: --action redirect needs --to DEVICE', { exitCode: 2 });
 }
 
 /** Adds the attachment, position and match flags to `command`. */

@@ -6,13 +6,8 @@ import { NotFoundError } from '../../controller/errors.js';
 import { RuleSchema } from '../../controller/document.js';
 import type { RouteOptions } from '../context.js';
 import { checkFilter } from '../filter-check.js';
-import {
-  ChangeResultSchema,
-  DryRunQuerySchema,
-  IdParamsSchema,
-  withProblems,
-} from '../schemas/common.js';
-import { RuleChangeSchema, StoredRuleSchema, withRuleId } from '../schemas/resources.js';
+import { removeByIdSchema, withProblems } from '../schemas/common.js';
+import { addRuleSchema, StoredRuleSchema, withRuleId } from '../schemas/resources.js';
 
 const r = RuleSchema.properties;
 
@@ -59,13 +54,11 @@ export const filterRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (
   app.post(
     '/v1/filters',
     {
-      schema: {
-        summary: 'add a filter rule (201; 200 for a dry run); a bad expression is a positioned 400',
-        tags: ['filters'],
-        querystring: DryRunQuerySchema,
-        body: FilterSchema,
-        response: withProblems({ 200: RuleChangeSchema, 201: RuleChangeSchema }),
-      },
+      schema: addRuleSchema(
+        'add a filter rule (201; 200 for a dry run); a bad expression is a positioned 400',
+        'filters',
+        FilterSchema,
+      ),
     },
     async (request, reply) => {
       const { expression, ...rest } = request.body;
@@ -78,15 +71,7 @@ export const filterRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (
 
   app.delete(
     '/v1/filters/:id',
-    {
-      schema: {
-        summary: 'remove a filter rule (404 when the id is not one)',
-        tags: ['filters'],
-        params: IdParamsSchema,
-        querystring: DryRunQuerySchema,
-        response: withProblems({ 200: ChangeResultSchema }),
-      },
-    },
+    { schema: removeByIdSchema('remove a filter rule (404 when the id is not one)', 'filters') },
     async (request) => {
       const { id } = request.params;
       if (

@@ -6,13 +6,8 @@ import { NotFoundError } from '../../controller/errors.js';
 import { RuleSchema } from '../../controller/document.js';
 import type { RouteOptions } from '../context.js';
 import { checkFilter } from '../filter-check.js';
-import {
-  ChangeResultSchema,
-  DryRunQuerySchema,
-  IdParamsSchema,
-  withProblems,
-} from '../schemas/common.js';
-import { RuleChangeSchema, StoredRuleSchema, withRuleId } from '../schemas/resources.js';
+import { removeByIdSchema, withProblems } from '../schemas/common.js';
+import { addRuleSchema, StoredRuleSchema, withRuleId } from '../schemas/resources.js';
 
 // eslint-disable-next-line @typescript-eslint/no-unused-vars
 const { action: _action, rate, ...limitFields } = RuleSchema.properties;
@@ -74,13 +69,11 @@ export const limitRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, 
   app.post(
     '/v1/limits',
     {
-      schema: {
-        summary: 'add a rate-limit rule (201; 200 for a dry run)',
-        tags: ['limits'],
-        querystring: DryRunQuerySchema,
-        body: LimitSchema,
-        response: withProblems({ 200: RuleChangeSchema, 201: RuleChangeSchema }),
-      },
+      schema: addRuleSchema(
+        'add a rate-limit rule (201; 200 for a dry run)',
+        'limits',
+        LimitSchema,
+      ),
     },
     async (request, reply) => {
       if (request.body.filter !== undefined) checkFilter(request.body.filter, '/filter');
@@ -92,15 +85,7 @@ export const limitRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, 
 
   app.delete(
     '/v1/limits/:id',
-    {
-      schema: {
-        summary: 'remove a rate-limit rule (404 when the id is not one)',
-        tags: ['limits'],
-        params: IdParamsSchema,
-        querystring: DryRunQuerySchema,
-        response: withProblems({ 200: ChangeResultSchema }),
-      },
-    },
+    { schema: removeByIdSchema('remove a rate-limit rule (404 when the id is not one)', 'limits') },
     async (request) => {
       if (!isLimit(request.params.id))
         throw new NotFoundError(`rate-limit rule "${request.params.id}" does not exist`);

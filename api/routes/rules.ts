@@ -6,13 +6,8 @@ import { NotFoundError } from '../../controller/errors.js';
 import { DeviceNameSchema, HookSchema, RuleSchema } from '../../controller/document.js';
 import type { RouteOptions } from '../context.js';
 import { checkFilter } from '../filter-check.js';
-import {
-  ChangeResultSchema,
-  DryRunQuerySchema,
-  IdParamsSchema,
-  withProblems,
-} from '../schemas/common.js';
-import { RuleChangeSchema, StoredRuleSchema, withRuleId } from '../schemas/resources.js';
+import { IdParamsSchema, removeByIdSchema, withProblems } from '../schemas/common.js';
+import { addRuleSchema, StoredRuleSchema, withRuleId } from '../schemas/resources.js';
 
 export const ruleRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { controller }) => {
   app.get(
@@ -44,15 +39,7 @@ export const ruleRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
 
   app.post(
     '/v1/rules',
-    {
-      schema: {
-        summary: 'add a rule (201; 200 for a dry run)',
-        tags: ['rules'],
-        querystring: DryRunQuerySchema,
-        body: RuleSchema,
-        response: withProblems({ 200: RuleChangeSchema, 201: RuleChangeSchema }),
-      },
-    },
+    { schema: addRuleSchema('add a rule (201; 200 for a dry run)', 'rules', RuleSchema) },
     async (request, reply) => {
       if (request.body.filter !== undefined) checkFilter(request.body.filter, '/filter');
       const dryRun = request.query.dryRun === true;
@@ -80,15 +67,7 @@ export const ruleRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
 
   app.delete(
     '/v1/rules/:id',
-    {
-      schema: {
-        summary: 'remove a rule',
-        tags: ['rules'],
-        params: IdParamsSchema,
-        querystring: DryRunQuerySchema,
-        response: withProblems({ 200: ChangeResultSchema }),
-      },
-    },
+    { schema: removeByIdSchema('remove a rule', 'rules') },
     async (request) =>
       controller.removeRule(request.params.id, { dryRun: request.query.dryRun === true }),
   );

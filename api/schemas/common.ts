@@ -56,3 +56,14 @@ export function withProblems<R extends Record<number, TSchema>>(responses: R) {
 /** A route's `name` or `id` path parameter. */
 export const NameParamsSchema = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
 export const IdParamsSchema = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
+
+/** The schema of `DELETE /v1/<tag>/:id`: remove one member by id, `?dryRun` to only diff. */
+export function removeByIdSchema(summary: string, tag: string) {
+  return {
+    summary,
+    tags: [tag],
+    params: IdParamsSchema,
+    querystring: DryRunQuerySchema,
+    response: withProblems({ 200: ChangeResultSchema }),
+  };
+}

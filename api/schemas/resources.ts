@@ -1,6 +1,6 @@
 // Response schemas of the read routes: devices, attachments with status, sets, rules, status,
 // stats, replay reports. Shapes restate controller/contract.ts's interfaces as TypeBox.
-import { Type } from 'typebox';
+import { Type, type TSchema } from 'typebox';
 
 import {
   AttachmentSchema,
@@ -9,7 +9,7 @@ import {
   SetNameSchema,
   type RuleDoc,
 } from '../../controller/document.js';
-import { ChangeResultProperties } from './common.js';
+import { ChangeResultProperties, DryRunQuerySchema, withProblems } from './common.js';
 
 export const DeviceInfoSchema = Type.Object({
   name: Type.String(),
@@ -40,6 +40,20 @@ export const StoredRuleSchema = Type.Object({
 });
 
 export const RuleChangeSchema = Type.Object({ ...ChangeResultProperties, rule: StoredRuleSchema });
+
+/**
+ * The schema of `POST /v1/<tag>`: add a rule posted as `body`; 201 (200 for a dry run) with the
+ * change and the stored rule.
+ */
+export function addRuleSchema<B extends TSchema>(summary: string, tag: string, body: B) {
+  return {
+    summary,
+    tags: [tag],
+    querystring: DryRunQuerySchema,
+    body,
+    response: withProblems({ 200: RuleChangeSchema, 201: RuleChangeSchema }),
+  };
+}
 
 /** addRule's result with the rule's id as the contract promises it (always set after adding). */
 export function withRuleId<T extends { rule: RuleDoc }>(result: T): T & { rule: { id: string } } {

@@ -7,6 +7,7 @@ import {
   dryRunQuery,
   printChange,
   printJson,
+  removeByIdCommand,
   withClient,
   withExamples,
   writeOptions,
@@ -16,13 +17,16 @@ import {
 import { readFilterProgram } from '../filter-source.js';
 import { formatTable, print, warn } from '../output.js';
 import {
+  actionOption,
   addLimitOptions,
   addRedirectOptions,
+  checkActionNeeds,
   deviceOption,
   hookOption,
   integerParser,
   describeAction,
   type MatchOptions,
+  type RULE_ACTIONS,
 } from '../rule-options.js';
 import { PcapFormatError, readPcap } from '../pcap.js';
 
@@ -89,8 +93,6 @@ function filterTestCommand(): Command {
     });
 }
 
-const FILTER_ACTIONS = ['drop', 'pass', 'count', 'ratelimit', 'redirect'] as const;
-
 /** A filter rule as `POST /v1/filters` takes it and `GET /v1/filters` lists it. */
 interface FilterDoc {
   id?: string;
@@ -98,7 +100,7 @@ interface FilterDoc {
   hook?: string;
   priority?: number;
   expression: string;
-  action: (typeof FILTER_ACTIONS)[number];
+  action: (typeof RULE_ACTIONS)[number];
   rate?: string;
   burst?: number;
   perSource?: boolean;
@@ -119,11 +121,7 @@ function filterAddCommand(context: CommandContext): Command {
     )
     .addOption(deviceOption().makeOptionMandatory())
     .addOption(hookOption())
-    .addOption(
-      new Option('--action <action>', 'what to do with a matching packet')
-        .choices(FILTER_ACTIONS)
-        .makeOptionMandatory(),
-    )
+    .addOption(actionOption())
     .option('--id <id>', 'filter rule id (default: generated)')
     .option(
       '--priority <n>',
@@ -141,10 +139,7 @@ function filterAddCommand(context: CommandContext): Command {
     words: string[],
     options: FilterAddOptions,
   ) {
-    if (options.action === 'ratelimit' && options.rate === undefined)
-      this.error('sluice: --action ratelimit needs --rate (1000pps, 10mbit)', { exitCode: 2 });
-    if (options.action === 'redirect' && options.to === undefined)
-      this.error('sluice: --action redirect needs --to DEVICE', { exitCode: 2 });
+    checkActionNeeds(this, options);
     const body: FilterDoc = {
       device: options.dev,
       expression: words.join(' '),
@@ -177,21 +172,6 @@ function filterAddCommand(context: CommandContext): Command {
     "sluice filter add --dev veth1 --action drop 'udp and ip[6:2] & 0x1fff != 0'",
     "sluice filter add --dev veth1 --action ratelimit --rate 100pps 'icmp[icmptype] == icmp-echo'",
   );
-}
-
-function filterRmCommand(context: CommandContext): Command {
-  const command = new Command('rm')
-    .description('remove a filter rule')
-    .argument('<id>', 'filter id');
-  writeOptions(command).action(async function (this: Command, id: string, options: WriteOptions) {
-    const result = await withClient(this, context, (client) =>
-      client.call<ChangeResult>('DELETE', `/v1/filters/${encodeURIComponent(id)}`, {
-        query: dryRunQuery(options),
-      }),
-    );
-    printChange(this, options, result, `removed filter ${id}`);
-  });
-  return withExamples(command, 'sluice filter rm frag-drop');
 }
 
 function filterLsCommand(context: CommandContext): Command {
@@ -247,7 +227,15 @@ export function filterCommand(context: CommandContext): Command {
         ),
       )
       .addCommand(filterAddCommand(context))
-      .addCommand(filterRmCommand(context))
+      .addCommand(
+        removeByIdCommand(context, {
+          path: '/v1/filters',
+          what: 'a filter rule',
+          idName: 'filter id',
+          noun: 'filter',
+          example: 'sluice filter rm frag-drop',
+        }),
+      )
       .addCommand(filterLsCommand(context)),
     'sluice filter test --pcap sample.pcap tcp port 80',
     "sluice filter add --dev veth1 --action drop 'udp and ip[6:2] & 0x1fff != 0'",

@@ -6,6 +6,7 @@ import {
   dryRunQuery,
   printChange,
   printJson,
+  removeByIdCommand,
   withClient,
   withExamples,
   writeOptions,
@@ -52,19 +53,6 @@ function limitAddCommand(context: CommandContext): Command {
   );
 }
 
-function limitRmCommand(context: CommandContext): Command {
-  const command = new Command('rm').description('remove a rate limit').argument('<id>', 'rule id');
-  writeOptions(command).action(async function (this: Command, id: string, options: WriteOptions) {
-    const result = await withClient(this, context, (client) =>
-      client.call<ChangeResult>('DELETE', `/v1/limits/${encodeURIComponent(id)}`, {
-        query: dryRunQuery(options),
-      }),
-    );
-    printChange(this, options, result, `removed limit ${id}`);
-  });
-  return withExamples(command, 'sluice limit rm dns-limit');
-}
-
 type Limit = RuleDoc & { id: string; passed: number; dropped: number };
 
 function limitLsCommand(context: CommandContext): Command {
@@ -107,7 +95,15 @@ export function limitCommand(context: CommandContext): Command {
     new Command('limit')
       .description('rate limits: rules whose action is a token bucket')
       .addCommand(limitAddCommand(context))
-      .addCommand(limitRmCommand(context))
+      .addCommand(
+        removeByIdCommand(context, {
+          path: '/v1/limits',
+          what: 'a rate limit',
+          idName: 'rule id',
+          noun: 'limit',
+          example: 'sluice limit rm dns-limit',
+        }),
+      )
       .addCommand(limitLsCommand(context)),
     'sluice limit add --dev veth1 --proto udp --dport 53 --rate 1000pps',
     'sluice limit ls',

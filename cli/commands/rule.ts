@@ -1,11 +1,12 @@
 // `sluice rule add|rm|ls`: ordered match → action rules of an attachment (/v1/rules).
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import type { ChangeResult, Stats } from '../../controller/contract.js';
 import type { RuleDoc } from '../../controller/document.js';
 import {
   dryRunQuery,
   printChange,
   printJson,
+  removeByIdCommand,
   withClient,
   withExamples,
   writeOptions,
@@ -15,9 +16,11 @@ import {
 import { ApiError } from '../errors.js';
 import { formatTable, print } from '../output.js';
 import {
+  actionOption,
   addLimitOptions,
   addMatchOptions,
   addRedirectOptions,
+  checkActionNeeds,
   describeAction,
   describeMatch,
   deviceOption,
@@ -26,27 +29,18 @@ import {
   type MatchOptions,
 } from '../rule-options.js';
 
-const ACTIONS = ['drop', 'pass', 'count', 'ratelimit', 'redirect'] as const;
-
 function ruleAddCommand(context: CommandContext): Command {
   const command = new Command('add').description(
     'add a rule to a device: the fields given must all match; lower --priority runs first',
   );
-  addMatchOptions(command).addOption(
-    new Option('--action <action>', 'what to do with a matching packet')
-      .choices(ACTIONS)
-      .makeOptionMandatory(),
-  );
+  addMatchOptions(command).addOption(actionOption());
   addLimitOptions(command, false);
   addRedirectOptions(command);
   writeOptions(command).action(async function (
     this: Command,
     options: MatchOptions & WriteOptions & { action: RuleDoc['action'] },
   ) {
-    if (options.action === 'ratelimit' && options.rate === undefined)
-      this.error('sluice: --action ratelimit needs --rate (1000pps, 10mbit)', { exitCode: 2 });
-    if (options.action === 'redirect' && options.to === undefined)
-      this.error('sluice: --action redirect needs --to DEVICE', { exitCode: 2 });
+    checkActionNeeds(this, options);
     if (options.action !== 'ratelimit' && (options.rate ?? options.burst ?? options.perSource))
       this.error('sluice: --rate, --burst and --per-source go with --action ratelimit', {
         exitCode: 2,
@@ -70,19 +64,6 @@ function ruleAddCommand(context: CommandContext): Command {
     "sluice rule add --dev veth1 --filter 'udp and ip[6:2] & 0x1fff != 0' --action drop",
     'sluice rule add --dev veth1 --dst 198.51.100.7 --action redirect --to veth2',
   );
-}
-
-function ruleRmCommand(context: CommandContext): Command {
-  const command = new Command('rm').description('remove a rule').argument('<id>', 'rule id');
-  writeOptions(command).action(async function (this: Command, id: string, options: WriteOptions) {
-    const result = await withClient(this, context, (client) =>
-      client.call<ChangeResult>('DELETE', `/v1/rules/${encodeURIComponent(id)}`, {
-        query: dryRunQuery(options),
-      }),
-    );
-    printChange(this, options, result, `removed rule ${id}`);
-  });
-  return withExamples(command, 'sluice rule rm drop-bogons');
 }
 
 /** Per-rule hits from /v1/stats, by rule id; empty when the daemon cannot give them. */
@@ -154,7 +135,15 @@ export function ruleCommand(context: CommandContext): Command {
     new Command('rule')
       .description('rules: match fields → drop, pass, count, ratelimit or redirect')
       .addCommand(ruleAddCommand(context))
-      .addCommand(ruleRmCommand(context))
+      .addCommand(
+        removeByIdCommand(context, {
+          path: '/v1/rules',
+          what: 'a rule',
+          idName: 'rule id',
+          noun: 'rule',
+          example: 'sluice rule rm drop-bogons',
+        }),
+      )
       .addCommand(ruleLsCommand(context)),
     'sluice rule add --dev veth1 --src-set blocklist --action drop',
     'sluice rule ls --dev veth1',

@@ -36,7 +36,7 @@ import {
 import { SetInvalidError } from '../../controller/dataplane/errors.js';
 import { validateRuleSet, type RuleSpec } from '../../controller/dataplane/model.js';
 import { prefixKeys } from '../../controller/dataplane/prefix-keys.js';
-import type { AttachmentCounters } from '../../controller/dataplane/counters.js';
+import type { AttachmentCounters, PacketCount } from '../../controller/dataplane/counters.js';
 
 const SET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
@@ -84,6 +84,19 @@ export function diffConfigs(before: NormalConfig, after: NormalConfig): ConfigDi
   };
 }
 
+/** An attachment's action counters: those given, and zero packets and bytes for the others. */
+export function actionCounters(
+  given: Partial<AttachmentCounters['actions']> = {},
+): AttachmentCounters['actions'] {
+  const zero = (): PacketCount => ({ packets: 0, bytes: 0 });
+  return {
+    pass: given.pass ?? zero(),
+    drop: given.drop ?? zero(),
+    redirect: given.redirect ?? zero(),
+    tx: given.tx ?? zero(),
+  };
+}
+
 /** Zeroed counters of one attachment. */
 function zeroCounters(device: string, hook: HookName, rules: RuleDoc[]): AttachmentCounters {
   return {
@@ -91,12 +104,7 @@ function zeroCounters(device: string, hook: HookName, rules: RuleDoc[]): Attachm
     hook,
     ifindex: 0,
     generation: 0,
-    actions: {
-      pass: { packets: 0, bytes: 0 },
-      drop: { packets: 0, bytes: 0 },
-      redirect: { packets: 0, bytes: 0 },
-      tx: { packets: 0, bytes: 0 },
-    },
+    actions: actionCounters(),
     events: {
       malformed: 0,
       truncated: 0,

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 
 import { createMetrics } from '../../../api/server.js';
 import { seededServer, testServer, type TestServer } from '../../helpers/api-server.js';
+import { actionCounters } from '../../helpers/memory-controller.js';
 
 let server: TestServer;
 afterEach(async () => {
@@ -98,12 +99,10 @@ describe('/metrics', () => {
   test('mirrors the kernel counters at scrape time, with no cpu or address labels', async () => {
     server = await seededServer();
     server.controller.counters.set('veth0@xdp', {
-      actions: {
+      actions: actionCounters({
         pass: { packets: 5, bytes: 300 },
         drop: { packets: 7, bytes: 420 },
-        redirect: { packets: 0, bytes: 0 },
-        tx: { packets: 0, bytes: 0 },
-      },
+      }),
       rules: [{ id: 'r1', position: 0, packets: 7, bytes: 420, lastHit: null }],
       limiters: [{ id: 'lim', passed: 10, dropped: 3 }],
       events: {
@@ -161,12 +160,10 @@ describe('/metrics', () => {
 
     // A later scrape sees new kernel totals, not sums of scrapes.
     server.controller.counters.set('veth0@xdp', {
-      actions: {
+      actions: actionCounters({
         pass: { packets: 6, bytes: 360 },
         drop: { packets: 7, bytes: 420 },
-        redirect: { packets: 0, bytes: 0 },
-        tx: { packets: 0, bytes: 0 },
-      },
+      }),
     });
     await new Promise((r) => setTimeout(r, 300));
     const again = await server.app.inject({ url: '/metrics' });

@@ -8,6 +8,7 @@ import {
   testServer,
   type TestServer,
 } from '../../helpers/api-server.js';
+import { actionCounters } from '../../helpers/memory-controller.js';
 
 let server: TestServer;
 afterEach(async () => {
@@ -66,12 +67,10 @@ describe('devices, status, stats', () => {
     server = await seededServer();
     const lastHit = new Date('2026-01-02T03:04:05.000Z');
     server.controller.counters.set('veth0@xdp', {
-      actions: {
+      actions: actionCounters({
         pass: { packets: 5, bytes: 300 },
         drop: { packets: 7, bytes: 420 },
-        redirect: { packets: 0, bytes: 0 },
-        tx: { packets: 0, bytes: 0 },
-      },
+      }),
       rules: [{ id: 'r1', position: 0, packets: 7, bytes: 420, lastHit }],
       limiters: [{ id: 'lim', passed: 10, dropped: 3 }],
     });

@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { emptyDiff, startApiStub, type ApiStub } from '../../helpers/api-stub.js';
 import { runCliWith } from '../../helpers/cli.js';
+import { actionCounters } from '../../helpers/memory-controller.js';
 
 const change = { generation: 7, applied: true, diff: emptyDiff() };
 
@@ -63,12 +64,7 @@ beforeAll(async () => {
             hook: 'xdp',
             ifindex: 7,
             generation: 7,
-            actions: {
-              pass: { packets: 0, bytes: 0 },
-              drop: { packets: 0, bytes: 0 },
-              redirect: { packets: 0, bytes: 0 },
-              tx: { packets: 0, bytes: 0 },
-            },
+            actions: actionCounters(),
             events: {},
             histogram: [],
             rules: [{ id: 'r1', position: 0, packets: 1500, bytes: 96000, lastHit: null }],
