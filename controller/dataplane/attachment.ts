@@ -143,6 +143,20 @@ export class Attachment {
     return this.#rules;
   }
 
+  /**
+   * After adoption, takes `rules` (in position order) as those of the running generation without
+   * writing anything, when each already owns its counter slots in the pins; false otherwise.
+   * For a generation the pins say was written from exactly these rules (see Dataplane).
+   */
+  adoptRules(rules: readonly Rule[]): boolean {
+    for (const rule of rules) {
+      if (!this.#statSlots.has(rule.id)) return false;
+      if (rule.action === 'ratelimit' && !this.#limitSlots.has(rule.id)) return false;
+    }
+    this.#rules = [...rules];
+    return true;
+  }
+
   /** The program packets enter (for test runs). */
   get program(): BpfProgram {
     return this.main;

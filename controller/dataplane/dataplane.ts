@@ -1,13 +1,16 @@
 // The data plane of one sluice instance: prefix sets and per-device pipelines, adopted from bpffs on
 // open, changed only through apply() and the incremental set calls, read back through counters().
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { ensureBpffs, ifindexOf, unpin } from '../../bpf/index.js';
+import { ensureBpffs, ifindexOf, unpin, type BpfMap } from '../../bpf/index.js';
+import { bpfObjectPath } from '../../bpf/progs.js';
 import { Attachment, type AttachmentKey, type Hook, type XdpAttachMode } from './attachment.js';
 import { compileClassifier, type ClassifierTables } from './classify.js';
 import { readCounters, type AttachmentCounters } from './counters.js';
 import { DataplaneError } from './errors.js';
+import { decodeName, encodeName, openNameTable } from './name-table.js';
 import { validateRuleSet, type Rule, type RuleSetSpec } from './model.js';
 import { fingerprintTexts, prefixKeys, prefixKeysOf, type PrefixKeys } from './prefix-keys.js';
 import { SetStore, type PendingWrites } from './set-store.js';
@@ -94,6 +97,8 @@ export class Dataplane {
   /** Per set, the fingerprint of the prefix text last applied; changed sets lose theirs. */
   readonly #setFingerprints = new Map<string, string>();
   readonly #adoptProblems: { attachment: string; error: unknown }[] = [];
+  /** Per attachment, its pinned record of what its running generation was written from. */
+  readonly #written = new Map<string, BpfMap>();
   /** Set texts an apply left unread in the tries (they matched the pins); see #loadDeferredSets. */
   #deferredSets: Map<string, string[]> | undefined;
 
@@ -182,12 +187,16 @@ export class Dataplane {
   close(): void {
     for (const att of this.#attachments.values()) att.close();
     this.#attachments.clear();
+    for (const table of this.#written.values()) table.close();
+    this.#written.clear();
     this.sets.close();
   }
 
   /** Detaches every attachment and removes every pin of the instance. */
   async destroy(): Promise<void> {
     await this.#serial(async () => {
+      for (const table of this.#written.values()) table.close();
+      this.#written.clear();
       for (const att of this.#attachments.values()) att.destroy();
       this.#attachments.clear();
       this.sets.close();
@@ -242,6 +251,7 @@ export class Dataplane {
     if (sig === this.#masksSig) return;
     const list = [...new Set([...masks, ...this.#heldMasks])];
     for (const [name, applied] of this.#applied) {
+      this.#recordWritten(name, ''); // written with a transitional mask list: not reusable
       await this.#write(this.#attachments.get(name)!, applied, list);
     }
     this.#masksSig = sig;
@@ -330,8 +340,11 @@ export class Dataplane {
       if (keep.has(name)) {
         // Written in full when wanted again: its classifier may miss masks learnt meanwhile.
         this.#applied.delete(name);
+        this.#recordWritten(name, '');
         continue;
       }
+      this.#written.get(name)?.close();
+      this.#written.delete(name);
       att.destroy();
       this.#attachments.delete(name);
       this.#applied.delete(name);
@@ -352,6 +365,21 @@ export class Dataplane {
         report.unchanged.push(name);
         continue;
       }
+      // After a restart nothing is applied in this process yet; when the pins say the running
+      // generation was written by this build from this very rule set, masks and redirect
+      // targets, writing it again would change nothing but cost a generation flip.
+      const writtenKey = this.#writtenKey(applied, maskSig);
+      if (
+        !fresh &&
+        !before &&
+        att &&
+        this.#readWritten(name) === writtenKey &&
+        att.adoptRules(applied.rules)
+      ) {
+        this.#applied.set(name, applied);
+        report.unchanged.push(name);
+        continue;
+      }
       if (att === undefined) {
         att = Attachment.load(
           { device: applied.spec.device, hook: applied.spec.hook!, netns: this.netns },
@@ -360,7 +388,9 @@ export class Dataplane {
         );
         this.#attachments.set(name, att);
       }
+      this.#recordWritten(name, '');
       await this.#write(att, applied, maskList);
+      this.#recordWritten(name, writtenKey);
       if (!att.attached) {
         att.attach(applied.spec.mode ?? 'native');
         report.attached.push(name);
@@ -382,6 +412,41 @@ export class Dataplane {
     }
     if (!pinnedMatch) this.sets.recordFingerprints(fingerprints);
     return report;
+  }
+
+  /** What a generation is written from: this build's pipeline, the rules, masks, redirects. */
+  #writtenKey(applied: Applied, maskSig: string): string {
+    const redirects = applied.rules.flatMap((r) =>
+      r.redirect ? [`${r.redirect.to}=${this.#ifindex(r.redirect.to, 'redirect')}`] : [],
+    );
+    return createHash('sha256')
+      .update(pipelineBuild())
+      .update('\0')
+      .update(applied.signature)
+      .update('\0')
+      .update(maskSig)
+      .update('\0')
+      .update(redirects.join(','))
+      .digest('hex')
+      .slice(0, 40);
+  }
+
+  #writtenTable(name: string): BpfMap {
+    let table = this.#written.get(name);
+    if (!table) {
+      table = openNameTable(join(this.dir, 'att', name, 'sl_written'), 1, 'sl_written');
+      this.#written.set(name, table);
+    }
+    return table;
+  }
+
+  #readWritten(name: string): string {
+    return decodeName(this.#writtenTable(name).lookup(Buffer.alloc(4)));
+  }
+
+  /** Records `key` ('' = unknown) before and after a generation is written. */
+  #recordWritten(name: string, key: string): void {
+    this.#writtenTable(name).update(Buffer.alloc(4), encodeName(key));
   }
 
   /** True when `fingerprints` name exactly the sets the pins recorded, with equal texts. */
@@ -478,4 +543,14 @@ export class Dataplane {
       );
     }
   }
+}
+
+let build: string | undefined;
+
+/** This build's pipeline object, hashed once: a generation written by another build is rewritten. */
+function pipelineBuild(): string {
+  build ??= createHash('sha256')
+    .update(readFileSync(bpfObjectPath('pipeline')))
+    .digest('hex');
+  return build;
 }

@@ -54,10 +54,16 @@ await describeKernel('set tries across a restart', () => {
 
   it('trusts the recorded load: the same texts after a restart read and write nothing', async () => {
     await dp.apply(spec());
+    const name = `${net.right.device}@xdp`;
+    const generation = dp.attachments.get(name)!.generation;
     await reopen();
     const report = await dp.apply(spec());
     expect(report.setEntries).toBe(0);
     expect(dp.sets.loaded).toBe(false);
+    // The rule set is the one the pins say was written last: no generation flip either.
+    expect(report.unchanged).toEqual([name]);
+    expect(dp.attachments.get(name)!.generation).toBe(generation);
+    expect(dp.counters()[0].rules.map((r) => r.id)).toEqual(['b']);
     expect(await verdict('192.0.2.1')).toBe(XDP_DROP);
     expect(await verdict('192.0.2.200')).toBe(XDP_PASS);
   });
@@ -85,6 +91,16 @@ await describeKernel('set tries across a restart', () => {
     await reopen();
     expect((await dp.apply(spec())).setEntries).toBe(0);
     expect(dp.sets.loaded).toBe(false);
+  });
+
+  it('writes a changed rule set after a restart as a new generation', async () => {
+    await reopen();
+    const changed = spec();
+    changed.attachments![0].rules.rules.push({ id: 'c', proto: 'tcp', action: 'count' });
+    const report = await dp.apply(changed);
+    expect(report.updated).toEqual([`${net.right.device}@xdp`]);
+    await reopen();
+    expect((await dp.apply(changed)).unchanged).toEqual([`${net.right.device}@xdp`]);
   });
 
   it('loads a changed text after a restart even when the set names are the same', async () => {
