@@ -426,7 +426,7 @@ export class SluiceController implements Controller {
     };
     return replayPcap(
       strip(candidate),
-      doc === undefined ? undefined : strip(running.config),
+      strip(running.config),
       pcap,
     );
   }

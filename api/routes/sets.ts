@@ -5,7 +5,7 @@ import type { FastifySchemaCompiler } from 'fastify';
 import { Type, type TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
 
-import { ConflictError, NotFoundError } from '../../controller/errors.js';
+import { ConfigInvalidError, ConflictError, NotFoundError } from '../../controller/errors.js';
 import { PrefixInvalidError } from '../../controller/dataplane/errors.js';
 import { SetSchema } from '../../controller/document.js';
 import type { RouteOptions } from '../context.js';
@@ -13,6 +13,25 @@ import { ApiError, LocatedError, validationErrors } from '../problems.js';
 import { LineMap, readPrefixLines, type SetBodyFormat } from '../set-stream.js';
 import { ChangeResultSchema, DryRunQuerySchema, withProblems } from '../schemas/common.js';
 import { SetChangeSchema, SetNameParamsSchema, SetSummarySchema } from '../schemas/resources.js';
+
+/**
+ * The bad prefix behind `err`: the data plane's own error, or the one the controller wrapped
+ * when it pointed into its whole document (whose pointer means nothing to this request).
+ */
+function prefixErrorOf(err: unknown): PrefixInvalidError | undefined {
+  if (err instanceof PrefixInvalidError) return err;
+  if (err instanceof ConfigInvalidError && err.cause instanceof PrefixInvalidError)
+    return err.cause;
+  return undefined;
+}
+
+/** A bad prefix of a request body's `prefixes`, pointed at there. */
+function locate(err: unknown): unknown {
+  const bad = prefixErrorOf(err);
+  return bad?.entry !== undefined
+    ? new LocatedError(bad, { pointer: `/prefixes/${bad.entry}` }, '')
+    : err;
+}
 
 const PrefixListSchema = Type.Object(
   { prefixes: SetSchema.properties.prefixes },
@@ -102,9 +121,7 @@ export const setRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, op
         const result = await controller.putSet(name, prefixes, { dryRun });
         return await reply.code(dryRun ? 200 : 201).send(result);
       } catch (err: unknown) {
-        if (err instanceof PrefixInvalidError && err.entry !== undefined)
-          throw new LocatedError(err, { pointer: `/prefixes/${err.entry}` }, '');
-        throw err;
+        throw locate(err);
       }
     },
   );
@@ -164,9 +181,7 @@ export const setRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, op
           try {
             return await controller.putSet(name, doc.prefixes, { dryRun });
           } catch (err: unknown) {
-            if (err instanceof PrefixInvalidError && err.entry !== undefined)
-              throw new LocatedError(err, { pointer: `/prefixes/${err.entry}` }, '');
-            throw err;
+            throw locate(err);
           }
         }
         const map = new LineMap();
@@ -178,9 +193,10 @@ export const setRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, op
           );
         } catch (err: unknown) {
           if (map.failure !== undefined) throw map.failure;
-          if (err instanceof PrefixInvalidError) {
-            const line = err.entry !== undefined ? map.lineOf(err.entry) : map.lastLine;
-            throw new LocatedError(err, { line }, `line ${line}: `);
+          const bad = prefixErrorOf(err);
+          if (bad) {
+            const line = bad.entry !== undefined ? map.lineOf(bad.entry) : map.lastLine;
+            throw new LocatedError(bad, { line }, `line ${line}: `);
           }
           throw err;
         }
@@ -196,10 +212,6 @@ export const setRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, op
     body: PrefixListSchema,
     response: withProblems({ 200: ChangeResultSchema }),
   });
-  const locate = (err: unknown): unknown =>
-    err instanceof PrefixInvalidError && err.entry !== undefined
-      ? new LocatedError(err, { pointer: `/prefixes/${err.entry}` }, '')
-      : err;
 
   app.post(
     '/v1/sets/:name/prefixes',

@@ -520,12 +520,7 @@ await describeKernel('the REST API of a real daemon, read back from the kernel',
     expect(pinnedCounters(x.daemon.pinDir, W)).toEqual(countersBefore);
   });
 
-  // TODO(replay-changed): contract.ts says `changed` counts packets "whose verdict differs from
-  // the running configuration's"; without a candidate the candidate *is* the running
-  // configuration, so 0 is due. controller.replay() passes no running reference in that case
-  // (controller/controller.ts, replay(): `doc === undefined ? undefined : strip(running.config)`),
-  // so replayPcap compares with "nothing attached" and reports the 5 packets not passed.
-  it.fails('replaying the running configuration reports no changed verdicts', async () => {
+  it('replaying the running configuration reports no changed verdicts', async () => {
     const pcap = writePcap([
       { data: frame({ src: x.net.right.ipv4, dst: x.net.left.ipv4, proto: 17, dport: 9999 }) },
     ]);

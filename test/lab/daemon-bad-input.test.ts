@@ -235,12 +235,11 @@ await describeKernel('malformed requests to a real daemon change nothing', () =>
     set('a number among the prefixes', { name: 'n', prefixes: [10] });
     set('a 65-character prefix', { name: 'n', prefixes: ['1'.repeat(65)] });
     set('no prefixes', { name: 'n' });
-    // TODO(set-pointer): see the it.fails below: the pointer names the daemon's document.
-    set('a /33', { name: 'n', prefixes: ['192.0.2.0/24', '10.0.0.0/33'] }, 422, 'CONFIG_INVALID');
-    set('an octet of 300', { name: 'n', prefixes: ['300.1.1.1'] }, 422, 'CONFIG_INVALID');
-    set('an IPv6 /129', { name: 'n', prefixes: ['2001:db8::/129'] }, 422, 'CONFIG_INVALID');
-    set('a word', { name: 'n', prefixes: ['hello'] }, 422, 'CONFIG_INVALID');
-    set('a negative length', { name: 'n', prefixes: ['10.0.0.0/-1'] }, 422, 'CONFIG_INVALID');
+    set('a /33', { name: 'n', prefixes: ['192.0.2.0/24', '10.0.0.0/33'] }, 422, 'PREFIX_INVALID');
+    set('an octet of 300', { name: 'n', prefixes: ['300.1.1.1'] }, 422, 'PREFIX_INVALID');
+    set('an IPv6 /129', { name: 'n', prefixes: ['2001:db8::/129'] }, 422, 'PREFIX_INVALID');
+    set('a word', { name: 'n', prefixes: ['hello'] }, 422, 'PREFIX_INVALID');
+    set('a negative length', { name: 'n', prefixes: ['10.0.0.0/-1'] }, 422, 'PREFIX_INVALID');
     set('a name taken', { name: 'blocklist', prefixes: [] }, 409, 'CONFIG_CONFLICT');
 
     const put = (
@@ -253,16 +252,14 @@ await describeKernel('malformed requests to a real daemon change nothing', () =>
       path = '/v1/sets/blocklist',
     ): void =>
       add({ name: `replace set: ${name}`, method: 'PUT', path, body, type, status, code, problem });
-    // TODO(set-pointer): a bad prefix is named by its index in the daemon's document, not by
-    // its line (see the it.fails below).
     put(
       'a bad line of text',
       '10.0.0.0/8\n# ok\n10.0.0.0/33\n',
       'text/plain',
       422,
-      'CONFIG_INVALID',
+      'PREFIX_INVALID',
     );
-    put('a word in text', '192.0.2.0/24\nnot-a-prefix\n', 'text/plain', 422, 'CONFIG_INVALID');
+    put('a word in text', '192.0.2.0/24\nnot-a-prefix\n', 'text/plain', 422, 'PREFIX_INVALID');
     put('an NDJSON number', '"10.0.0.0/8"\n5\n', 'application/x-ndjson', 400, 'API_SET_LINE', {
       line: 2,
     });
@@ -287,7 +284,7 @@ await describeKernel('malformed requests to a real daemon change nothing', () =>
       '"10.0.0.0/8"\n"10.0.0.0/40"\n',
       'application/x-ndjson',
       422,
-      'CONFIG_INVALID',
+      'PREFIX_INVALID',
     );
     put(
       'JSON prefixes not a list',
@@ -302,7 +299,7 @@ await describeKernel('malformed requests to a real daemon change nothing', () =>
       '{"prefixes": ["10.0.0.0/8", "1.2.3"]}',
       'application/json',
       422,
-      'CONFIG_INVALID',
+      'PREFIX_INVALID',
     );
     put('an XML body', '<set/>', 'application/xml', 415, 'API_UNSUPPORTED_MEDIA');
     put(
@@ -349,7 +346,7 @@ await describeKernel('malformed requests to a real daemon change nothing', () =>
       path: '/v1/sets/blocklist/prefixes',
       body: { prefixes: ['192.0.2.0/24', '192.0.2.0/33'] },
       status: 422,
-      code: 'CONFIG_INVALID',
+      code: 'PREFIX_INVALID',
     });
     add({
       name: 'delete an unknown set',
@@ -754,17 +751,13 @@ await describeKernel('malformed requests to a real daemon change nothing', () =>
     expect(seen).toHaveLength(all.length);
   });
 
-  // TODO(set-pointer): api/routes/sets.ts locates a PrefixInvalidError by `line` (streamed
-  // bodies) or `pointer` into the request body, but the controller's validateConfig() wraps it
-  // in a ConfigInvalidError first (controller/config.ts), so the client gets CONFIG_INVALID with
-  // the pointer of the daemon's own document ("/sets/2/prefixes/1") and no line.
-  it.fails('names the bad line of a streamed set body', async () => {
+  it('names the bad line of a streamed set body', async () => {
     const res = await x.daemon.api('PUT', '/v1/sets/blocklist', '10.0.0.0/8\n# ok\n10.0.0.0/33\n');
     expect(problemOf(res)).toMatchObject({ status: 422, code: 'PREFIX_INVALID', line: 3 });
     await expectUnchanged('a bad line');
   });
 
-  it.fails('points at the bad prefix of POST /v1/sets in the request body', async () => {
+  it('points at the bad prefix of POST /v1/sets in the request body', async () => {
     const res = await x.daemon.api('POST', '/v1/sets', {
       name: 'n',
       prefixes: ['192.0.2.0/24', '10.0.0.0/33'],
