@@ -424,11 +424,7 @@ export class SluiceController implements Controller {
       const { sets, attachments } = toDataplaneSpec(c);
       return { sets, attachments };
     };
-    return replayPcap(
-      strip(candidate),
-      strip(running.config),
-      pcap,
-    );
+    return replayPcap(strip(candidate), strip(running.config), pcap);
   }
 
   #emit(event: ControllerEvent): void {
