@@ -1,8 +1,16 @@
 // How client commands draw what the daemon returns for people: change diffs, counters, the
 // log2 packet-size histogram, replay reports.
-import pc from 'picocolors';
+import { createColors } from 'picocolors';
 import type { ChangeResult, ConfigDiff, ReplayReport, Stats } from '../controller/contract.js';
 import { formatTable } from './output.js';
+
+/**
+ * Colours only for a person at a terminal (or FORCE_COLOR), never because CI is set (picocolors'
+ * own rule), so output captured by scripts and tests is the same everywhere; NO_COLOR wins.
+ */
+const pc = createColors(
+  !('NO_COLOR' in process.env) && ('FORCE_COLOR' in process.env || process.stdout.isTTY === true),
+);
 
 /** Sets' prefix counts by name, to say how big an added set is. */
 export type SetSizes = ReadonlyMap<string, number>;
