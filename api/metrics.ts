@@ -57,61 +57,48 @@ export function createMetrics(controller: Controller): Metrics {
     });
   }
 
-  mirrored(
-    'sluice_packets_total',
-    'packets by final verdict',
-    ['device', 'hook', 'action'],
-    (s, add) => {
+  // Each kernel count and the labels it goes by: a family per field of one Stats record.
+  const perAction =
+    (field: 'packets' | 'bytes') =>
+    (s: Stats, add: (labels: Labels<'device' | 'hook' | 'action'>, value: number) => void) => {
       for (const d of s.devices)
         for (const [action, c] of Object.entries(d.actions))
-          add({ device: d.device, hook: d.hook, action }, c.packets);
-    },
-  );
-  mirrored(
-    'sluice_bytes_total',
-    'bytes by final verdict',
-    ['device', 'hook', 'action'],
-    (s, add) => {
+          add({ device: d.device, hook: d.hook, action }, c[field]);
+    };
+  const perRule =
+    (field: 'packets' | 'bytes') =>
+    (s: Stats, add: (labels: Labels<'device' | 'hook' | 'rule'>, value: number) => void) => {
       for (const d of s.devices)
-        for (const [action, c] of Object.entries(d.actions))
-          add({ device: d.device, hook: d.hook, action }, c.bytes);
-    },
-  );
-  mirrored(
-    'sluice_rule_matches_total',
-    'packets each rule matched',
-    ['device', 'hook', 'rule'],
-    (s, add) => {
+        for (const r of d.rules) add({ device: d.device, hook: d.hook, rule: r.id }, r[field]);
+    };
+  const perLimiter =
+    (field: 'passed' | 'dropped') =>
+    (s: Stats, add: (labels: Labels<'device' | 'hook' | 'rule'>, value: number) => void) => {
       for (const d of s.devices)
-        for (const r of d.rules) add({ device: d.device, hook: d.hook, rule: r.id }, r.packets);
-    },
-  );
+        for (const l of d.limiters) add({ device: d.device, hook: d.hook, rule: l.id }, l[field]);
+    };
+  const ACTION = ['device', 'hook', 'action'] as ('device' | 'hook' | 'action')[];
+  const RULE = ['device', 'hook', 'rule'] as ('device' | 'hook' | 'rule')[];
+  mirrored('sluice_packets_total', 'packets by final verdict', ACTION, perAction('packets'));
+  mirrored('sluice_bytes_total', 'bytes by final verdict', ACTION, perAction('bytes'));
+  mirrored('sluice_rule_matches_total', 'packets each rule matched', RULE, perRule('packets'));
   mirrored(
     'sluice_rule_bytes_total',
     'bytes of the packets each rule matched',
-    ['device', 'hook', 'rule'],
-    (s, add) => {
-      for (const d of s.devices)
-        for (const r of d.rules) add({ device: d.device, hook: d.hook, rule: r.id }, r.bytes);
-    },
+    RULE,
+    perRule('bytes'),
   );
   mirrored(
     'sluice_limiter_passed_total',
     'packets a rate limit let through',
-    ['device', 'hook', 'rule'],
-    (s, add) => {
-      for (const d of s.devices)
-        for (const l of d.limiters) add({ device: d.device, hook: d.hook, rule: l.id }, l.passed);
-    },
+    RULE,
+    perLimiter('passed'),
   );
   mirrored(
     'sluice_limiter_dropped_total',
     'packets a rate limit dropped',
-    ['device', 'hook', 'rule'],
-    (s, add) => {
-      for (const d of s.devices)
-        for (const l of d.limiters) add({ device: d.device, hook: d.hook, rule: l.id }, l.dropped);
-    },
+    RULE,
+    perLimiter('dropped'),
   );
   mirrored(
     'sluice_malformed_total',

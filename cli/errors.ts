@@ -122,35 +122,8 @@ export class DaemonUnreachableError extends Error {
 }
 DaemonUnreachableError.prototype.name = 'DaemonUnreachableError';
 
-/** One located error of an apply file. */
-export interface FileLocation {
-  file: string;
-  line: number;
-  col: number;
-  /** Dotted path of the field (`rules[2].dport`), empty for the whole document. */
-  field: string;
-  message: string;
-}
-
-/** An apply file is unusable: every error located like `nft -c` does, nothing applied. */
-export class ApplyFileError extends Error {
-  readonly code = 'APPLY_FILE_INVALID';
-  readonly errors: FileLocation[];
-
-  constructor(file: string, errors: FileLocation[], options?: ErrorOptions) {
-    const n = errors.length;
-    super(`"${file}": ${n === 1 ? '1 error' : `${n} errors`}, nothing applied`, options);
-    this.errors = errors;
-  }
-
-  /** `FILE:LINE:COL: field message`, one line per error, as editors' quickfix lists read them. */
-  format(): string {
-    return this.errors
-      .map((e) => `${e.file}:${e.line}:${e.col}: ${e.field ? `${e.field} ` : ''}${e.message}`)
-      .join('\n');
-  }
-}
-ApplyFileError.prototype.name = 'ApplyFileError';
+// Apply-file errors belong to the file reader, which the daemon's --config uses too.
+export { ApplyFileError, type FileLocation } from '../controller/config-file.js';
 
 /** Errors that know how to draw themselves with context (filter errors draw a caret block). */
 interface Formattable {

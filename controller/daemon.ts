@@ -10,7 +10,7 @@ import { basename, dirname } from 'node:path';
 import { pino, type Logger } from 'pino';
 
 import { buildServer, createMetrics } from '../api/server.js';
-import { parseConfigText } from './config-file.js';
+import { ApplyFileError, parseApplyFile, validateApplyFile } from './config-file.js';
 import { SluiceController } from './controller.js';
 import { DEFAULT_PIN_DIR } from './dataplane/dataplane.js';
 import { StateLockedError } from './errors.js';
@@ -174,7 +174,7 @@ async function followConfigFile(
   const applyText = async (text: string): Promise<void> => {
     const hash = createHash('sha256').update(text).digest('hex');
     if (hash === lastHash) return;
-    const { config } = parseConfigText(text, file);
+    const config = validateApplyFile(parseApplyFile(file, text));
     const result = await controller.replaceConfig(config);
     lastHash = hash;
     log.info({ generation: result.generation, diff: result.diff }, 'config file applied');
@@ -190,12 +190,17 @@ async function followConfigFile(
       running = running
         .then(async () => applyText(await readFile(file, 'utf8')))
         .catch((error: unknown) => {
-          log.error({ err: error }, 'config file not applied; the running configuration stays');
+          // A file error lists every place at fault, FILE:LINE:COL each.
+          const detail = error instanceof ApplyFileError ? error.format() : String(error);
+          log.error(
+            { err: error, detail },
+            'config file not applied; the running configuration stays',
+          );
           controller.events.emit('event', {
             type: 'reconcile',
             generation: controller.config().generation,
             ok: false,
-            error: `${file}: ${(error as Error).message}`,
+            error: detail,
           });
         });
     }, 100);

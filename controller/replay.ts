@@ -48,7 +48,7 @@ import { join } from 'node:path';
 
 import { BPFFS_ROOT, SyscallError, ensureBpffs } from '../bpf/index.js';
 // The CLI's pcap reader: it imports nothing of sluice, so this is no cycle; it belongs below both.
-import { PcapFormatError, parsePcap } from '../cli/pcap.js';
+import { PcapFormatError, parsePcap } from '../bpf/pcap.js';
 import type { ReplayReport } from './contract.js';
 import { SL_VERDICTS, type SlVerdict } from './dataplane/abi.js';
 import { Attachment, type Hook } from './dataplane/attachment.js';

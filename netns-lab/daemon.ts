@@ -209,6 +209,15 @@ export class LabDaemon {
   async destroy(): Promise<void> {
     await this.stop('SIGKILL');
     await this.#agent.close();
+    this.destroySync();
+  }
+
+  /**
+   * destroy() without waiting, for a lab's cleanup (which also runs from its exit hook on an
+   * interrupted run, where promises no longer settle): kill, then remove pins and files.
+   */
+  destroySync(): void {
+    this.proc?.kill('SIGKILL');
     rmSync(this.pinDir, { recursive: true, force: true });
     rmSync(this.dir, { recursive: true, force: true });
   }

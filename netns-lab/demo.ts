@@ -89,9 +89,8 @@ export async function runDemo(
   let daemon: LabDaemon | undefined;
   // Runs before the namespaces go, also from the exit hook on Ctrl-C: the daemon and the pins.
   lab.addCleanup(() => {
-    daemon?.proc?.kill('SIGKILL');
-    rmSync(pinDir, { recursive: true, force: true });
-    if (daemon) rmSync(daemon.dir, { recursive: true, force: true });
+    daemon?.destroySync();
+    rmSync(pinDir, { recursive: true, force: true }); // also when the daemon never started
     rmSync(work, { recursive: true, force: true });
   });
   try {

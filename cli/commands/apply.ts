@@ -10,7 +10,7 @@ import {
   readApplyFile,
   validateApplyFile,
   type ApplyFile,
-} from '../apply-file.js';
+} from '../../controller/config-file.js';
 import { printJson, withClient, withExamples, type CommandContext } from '../context.js';
 import { ApiError } from '../errors.js';
 import { print } from '../output.js';

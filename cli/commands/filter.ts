@@ -28,7 +28,7 @@ import {
   type MatchOptions,
   type RULE_ACTIONS,
 } from '../rule-options.js';
-import { PcapFormatError, readPcap } from '../pcap.js';
+import { PcapFormatError, readPcap } from '../../bpf/pcap.js';
 
 /** LINKTYPE_ETHERNET: the only link type the compiler generates code for. */
 const LINKTYPE_ETHERNET = 1;

@@ -3,12 +3,12 @@
 // maps through the addon, iproute2 and bpftool inside the namespace), plus the CLI run as a
 // process inside that namespace (to reach the daemon's TCP listener there).
 import { execFile } from 'node:child_process';
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { openPinned, type BpfMap } from '../../bpf/index.js';
+import { openPinned } from '../../bpf/index.js';
 import {
   SL_MAX_SETS,
   SL_VERDICTS,
@@ -21,6 +21,7 @@ import { decodeName } from '../../controller/dataplane/name-table.js';
 import { LabDaemon, type ApiResponse } from '../../netns-lab/daemon.js';
 import { run } from '../../netns-lab/exec.js';
 import { Lab, type PairTopology } from '../../netns-lab/lab.js';
+import { withPinnedMap } from './daemon-lab.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -58,27 +59,12 @@ export async function openDaemonLab(options: { tcp?: boolean } = {}): Promise<Da
     const d = new LabDaemon({ netns, tcp: options.tcp ?? false });
     daemon = d;
     // Also on an interrupted run (the lab's exit hook): what d.destroy() does, synchronously.
-    lab.addCleanup(() => {
-      d.proc?.kill('SIGKILL');
-      rmSync(d.pinDir, { recursive: true, force: true });
-      rmSync(d.dir, { recursive: true, force: true });
-    });
+    lab.addCleanup(() => d.destroySync());
     await d.start();
     return { lab, net, netns, daemon: d, wire: net.left.device, spare, destroy };
   } catch (error: unknown) {
     await destroy();
     throw error;
-  }
-}
-
-/** Opens the map pinned at `path`, runs `fn`, closes it. */
-function withPinnedMap<T>(path: string, fn: (map: BpfMap) => T): T {
-  const pinned = openPinned(path);
-  if (pinned.kind !== 'map') throw new Error(`"${path}" pins a ${pinned.kind}, not a map`);
-  try {
-    return fn(pinned.map);
-  } finally {
-    pinned.map.close();
   }
 }
 

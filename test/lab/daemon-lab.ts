@@ -1,7 +1,6 @@
 // Helpers of the daemon-*.test.ts lab tests: a real `sluice serve` (netns-lab/daemon.ts) read back
 // through its API and, independently of it, through its pins (counters, rule ids, set tries) and
 // iproute2 (which program a device runs).
-import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { Agent, request } from 'undici';
@@ -46,16 +45,12 @@ export async function waitFor<T>(
  * remove its pins and files: what `daemon.destroy()` does, synchronously. Returns `daemon`.
  */
 export function guard(lab: Lab, daemon: LabDaemon): LabDaemon {
-  lab.addCleanup(() => {
-    daemon.proc?.kill('SIGKILL');
-    rmSync(daemon.pinDir, { recursive: true, force: true });
-    rmSync(daemon.dir, { recursive: true, force: true });
-  });
+  lab.addCleanup(() => daemon.destroySync());
   return daemon;
 }
 
 /** Opens the map pinned at `path`, runs `fn`, closes it. */
-function withPinnedMap<T>(path: string, fn: (map: BpfMap) => T): T {
+export function withPinnedMap<T>(path: string, fn: (map: BpfMap) => T): T {
   const pinned = openPinned(path);
   if (pinned.kind !== 'map') throw new Error(`"${path}" pins a ${pinned.kind}, not a map`);
   try {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PcapFormatError, parsePcap, readPcap } from '../../cli/pcap.js';
+import { PcapFormatError, parsePcap, readPcap } from '../../bpf/pcap.js';
 import { runOracle } from '../helpers/oracle.js';
 import {
   countTags,

@@ -21,4 +21,4 @@ export {
   PcapFormatError,
   type PcapFile,
   type PcapPacket,
-} from '../../../cli/pcap.js';
+} from '../../../bpf/pcap.js';

@@ -1,4 +1,4 @@
-// Reads classic libpcap capture files (both byte orders, micro- and nanosecond timestamps) for `sluice filter test --pcap`.
+// Reads classic libpcap capture files (both byte orders, micro- and nanosecond timestamps): the packets that filter tests and dry-run replays run through the kernel.
 import { readFile } from 'node:fs/promises';
 
 // Error codes (PcapFormatError.code):
