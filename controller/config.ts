@@ -233,16 +233,36 @@ export function markPrefixesParsed(whole: readonly string[]): void {
   parsedSets.add(whole);
 }
 
+/** RuleSpecs by rule: the same object for an unchanged rule, which the data plane checks once. */
+const ruleSpecs = new WeakMap<NormalRule, RuleSpec>();
+
 /** A RuleSpec (controller/dataplane) from a rule of the document. */
 export function toRuleSpec(rule: NormalRule): RuleSpec {
-  const spec: Record<string, unknown> = { ...rule };
-  delete spec.device;
-  delete spec.hook;
-  return spec as unknown as RuleSpec;
+  let spec = ruleSpecs.get(rule);
+  if (spec === undefined) {
+    const fields: Record<string, unknown> = { ...rule };
+    delete fields.device;
+    delete fields.hook;
+    spec = fields as unknown as RuleSpec;
+    ruleSpecs.set(rule, spec);
+  }
+  return spec;
 }
 
 /** The rule set of attachment `key`: its rules in document order, with their document indexes. */
+/** ruleGroups per document: validating and then applying one document groups its rules once. */
+const groupsOf = new WeakMap<NormalConfig, Map<string, { spec: RuleSetSpec; index: number[] }>>();
+
 function ruleGroups(config: NormalConfig): Map<string, { spec: RuleSetSpec; index: number[] }> {
+  let groups = groupsOf.get(config);
+  if (groups === undefined) {
+    groups = groupRules(config);
+    groupsOf.set(config, groups);
+  }
+  return groups;
+}
+
+function groupRules(config: NormalConfig): Map<string, { spec: RuleSetSpec; index: number[] }> {
   const groups = new Map<string, { spec: RuleSetSpec; index: number[] }>();
   for (const att of config.attachments) {
     groups.set(attachmentKey(att), {
@@ -316,13 +336,33 @@ export function validateConfig(config: NormalConfig): void {
     }
     parsedSets.add(set.prefixes);
   });
+  const setsSeen = [...setNames.keys()].join('\0');
   for (const [key, group] of ruleGroups(config)) {
+    if (validatedBefore(key, group.spec, setsSeen)) continue;
     try {
       validateRuleSet(group.spec, { sets: new Set(setNames.keys()) });
     } catch (error: unknown) {
       throw locate(error, key, group.index, attachments.get(key));
     }
+    validGroups.set(key, { spec: group.spec, sets: setsSeen });
   }
+}
+
+/**
+ * The rule set last found valid per attachment key: a change to one attachment does not check
+ * the thousands of rules of the others again. Keyed by text, but a hit needs the very same rule
+ * objects, so documents of other controllers in the process only miss.
+ */
+const validGroups = new Map<string, { spec: RuleSetSpec; sets: string }>();
+
+function validatedBefore(key: string, spec: RuleSetSpec, sets: string): boolean {
+  const last = validGroups.get(key);
+  if (!last || last.sets !== sets) return false;
+  const a = last.spec;
+  if (a.defaultAction !== spec.defaultAction || a.malformed !== spec.malformed) return false;
+  if (a.rules.length !== spec.rules.length) return false;
+  for (let i = 0; i < a.rules.length; i++) if (a.rules[i] !== spec.rules[i]) return false;
+  return true;
 }
 
 /** A data-plane validation error as a ConfigInvalidError pointing into the document. */
@@ -478,9 +518,7 @@ export function toDataplaneSpec(
     const hook = att.hook ?? 'xdp';
     const rules = groups.get(key)!.spec;
     if (existingDevices) {
-      const missing = [att.device, ...rules.rules.flatMap((r) => (r.to ? [r.to] : []))].find(
-        (d) => !existingDevices.has(d),
-      );
+      const missing = [att.device, ...redirectTargets(rules)].find((d) => !existingDevices.has(d));
       if (missing !== undefined) {
         pending.push({
           key,
@@ -507,6 +545,18 @@ export function toDataplaneSpec(
     fingerprint: fingerprintOf(set.prefixes),
   }));
   return { sets, attachments, pending };
+}
+
+/** The devices a rule set redirects to, once per rule set object (ruleGroups keeps them). */
+const targetsOf = new WeakMap<RuleSetSpec, string[]>();
+
+function redirectTargets(rules: RuleSetSpec): string[] {
+  let targets = targetsOf.get(rules);
+  if (targets === undefined) {
+    targets = [...new Set(rules.rules.flatMap((r) => (r.to ? [r.to] : [])))];
+    targetsOf.set(rules, targets);
+  }
+  return targets;
 }
 
 /** Fingerprints per prefix array: the controller never changes an array, it makes a new one. */

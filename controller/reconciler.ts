@@ -25,7 +25,12 @@ import type { Logger } from 'pino';
 import { ifindexOf } from '../bpf/index.js';
 import { attachmentKey, toDataplaneSpec } from './config.js';
 import type { AttachmentStatus, ControllerEvent } from './contract.js';
-import type { AttachmentSpec, Dataplane, DataplaneSpec } from './dataplane/dataplane.js';
+import {
+  sameAttachments,
+  type AttachmentSpec,
+  type Dataplane,
+  type DataplaneSpec,
+} from './dataplane/dataplane.js';
 import type { HookName, NormalConfig } from './document.js';
 
 /** A set change the reconciler may apply incrementally instead of a full apply. */
@@ -63,7 +68,8 @@ export class Reconciler extends EventEmitter {
   #desired: Desired | null = null;
   #appliedGeneration = 0;
   /** The attachment part of the last successful apply, to tell when a set change may go alone. */
-  #appliedSignature: string | null = null;
+  /** The attachments the last reconcile applied in full, or null. */
+  #appliedAttachments: readonly AttachmentSpec[] | null = null;
   /** Keys applied by the last successful apply. */
   #goodKeys = new Set<string>();
   /** Device name → ifindex as seen by the last reconcile, for the devices the config names. */
@@ -199,10 +205,14 @@ export class Reconciler extends EventEmitter {
       .filter((p) => this.dataplane.attachments.has(p.key) && this.#linkIfindex(p.key) === 0)
       .map((p) => p.key);
     const spec: DataplaneSpec = { ...dataplaneSpec, keep };
-    const signature = JSON.stringify(spec.attachments);
     let incremental = false;
     const failed = new Map<string, string>();
-    if (delta && this.#appliedSignature === signature && this.dataplane.sets.bits.has(delta.name)) {
+    if (
+      delta &&
+      this.#appliedAttachments !== null &&
+      sameAttachments(this.#appliedAttachments, spec.attachments ?? []) &&
+      this.dataplane.sets.bits.has(delta.name)
+    ) {
       if (delta.add?.length) await this.dataplane.addPrefixes(delta.name, delta.add);
       if (delta.remove?.length) await this.dataplane.removePrefixes(delta.name, delta.remove);
       incremental = true;
@@ -213,7 +223,7 @@ export class Reconciler extends EventEmitter {
     }
     const drift = this.#repairLinks(spec.attachments ?? [], devices, failed);
     const applied = (spec.attachments ?? []).filter((a) => !failed.has(attachmentKey(a)));
-    this.#appliedSignature = failed.size === 0 ? signature : null;
+    this.#appliedAttachments = failed.size === 0 ? (spec.attachments ?? []) : null;
     this.#goodKeys = new Set(applied.map(attachmentKey));
     this.#seen = devices;
     this.#appliedGeneration = generation;

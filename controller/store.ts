@@ -14,13 +14,22 @@
 // nothing references are deleted on load. So a rule change rewrites a few hundred bytes, a set
 // change writes that set only, and nothing is ever half-written.
 //
+// The journal (journal.ndjson, see journal.ts): a change appends one line saying what changed and
+// fdatasyncs it; that is its commit point. load() replays the lines newer than state.json's
+// generation; a last line without its newline (a crash mid-append) was never acknowledged and is
+// cut off. Every JOURNAL_MAX_RECORDS lines or JOURNAL_MAX_BYTES (and on close) the state is
+// written whole as above and the journal emptied; lines a crash left behind after that are older
+// than state.json and skipped.
+//
 // Schema versions: `schema` counts the state file's layout. MIGRATIONS[n] turns a schema-n object
 // into a schema-(n+1) one; load runs them in order and the next save writes the newest layout. A
 // file from a newer sluice (schema above STATE_SCHEMA) is refused, untouched.
 import { constants, existsSync, mkdirSync, readFileSync, readdirSync, renameSync } from 'node:fs';
+import { fdatasync, ftruncate, write as writeFd } from 'node:fs';
 import { open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { openSync, closeSync, writeSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 import { Type, type Static } from 'typebox';
 import { Value } from 'typebox/value';
@@ -34,15 +43,33 @@ import {
   type SetDoc,
 } from './document.js';
 import { StateCorruptError, StateLockedError, StateWriteError } from './errors.js';
+import {
+  JournalRecordSchema,
+  buildRecord,
+  replayRecords,
+  type JournalRecord,
+  type SetEdit,
+} from './journal.js';
 import { fitsSchema } from './schema-errors.js';
 
 /** Where the daemon keeps its state unless told otherwise. */
 export const DEFAULT_STATE_DIR = '/var/lib/sluice';
 
-/** The state file layout this build writes (and the newest it reads). */
-export const STATE_SCHEMA = 1;
+/**
+ * The state file layout this build writes (and the newest it reads). 2: state.json plus the
+ * journal, which a sluice that knows only schema 1 would ignore, losing the changes in it.
+ */
+export const STATE_SCHEMA = 2;
 
 const STATE_FILE = 'state.json';
+const JOURNAL_FILE = 'journal.ndjson';
+/** The journal is folded into state.json after this many lines, or bytes. */
+const JOURNAL_MAX_RECORDS = 2000;
+const JOURNAL_MAX_BYTES = 8 * 2 ** 20;
+
+const writeAsync = promisify(writeFd);
+const fdatasyncAsync = promisify(fdatasync);
+const ftruncateAsync = promisify(ftruncate);
 const LOCK_FILE = 'lock';
 const SETS_DIR = 'sets';
 
@@ -95,6 +122,8 @@ export const MIGRATIONS: Record<number, (old: Record<string, unknown>) => Record
         rules,
       };
     },
+    // Schema 2 adds the journal beside the file; the file itself is the same.
+    1: (old) => ({ ...old, schema: 2 }),
   };
 
 /** What load() returns: the desired state as last committed. */
@@ -163,12 +192,23 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
  */
 export class StateStore {
   readonly #written = new Map<string, WrittenSet>();
+  /** Set files the journal names, and those state.json names: kept until it is written whole. */
+  readonly #journalFiles = new Set<string>();
   #closed = false;
+  /** The state as last committed, which the next journal record starts from. */
+  #last: SavedState | undefined;
+  #journalFd: number | undefined;
+  #journalBytes = 0;
+  #journalRecords = 0;
 
   private constructor(readonly dir: string) {}
 
   get statePath(): string {
     return join(this.dir, STATE_FILE);
+  }
+
+  get journalPath(): string {
+    return join(this.dir, JOURNAL_FILE);
   }
 
   /**
@@ -194,6 +234,9 @@ export class StateStore {
       text = await readFile(path, 'utf8');
     } catch (error: unknown) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      // A journal without a state file is one whose first commit never completed: no change
+      // was acknowledged from it.
+      await unlink(this.journalPath).catch(() => undefined);
       this.#sweep(new Set());
       return {
         config: { version: DOCUMENT_VERSION, attachments: [], sets: [], rules: [] },
@@ -262,7 +305,7 @@ export class StateStore {
       }
       sets.push({ name: s.name, prefixes });
     }
-    const loaded: LoadedState = {
+    const snapshot: LoadedState = {
       config: {
         version: DOCUMENT_VERSION,
         attachments: state.attachments,
@@ -272,18 +315,184 @@ export class StateStore {
       generation: state.generation,
       nextRuleId: state.nextRuleId,
     };
-    if (migrated) await this.save(loaded);
-    else this.#sweep(new Set(state.sets.map((s) => s.file)));
+    const records = await this.#readJournal(snapshot.generation);
+    const loaded =
+      records.length === 0
+        ? snapshot
+        : await replayRecords(snapshot, records, async (file, count, name) => {
+            let prefixes: string[];
+            try {
+              prefixes = await readSetFile(join(this.dir, SETS_DIR, file));
+            } catch (error: unknown) {
+              this.#corruptJournal(`set "${name}": reading "${SETS_DIR}/${file}" failed`, error);
+            }
+            if (count !== undefined && prefixes.length !== count)
+              this.#corruptJournal(
+                `set "${name}": "${SETS_DIR}/${file}" holds ${prefixes.length} prefixes, not ${count}`,
+              );
+            const before = this.#written.get(name);
+            if (before) this.#journalFiles.add(before.file);
+            this.#journalFiles.add(file);
+            this.#written.set(name, { file, prefixes });
+            return prefixes;
+          });
+    if (migrated) await this.#saveWhole(loaded);
+    else this.#sweep(new Set([...state.sets.map((s) => s.file), ...this.#journalFiles]));
+    this.#last = loaded;
     return loaded;
   }
 
   /**
-   * Commits `state`: new set files (only for sets whose prefix array is not the one last written),
-   * then state.json, then removes superseded set files. Throws StateWriteError; then the previous
-   * state is still the committed one.
+   * The journal's records newer than `generation`, in order. A last line without its newline is
+   * cut off the file; a complete line that is not a record makes the journal corrupt.
    */
-  async save(state: SavedState): Promise<void> {
+  async #readJournal(generation: number): Promise<JournalRecord[]> {
+    let text: string;
+    try {
+      text = await readFile(this.journalPath, 'utf8');
+    } catch (error: unknown) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+    const end = text.lastIndexOf('\n') + 1;
+    if (end < text.length) {
+      // A crash mid-append: that change was never acknowledged.
+      const fd = openSync(this.journalPath, 'r+');
+      try {
+        await ftruncateAsync(fd, Buffer.byteLength(text.slice(0, end)));
+        await fdatasyncAsync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    const lines = text.slice(0, end).split('\n');
+    lines.pop();
+    const records: JournalRecord[] = [];
+    let last = generation;
+    lines.forEach((line, i) => {
+      let record: unknown;
+      try {
+        record = JSON.parse(line);
+      } catch (error: unknown) {
+        this.#corruptJournal(`line ${i + 1} is not valid JSON (${(error as Error).message})`);
+      }
+      if (!fitsSchema(JournalRecordSchema, record)) {
+        const e = Value.Errors(JournalRecordSchema, record)[Symbol.iterator]().next().value;
+        this.#corruptJournal(`line ${i + 1}: ${e?.instancePath || '/'} ${e?.message ?? 'invalid'}`);
+      }
+      const r = record as JournalRecord;
+      if (r.generation <= generation) return; // folded into state.json already
+      if (r.generation <= last)
+        this.#corruptJournal(`line ${i + 1}: generation ${r.generation} does not follow ${last}`);
+      last = r.generation;
+      records.push(r);
+    });
+    this.#journalRecords = lines.length;
+    this.#journalBytes = end;
+    return records;
+  }
+
+  /** Moves the journal aside and throws StateCorruptError. */
+  #corruptJournal(why: string, cause?: unknown): never {
+    const path = this.journalPath;
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    let keptAs = `${path}.corrupt-${stamp}`;
+    for (let n = 1; existsSync(keptAs); n++) keptAs = `${path}.corrupt-${stamp}-${n}`;
+    renameSync(path, keptAs);
+    throw new StateCorruptError(
+      `state journal "${path}" is corrupt: ${why}; it was moved to "${keptAs}". Start again to begin with the state of "${this.statePath}" (the changes after it are in the moved file), or repair the journal and move it back`,
+      keptAs,
+      cause === undefined ? undefined : { cause },
+    );
+  }
+
+  /**
+   * Commits `state`: as one journal line saying what changed since the last commit (`edits` say
+   * how sets' prefixes changed, so those are not written whole), or, every so often, whole (see
+   * #saveWhole). Throws StateWriteError; then the previous state is still the committed one.
+   */
+  async save(state: SavedState, edits: readonly SetEdit[] = []): Promise<void> {
     if (this.#closed) throw new StateWriteError(`save state in "${this.dir}": the store is closed`);
+    const last = this.#last;
+    if (
+      last === undefined ||
+      this.#journalRecords >= JOURNAL_MAX_RECORDS ||
+      this.#journalBytes >= JOURNAL_MAX_BYTES
+    ) {
+      await this.#saveWhole(state);
+      this.#last = state;
+      return;
+    }
+    const created: string[] = [];
+    const whole = new Map<string, WrittenSet>();
+    const fd = this.#journalFd;
+    let wrote = false;
+    try {
+      const record = await buildRecord(last, state, edits, {
+        writeFile: async (name, prefixes) => {
+          let file = setFileName(name, state.generation);
+          if (this.#written.get(name)?.file === file || this.#journalFiles.has(file))
+            file = setFileName(name, state.generation + 1);
+          await writeFileAtomic(join(this.dir, SETS_DIR, file), encodeLines(prefixes));
+          created.push(file);
+          whole.set(name, { file, prefixes });
+          return file;
+        },
+      });
+      const line = Buffer.from(`${JSON.stringify(record)}\n`);
+      const journal = fd ?? (await this.#openJournal());
+      wrote = true;
+      await writeAsync(journal, line, 0, line.length, null);
+      await fdatasyncAsync(journal);
+      this.#journalBytes += line.length;
+      this.#journalRecords += 1;
+    } catch (error: unknown) {
+      for (const file of created) await unlink(join(this.dir, SETS_DIR, file)).catch(() => {});
+      // Take back a line that may be partly written, so the next one does not follow it; when
+      // even that fails, the next commit writes the state whole and empties the journal.
+      if (wrote && this.#journalFd !== undefined) {
+        await ftruncateAsync(this.#journalFd, this.#journalBytes).catch(() => {
+          this.#last = undefined;
+        });
+      }
+      throw new StateWriteError(
+        `save state generation ${state.generation} in "${this.dir}": ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    for (const [name, w] of whole) {
+      // The file written before stays while state.json names it: removed at the next whole save.
+      const before = this.#written.get(name);
+      if (before) this.#journalFiles.add(before.file);
+      this.#journalFiles.add(w.file);
+      this.#written.set(name, w);
+    }
+    this.#last = state;
+  }
+
+  /** Folds the journal into state.json (on close, so the next start replays nothing). */
+  async compact(): Promise<void> {
+    if (this.#closed || this.#last === undefined || this.#journalRecords === 0) return;
+    await this.#saveWhole(this.#last);
+  }
+
+  /** Opens (creating) the journal for appending; its directory entry made durable once. */
+  async #openJournal(): Promise<number> {
+    const fd = openSync(
+      this.journalPath,
+      constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND,
+      0o600,
+    );
+    await fsyncDir(this.dir);
+    this.#journalFd = fd;
+    return fd;
+  }
+
+  /**
+   * Commits `state` whole: new set files (only for sets whose prefix array is not the one last
+   * written), then state.json, then empties the journal and removes superseded set files.
+   */
+  async #saveWhole(state: SavedState): Promise<void> {
     const next = new Map<string, WrittenSet>();
     const created: string[] = [];
     try {
@@ -319,10 +528,23 @@ export class StateStore {
         { cause: error },
       );
     }
-    const keep = new Set([...next.values()].map((w) => w.file));
-    for (const w of this.#written.values()) {
-      if (!keep.has(w.file)) await unlink(join(this.dir, SETS_DIR, w.file)).catch(() => {});
+    // state.json now holds everything: the journal's lines are older than it.
+    if (this.#journalRecords > 0 || this.#journalBytes > 0) {
+      const fd = this.#journalFd ?? (await this.#openJournal());
+      await ftruncateAsync(fd, 0);
+      await fdatasyncAsync(fd);
+      this.#journalBytes = 0;
+      this.#journalRecords = 0;
     }
+    const keep = new Set([...next.values()].map((w) => w.file));
+    const superseded = new Set([
+      ...this.#journalFiles,
+      ...[...this.#written.values()].map((w) => w.file),
+    ]);
+    for (const file of superseded) {
+      if (!keep.has(file)) await unlink(join(this.dir, SETS_DIR, file)).catch(() => {});
+    }
+    this.#journalFiles.clear();
     this.#written.clear();
     for (const [name, w] of next) this.#written.set(name, w);
   }
@@ -331,6 +553,8 @@ export class StateStore {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#journalFd !== undefined) closeSync(this.#journalFd);
+    this.#journalFd = undefined;
     releaseLock(this.dir);
   }
 

@@ -92,6 +92,8 @@ const NOT_REUSED = new Set(['sl_tx']);
 
 /** Per-generation tables as last written, so the next write of that generation sends only differences. */
 interface Shadow {
+  /** The rule structs by position. */
+  rules: Buffer;
   vectors: Buffer[];
   pfx: Map<string, number>;
   setcls: Map<string, number>;
@@ -334,16 +336,35 @@ export class Attachment {
         position * SIZE.rule,
       );
     });
-    if (rules.length > 0) {
+    // Only the positions whose struct differs from what this generation last held.
+    const shadow = this.#shadow[next];
+    const held = shadow?.rules;
+    const changed: number[] = [];
+    for (let p = 0; p < rules.length; p++) {
+      const at = p * SIZE.rule;
+      if (
+        !held ||
+        at + SIZE.rule > held.length ||
+        held.compare(ruleImages, at, at + SIZE.rule, at, at + SIZE.rule) !== 0
+      )
+        changed.push(p);
+    }
+    // Until this generation is written whole, what it holds is not known.
+    this.#shadow[next] = null;
+    if (changed.length > 0) {
       await this.#batch(
         this.maps.sl_rules,
-        rules.map((_, p) => index.rule(next, p)),
-        ruleImages,
+        changed.map((p) => index.rule(next, p)),
+        changed.length === rules.length
+          ? ruleImages
+          : Buffer.concat(
+              changed.map((p) => ruleImages.subarray(p * SIZE.rule, (p + 1) * SIZE.rule)),
+            ),
         SIZE.rule,
       );
     }
 
-    await this.#writeTables(next, tables);
+    await this.#writeTables(next, tables, ruleImages, shadow);
 
     // The bank of the new generation, where rules have expressions.
     const bankSlot = next === 0 ? SL_PROG_BANK0 : SL_PROG_BANK1;
@@ -486,8 +507,12 @@ export class Attachment {
     }
   }
 
-  async #writeTables(gen: Gen, t: ClassifierTables): Promise<void> {
-    const old = this.#shadow[gen];
+  async #writeTables(
+    gen: Gen,
+    t: ClassifierTables,
+    rules: Buffer,
+    old: Shadow | null,
+  ): Promise<void> {
     // Vectors: only classes whose image changed.
     const vecIdx: number[] = [];
     const vecVals: Buffer[] = [];
@@ -558,13 +583,13 @@ export class Attachment {
       await this.#batch(map, idx.map(at), values, 4);
     }
 
+    // Views, not copies: compileClassifier makes new tables each time and nothing changes them.
     this.#shadow[gen] = {
-      vectors: t.vectors.map((v) => Buffer.from(Uint8Array.from(v))),
+      rules,
+      vectors: t.vectors.map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength)),
       pfx,
       setcls,
-      arrays: Object.fromEntries(
-        Object.entries(arrays).map(([k, v]) => [k, Uint32Array.from(v)]),
-      ) as Record<ArrayName, Uint32Array>,
+      arrays,
     };
   }
 
@@ -591,6 +616,13 @@ export class Attachment {
 
   /** Array-map writes by index, batched. */
   async #batch(map: BpfMap, indexes: number[], values: Buffer, size: number): Promise<void> {
+    // A few entries: a syscall each on this thread beats the round trip to a worker thread.
+    if (indexes.length <= 64) {
+      indexes.forEach((index, i) =>
+        map.update(u32(index), values.subarray(i * size, (i + 1) * size)),
+      );
+      return;
+    }
     const CHUNK = 65536;
     for (let at = 0; at < indexes.length; at += CHUNK) {
       const n = Math.min(CHUNK, indexes.length - at);

@@ -49,6 +49,51 @@ export interface DataplaneSpec {
   keep?: readonly string[];
 }
 
+/** Each rule's JSON, by the very rule object: callers keep unchanged rules as the same objects. */
+const ruleJson = new WeakMap<object, string>();
+
+/**
+ * A text equal for equal rule sets on the same hook (the rules in order, the set's own actions),
+ * cheap when most rules are the objects of the last call.
+ */
+export function ruleSetSignature(rules: RuleSetSpec, hook: Hook): string {
+  const parts = [hook, String(rules.defaultAction ?? ''), String(rules.malformed ?? '')];
+  for (const rule of rules.rules ?? []) {
+    let json = ruleJson.get(rule);
+    if (json === undefined) {
+      json = JSON.stringify(rule);
+      ruleJson.set(rule, json);
+    }
+    parts.push(json);
+  }
+  return parts.join('\n');
+}
+
+/**
+ * True when `b` is `a` again, hook `hook`, with the very same rule objects: callers keep
+ * unchanged rules as the same objects, so this spares comparing thousands of rules field by field.
+ */
+function sameRuleSet(a: AttachmentSpec | undefined, b: AttachmentSpec, hook: Hook): boolean {
+  if (!a || (a.hook ?? 'xdp') !== hook || a.device !== b.device) return false;
+  const x = a.rules;
+  const y = b.rules;
+  if (x.defaultAction !== y.defaultAction || x.malformed !== y.malformed) return false;
+  if (x.rules.length !== y.rules.length) return false;
+  for (let i = 0; i < x.rules.length; i++) if (x.rules[i] !== y.rules[i]) return false;
+  return true;
+}
+
+/** True when both lists hold the same attachments, modes and rule objects, in the same order. */
+export function sameAttachments(
+  a: readonly AttachmentSpec[],
+  b: readonly AttachmentSpec[],
+): boolean {
+  return (
+    a.length === b.length &&
+    a.every((x, i) => x.mode === b[i].mode && sameRuleSet(x, b[i], (b[i].hook ?? 'xdp') as Hook))
+  );
+}
+
 export interface OpenOptions {
   /** bpffs directory of this instance (created if missing); default DEFAULT_PIN_DIR. */
   dir?: string;
@@ -295,7 +340,20 @@ export class Dataplane {
       if (wanted.has(name)) {
         throw new DataplaneError(`attachment "${name}" is given twice`, 'ATTACHMENT_INVALID');
       }
-      const rules = validateRuleSet(att.rules, { sets: new Set(setSpecs.keys()) });
+      const before = this.#applied.get(name);
+      const signature = sameRuleSet(before?.spec, att, key.hook)
+        ? before!.signature
+        : ruleSetSignature(att.rules, key.hook);
+      // The rule set applied last, unchanged: checked then; only its sets must still exist.
+      const rules =
+        before?.signature === signature &&
+        before.rules.every(
+          (r) =>
+            (r.srcSet === undefined || setSpecs.has(r.srcSet)) &&
+            (r.dstSet === undefined || setSpecs.has(r.dstSet)),
+        )
+          ? before.rules
+          : validateRuleSet(att.rules, { sets: new Set(setSpecs.keys()) });
       this.#ifindex(att.device, `attach to "${att.device}"`);
       for (const r of rules) {
         if (r.redirect) this.#ifindex(r.redirect.to, `rule "${r.id}": redirect`);
@@ -303,7 +361,7 @@ export class Dataplane {
       wanted.set(name, {
         spec: { ...att, hook: key.hook },
         rules,
-        signature: JSON.stringify([att.rules, key.hook]),
+        signature,
       });
     }
 

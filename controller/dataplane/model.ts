@@ -1028,6 +1028,43 @@ function hash53(text: string): string {
 }
 
 /**
+ * Rules already checked, by the very spec object: the controller keeps a rule's spec object while
+ * the rule is unchanged, so a change to one rule of thousands checks one. Only for checks without
+ * a device map (the one context a check depends on besides the sets, which a hit checks again).
+ */
+const checkedRules = new WeakMap<object, Rule>();
+
+function checkRule(
+  spec: Record<string, unknown>,
+  ref: RuleRef,
+  context: ValidationContext,
+  filterCache: Map<string, unknown>,
+): Rule {
+  const cacheable = context.devices === undefined;
+  const hit = cacheable ? checkedRules.get(spec) : undefined;
+  if (
+    hit &&
+    (hit.srcSet === undefined || context.sets.has(hit.srcSet)) &&
+    (hit.dstSet === undefined || context.sets.has(hit.dstSet))
+  ) {
+    return { ...hit, index: ref.ruleIndex };
+  }
+  const rule = new RuleChecker(spec, ref, context, filterCache).check();
+  if (cacheable) checkedRules.set(spec, { ...rule });
+  return rule;
+}
+
+/**
+ * Rule sets already validated, by the very spec object, with what they were checked against:
+ * the controller validates a document and then applies it, the same objects both times. A hit
+ * needs the same rule objects too, so a spec changed in place is checked again.
+ */
+const validatedSets = new WeakMap<
+  object,
+  { sets: string; rules: readonly unknown[]; actions: string; result: Rule[] }
+>();
+
+/**
  * Validates a rule set and returns its rules normalised, in position order (priority ascending,
  * then the order given): prefixes parsed, ports as ranges, protocols as numbers, flags as masks,
  * rate limits in the kernel's units, an `id` for every rule (generated from the rule's fields
@@ -1039,6 +1076,26 @@ function hash53(text: string): string {
  * SL_MAX_REDIRECTS redirect devices. Needs no kernel.
  */
 export function validateRuleSet(spec: RuleSetSpec, context: ValidationContext): Rule[] {
+  if (context.devices !== undefined || typeof spec !== 'object' || spec === null)
+    return checkRuleSet(spec, context);
+  const sets = [...context.sets.keys()].join('\0');
+  const actions = `${String(spec.defaultAction)} ${String(spec.malformed)}`;
+  const hit = validatedSets.get(spec);
+  if (
+    hit &&
+    hit.sets === sets &&
+    hit.actions === actions &&
+    Array.isArray(spec.rules) &&
+    hit.rules.length === spec.rules.length &&
+    hit.rules.every((r, i) => r === spec.rules[i])
+  )
+    return hit.result;
+  const result = checkRuleSet(spec, context);
+  validatedSets.set(spec, { sets, rules: [...spec.rules], actions, result });
+  return result;
+}
+
+function checkRuleSet(spec: RuleSetSpec, context: ValidationContext): Rule[] {
   if (typeof spec !== 'object' || spec === null)
     throw new RuleSetInvalidError(`rule set ${show(spec)} is not an object`, { field: 'rules' });
   const known = ['rules', 'defaultAction', 'malformed'];
@@ -1084,7 +1141,7 @@ export function validateRuleSet(spec: RuleSetSpec, context: ValidationContext): 
       ids.set(r.id, ruleIndex);
       ref.ruleId = r.id;
     }
-    rules.push(new RuleChecker(r, ref, context, filterCache).check());
+    rules.push(checkRule(r, ref, context, filterCache));
   });
   // Generated ids: a hash of the fields but id and priority, so that a rule keeps its counters
   // when rules are added or moved around it; repeats of an equal rule are told apart by order.

@@ -95,16 +95,24 @@ await describeKernel('daemon restart without loss', () => {
   let device: string;
   const startups: { kind: string; ms: number; startupMs: number | null }[] = [];
 
+  /** The generation committed on disk: state.json's, or the journal's last whole line's. */
   const stateGeneration = (): number => {
-    try {
-      return (
-        JSON.parse(readFileSync(join(daemon.stateDir, 'state.json'), 'utf8')) as {
-          generation: number;
-        }
-      ).generation;
-    } catch {
-      return 0;
-    }
+    const read = (file: string): string => {
+      try {
+        return readFileSync(join(daemon.stateDir, file), 'utf8');
+      } catch {
+        return '';
+      }
+    };
+    const generationOf = (text: string): number => {
+      try {
+        return (JSON.parse(text) as { generation: number }).generation;
+      } catch {
+        return 0;
+      }
+    };
+    const lines = read('journal.ndjson').split('\n').slice(0, -1);
+    return Math.max(generationOf(read('state.json')), generationOf(lines.at(-1) ?? ''));
   };
 
   /** Starts (or restarts) the daemon; records LabDaemon's ms and the daemon's own startupMs. */
@@ -224,7 +232,7 @@ await describeKernel('daemon restart without loss', () => {
     };
 
     /**
-     * Sends a change, waits until the daemon commits it (state.json's generation moves), then
+     * Sends a change, waits until the daemon commits it (the generation on disk moves), then
      * sends `signal`. Returns the response if one came (a 2xx acknowledges the change).
      */
     const interrupt = async (

@@ -60,19 +60,137 @@ describe('StateStore', () => {
     expect(file.sets).toEqual([{ name: 'blocklist', file: 'blocklist.1.txt', count: 2 }]);
   });
 
-  it('keeps prefixes in their own file, rewritten only when the set changes', async () => {
+  it('keeps prefixes in their own file, written again only when the set changes without edits', async () => {
     const store = openStore();
+    await store.load();
     const first = config();
     await store.save({ config: first, generation: 1, nextRuleId: 2 });
-    // A rule change with the same set array: the set file is not written again.
+    const stateJson = readFileSync(join(dir, 'state.json'), 'utf8');
+    // A rule change with the same set array: one journal line, no set file, state.json as it was.
     const second = { ...first, rules: [] };
     await store.save({ config: second, generation: 2, nextRuleId: 2 });
     expect(readdirSync(join(dir, 'sets'))).toEqual(['blocklist.1.txt']);
-    // A set change: a new file; the superseded one is removed after the commit.
+    expect(readFileSync(join(dir, 'state.json'), 'utf8')).toBe(stateJson);
+    // A set replaced whole: a new file beside the one state.json still names.
     const third = { ...second, sets: [{ name: 'blocklist', prefixes: ['192.0.2.0/24'] }] };
     await store.save({ config: third, generation: 3, nextRuleId: 2 });
-    expect(readdirSync(join(dir, 'sets'))).toEqual(['blocklist.3.txt']);
+    expect(readdirSync(join(dir, 'sets')).sort()).toEqual(['blocklist.1.txt', 'blocklist.3.txt']);
     expect(readFileSync(join(dir, 'sets', 'blocklist.3.txt'), 'utf8')).toBe('192.0.2.0/24\n');
+    // Prefixes added by an edit: only the journal line says so.
+    const after = [...third.sets[0].prefixes, '198.51.100.7/32'];
+    const fourth = { ...third, sets: [{ name: 'blocklist', prefixes: after }] };
+    await store.save({ config: fourth, generation: 4, nextRuleId: 2 }, [
+      {
+        name: 'blocklist',
+        before: third.sets[0].prefixes,
+        after,
+        add: ['198.51.100.7/32'],
+      },
+    ]);
+    expect(readdirSync(join(dir, 'sets')).sort()).toEqual(['blocklist.1.txt', 'blocklist.3.txt']);
+    // Folding the journal writes the state whole and removes what it superseded.
+    await store.compact();
+    expect(readFileSync(join(dir, 'journal.ndjson'), 'utf8')).toBe('');
+    expect(readdirSync(join(dir, 'sets'))).toEqual(['blocklist.4.txt']);
+    store.close();
+    expect(await openStore().load()).toEqual({ config: fourth, generation: 4, nextRuleId: 2 });
+  });
+
+  describe('the journal', () => {
+    /** Saves a run of changes of every kind and returns the last state. */
+    async function saveChanges(store: StateStore): Promise<NormalConfig> {
+      await store.load();
+      const c1 = config();
+      await store.save({ config: c1, generation: 1, nextRuleId: 2 });
+      const r2 = {
+        id: 'r2',
+        device: 'veth1',
+        dport: 53,
+        proto: 'udp' as const,
+        action: 'drop' as const,
+      };
+      const r3 = { id: 'r3', device: 'veth2', action: 'pass' as const };
+      const c2 = { ...c1, rules: [...c1.rules, r2, r3] };
+      await store.save({ config: c2, generation: 2, nextRuleId: 4 });
+      const c3 = {
+        ...c2,
+        rules: [c2.rules[0], r3],
+        attachments: [...c2.attachments, { device: 'veth2' }],
+      };
+      await store.save({ config: c3, generation: 3, nextRuleId: 4 });
+      const grown = [...c3.sets[0].prefixes, '192.0.2.1/32', '192.0.2.2/32'];
+      const shrunk = grown.filter((p) => p !== '10.0.0.0/8');
+      const c4 = {
+        ...c3,
+        sets: [
+          { name: 'blocklist', prefixes: shrunk },
+          { name: 'allow', prefixes: ['203.0.113.0/24'] },
+        ],
+      };
+      // Two edits of one set in one commit (a group), and a new set.
+      await store.save({ config: c4, generation: 5, nextRuleId: 4 }, [
+        {
+          name: 'blocklist',
+          before: c3.sets[0].prefixes,
+          after: grown,
+          add: ['192.0.2.1/32', '192.0.2.2/32'],
+        },
+        { name: 'blocklist', before: grown, after: shrunk, remove: ['10.0.0.0/8'] },
+      ]);
+      const c5 = { ...c4, sets: [c4.sets[1]], rules: [r3] };
+      await store.save({ config: c5, generation: 6, nextRuleId: 4 });
+      return c5;
+    }
+
+    it('gives back every committed change after a restart, from state.json and the journal', async () => {
+      const store = openStore();
+      const last = await saveChanges(store);
+      const lines = readFileSync(join(dir, 'journal.ndjson'), 'utf8').trim().split('\n');
+      // The first commit writes state.json; the others are a line each.
+      expect(lines).toHaveLength(4);
+      expect(JSON.parse(lines[2]).sets[0]).toEqual({
+        name: 'blocklist',
+        edits: [{ add: ['192.0.2.1/32', '192.0.2.2/32'] }, { remove: ['10.0.0.0/8'] }],
+      });
+      store.close();
+      expect(await openStore().load()).toEqual({ config: last, generation: 6, nextRuleId: 4 });
+    });
+
+    it('cuts off a last line without its newline (a crash mid-append: never acknowledged)', async () => {
+      const store = openStore();
+      const last = await saveChanges(store);
+      store.close();
+      writeFileSync(join(dir, 'journal.ndjson'), '{"generation":7,"nextRul', { flag: 'a' });
+      expect(await openStore().load()).toEqual({ config: last, generation: 6, nextRuleId: 4 });
+      expect(readFileSync(join(dir, 'journal.ndjson'), 'utf8').endsWith('}\n')).toBe(true);
+    });
+
+    it('skips lines that state.json already holds (a crash between writing it and emptying the journal)', async () => {
+      const store = openStore();
+      const last = await saveChanges(store);
+      const journal = readFileSync(join(dir, 'journal.ndjson'));
+      await store.compact();
+      store.close();
+      writeFileSync(join(dir, 'journal.ndjson'), journal);
+      expect(await openStore().load()).toEqual({ config: last, generation: 6, nextRuleId: 4 });
+    });
+
+    it('moves a journal with a broken line aside and says what the next start will do', async () => {
+      const store = openStore();
+      await saveChanges(store);
+      store.close();
+      const text = readFileSync(join(dir, 'journal.ndjson'), 'utf8').split('\n');
+      text[1] = '{"generation": "two"}';
+      writeFileSync(join(dir, 'journal.ndjson'), text.join('\n'));
+      const error = await openStore()
+        .load()
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(StateCorruptError);
+      expect((error as Error).message).toMatch(
+        /journal ".*journal.ndjson" is corrupt: line 2: .*moved to ".*journal.ndjson.corrupt-.*begin with the state of/,
+      );
+      expect(existsSync(join(dir, 'journal.ndjson'))).toBe(false);
+    });
   });
 
   it('ignores and deletes set files nothing references (a crash before the commit)', async () => {
@@ -151,7 +269,7 @@ describe('StateStore', () => {
     expect(readFileSync(join(dir, 'state.json'), 'utf8')).toBe(newer);
   });
 
-  it('migrates a schema-0 file (sets inline) to schema 1 with set files', async () => {
+  it('migrates a schema-0 file (sets inline) to the current schema with set files', async () => {
     writeFileSync(
       join(dir, 'state.json'),
       JSON.stringify({
@@ -168,7 +286,7 @@ describe('StateStore', () => {
     expect(loaded.nextRuleId).toBe(8);
     expect(loaded.config.sets).toEqual([{ name: 'b', prefixes: ['10.0.0.0/8'] }]);
     const file = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
-    expect(file.schema).toBe(1);
+    expect(file.schema).toBe(STATE_SCHEMA);
     expect(file.sets).toEqual([{ name: 'b', file: 'b.4.txt', count: 1 }]);
   });
 
