@@ -5,6 +5,7 @@ import { benchDaemon } from './daemon.js';
 import { benchFilterCompile } from './filter-compile.js';
 import { runFilterEbpfBench } from './filter-ebpf.js';
 import { benchLabDrop } from './lab-drop.js';
+import { benchLbMaglev } from './lb-maglev.js';
 import { runMapUpdateBench } from './map-update.js';
 import { benchPipelineCost } from './pipeline-cost.js';
 import { benchReplay } from './replay.js';
@@ -56,6 +57,7 @@ const sections: Record<string, Section> = {
   'dataplane-scale': benchDataplaneScale,
   'pipeline-cost': benchPipelineCost,
   'lab-drop': benchLabDrop,
+  'lb-maglev': benchLbMaglev,
   daemon: benchDaemon,
   replay: benchReplay,
 };

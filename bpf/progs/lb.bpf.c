@@ -1,0 +1,1154 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * sluice's L4 load balancer, kernel side: lb_xdp (SEC "xdp") balances packets sent to a VIP
+ * over the backends of its service, lb_nat_tc (SEC "tc", direct action, ingress of the device
+ * facing the backends) turns NAT-mode replies back into packets from the VIP. Both are
+ * standalone: attach lb_xdp to the device clients' traffic arrives on, lb_nat_tc where the
+ * backends' replies arrive (the same device, for a one-armed balancer). include/lb.h is the
+ * contract with user space (every map, struct and constant); controller/lb/lb-maps.ts writes
+ * and reads the maps.
+ *
+ * Parsing: include/parse.h's Ethernet (at most two VLAN tags, kept as received), IPv4
+ * (options) and L4 helpers, and its IPv6 walk (at most SL_IPV6_MAX_EXT hop-by-hop, routing,
+ * destination-options and fragment headers) restated here to note fragment headers. Only
+ * TCP, UDP and SCTP are balanced. Traffic it cannot parse (truncated, malformed, not IP, other
+ * protocols) and traffic to no service passes untouched and uncounted (XDP_PASS).
+ *
+ * Per packet (lb_xdp):
+ *  1. Service: lb_services[{dst address, dst port, proto, family}], then the same with port 0
+ *     (an all-ports service). Miss: XDP_PASS untouched. Counted in lb_svc_stats[id] (packets,
+ *     bytes = frame length) whatever happens next.
+ *  2. Fragments (IPv4 with MF set or a fragment offset; IPv6 with a fragment header that has
+ *     M set or an offset) are all treated alike, first fragment included: they are looked up
+ *     with port 0 only, hashed with both ports 0, and forwarded statelessly (no flow-table
+ *     lookup or insert; LB_EV_FRAGMENT). Every piece of a datagram then takes the same
+ *     service and backend, while the later pieces carry no ports. A fragment with no all-ports
+ *     service passes untouched (a first fragment that would have matched an exact-port service
+ *     counts LB_EV_FRAGMENT_PASS; its later pieces cannot be told apart from other traffic).
+ *  3. Flow key (struct lb_flow_key): addresses, ports (network order), proto, family. The
+ *     hash is Linux's jhash2 over its 10 u32 words as loaded (little-endian), initval the
+ *     service's seed, after the service's hash mode zeroed fields ('src': dst, ports, proto;
+ *     'src-port': dst, dport, proto). Maglev: slot = hash % M, backend = lb_maglev[svc.id][slot],
+ *     M the inner map's max_entries (read through CO-RE from struct bpf_map; BPF_F_INNER_MAP
+ *     lets the inner arrays differ in size, Linux >= 5.10).
+ *  4. Flow table (lb_flows, or lb_flows_pc with LB_CFG_NO_COMMON_LRU), key {flow key, svc id}:
+ *     - hit, backend still LB_BE_ACTIVE, not timed out, and not (a TCP SYN with the backend
+ *       LB_BE_DOWN): that backend (LB_EV_FLOW_HIT). The timestamp is refreshed at most once a
+ *       second (so an entry may idle out up to a second early). FIN or RST marks the entry
+ *       LB_FLOW_CLOSING (timestamp set, no more refreshes): it then ages out after
+ *       lb_config.closing_timeout_s; a later SYN on the same 5-tuple clears the mark.
+ *       Timeouts: closing entries closing_timeout_s, TCP svc.tcp_timeout_s, others (UDP,
+ *       SCTP) svc.udp_timeout_s; 0 means never (the LRU still evicts).
+ *     - otherwise (LB_EV_FLOW_MISS, or LB_EV_FLOW_STALE for an unusable entry): Maglev chooses;
+ *       a TCP packet that is not a bare SYN counts LB_EV_NON_SYN_MISS. The new entry is
+ *       written if the per-CPU insert bucket (lb_insert_tb: insert_rate per second, depth
+ *       insert_burst, with LB_CFG_INSERT_CAP) has a token, else LB_EV_INSERT_CAP and the
+ *       packet is forwarded statelessly. lb_svc_stats / lb_be_stats new_flows count entries
+ *       written.
+ *     A table slot naming a backend that is not LB_BE_ACTIVE, or a service without a table,
+ *     passes (LB_EV_NO_BACKEND, LB_EV_NO_TABLE).
+ *  5. Forwarding, by svc.fwd_mode. The next hop always comes from bpf_fib_lookup (flags 0,
+ *     the forwarding lookup: the ingress device must have forwarding enabled, else
+ *     BPF_FIB_LKUP_RET_FWD_DISABLED) on the address the packet will be sent to; its MACs
+ *     replace the frame's, VLAN tags stay as received, and the packet leaves by XDP_TX when
+ *     the FIB's egress device is the ingress device (LB_EV_TX), else by bpf_redirect
+ *     (LB_EV_REDIRECT). Any FIB failure (BPF_FIB_LKUP_RET_NO_NEIGH above all: the daemon's
+ *     health checks resolve neighbours) counts LB_EV_FIB_FAIL and lb_fib_stats[reason], and
+ *     the packet passes untouched: the FIB is asked before anything is written.
+ *     - DSR: the frame otherwise unchanged (the backend holds the VIP). Same family only.
+ *     - IPIP: an outer IPv4 (proto 4 for IPv4 inside, 41 for IPv6 inside) or IPv6 header
+ *       (next header 41 or 4), by the backend's family, so the cross-family cases work too.
+ *       Outer source: lb_config's prefix of the backend's family with its host bits (at most
+ *       the low 32) from the flow hash, so the backend's RSS spreads flows; none configured:
+ *       LB_EV_NO_SOURCE, passed. Outer IPv4: TOS copied from the inner TOS / traffic class, DF
+ *       copied from an inner IPv4 header (set for inner IPv6), id 0, TTL 64, checksum
+ *       computed. Outer IPv6: traffic class copied, flow label = the hash's low 20 bits, hop
+ *       limit 64. GUE is not implemented: IPIP only.
+ *     - NAT: destination address and port (lb_backend.port, 0: keep the VIP's) rewritten,
+ *       the IPv4 header checksum and the TCP/UDP checksum updated incrementally (RFC 1624,
+ *       by hand: bpf_l3/l4_csum_replace are TC-only); an IPv4 UDP checksum of 0 stays 0 and a
+ *       result of 0 is sent as 0xffff. SCTP: the address only (its CRC32c covers no
+ *       address; a port rewrite would need the whole CRC recomputed, so the VIP's port is
+ *       kept). Then lb_nat[{backend, client, ports, proto, family}] = {VIP, VIP port, svc}
+ *       is written when missing or different, for every NAT packet (insert cap or not: a
+ *       reply without it could not be turned back). Same family only. Fragments (of an
+ *       all-ports service): every piece gets the new address (and IPv4 header checksum), the
+ *       first also its L4 checksum and the reverse entry; no piece gets a new port, since
+ *       the later ones carry none.
+ *     TTL / hop limit are never decremented: the balancer is a hop the client's packet
+ *     tunnels or is bridged through, not a router (Katran and IPVS-DR do the same).
+ *     lb_be_stats[backend] counts each packet sent.
+ *
+ * lb_nat_tc: a reply parsed the same way (at TC, headers beyond the linear data are pulled
+ * first) whose {source, destination, ports, proto, family} is in lb_nat gets its source
+ * address and port turned back into the VIP's, checksums through bpf_l3_csum_replace /
+ * bpf_l4_csum_replace (which also keep a CHECKSUM_COMPLETE skb->csum right), and
+ * TC_ACT_OK; everything else passes untouched (TC_ACT_OK). Fragments are not rewritten.
+ *
+ * Code shaped by the verifier:
+ *  - Parsing, service lookup, selection and forwarding are global functions: each is checked
+ *    once, and the caller sees only scalars back, so the parse's outcomes do not multiply
+ *    the paths through selection and forwarding (the same plan as pipeline.bpf.c).
+ *  - Offsets from the parse (l3_off, l4_off) are unknown to the global functions: each is
+ *    bounded (LB_MAX_L3_OFF, LB_MAX_L4_OFF) before it addresses the packet, and every
+ *    access is preceded by a check of the pointer it uses (the verifier rejects a negative
+ *    constant offset from a variable pointer, hence separate pointers for the EtherType).
+ *  - Global functions null-check their pointer arguments (the verifier assumes they may be
+ *    NULL).
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "include/parse.h"
+#include "include/lb.h"
+
+#define LB_AF_INET 2
+#define LB_AF_INET6 10
+#define LB_NSEC 1000000000ULL
+/* A flow entry's timestamp is rewritten at most this often (cache lines stay shared). */
+#define LB_REFRESH_NS LB_NSEC
+/* The largest burst whose cap (burst * 1e9) fits in 63 bits. */
+#define LB_BURST_MAX 9223372036ULL
+
+#define LB_TCP_FIN 0x01
+#define LB_TCP_SYN 0x02
+#define LB_TCP_RST 0x04
+#define LB_TCP_ACK 0x10
+
+#define LB_IPPROTO_IPIP 4
+#define LB_IPPROTO_IPV6 41
+#define LB_OUTER_TTL 64
+
+/* Ethernet and two VLAN tags. */
+#define LB_MAX_L3_OFF 22
+/* IPv4 with options (60), or IPv6 and SL_IPV6_MAX_EXT extension headers of 2048 bytes. */
+#define LB_MAX_L4_OFF (LB_MAX_L3_OFF + 40 + SL_IPV6_MAX_EXT * 2048)
+/* At TC, bytes made linear before a second parse of a frame that looked truncated. */
+#define LB_TC_PULL_MAX (LB_MAX_L4_OFF + 20)
+
+/*
+ * The inner Maglev map's size, read from the kernel's struct bpf_map through CO-RE (libbpf
+ * relocates the offset against the running kernel's BTF): the lookup in lb_maglev returns a
+ * map pointer whose fields the verifier lets a program read.
+ */
+struct bpf_map___lb {
+	__u32 max_entries;
+} __attribute__((preserve_access_index));
+
+/* ---- maps (include/lb.h describes each: key, value, writer, reader) ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* replaced values are freed after RCU, never reused
+					       * under a reader */
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, struct lb_svc_key);
+	__type(value, struct lb_svc);
+} lb_services SEC(".maps");
+
+/* The template of every Maglev table; user space creates tables of size M with the same flags. */
+struct lb_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __u32);
+	__array(values, struct lb_table);
+} lb_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct lb_backend);
+} lb_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LB_FLOWS_DEFAULT);
+	__type(key, struct lb_flow_tkey);
+	__type(value, struct lb_flow);
+} lb_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__uint(max_entries, LB_FLOWS_DEFAULT);
+	__type(key, struct lb_flow_tkey);
+	__type(value, struct lb_flow);
+} lb_flows_pc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LB_NAT_DEFAULT);
+	__type(key, struct lb_nat_key);
+	__type(value, struct lb_nat);
+} lb_nat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_config);
+} lb_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_bucket);
+} lb_insert_tb SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct lb_counter);
+} lb_svc_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct lb_counter);
+} lb_be_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_EVENTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} lb_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_FIB_REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} lb_fib_stats SEC(".maps");
+
+/* ---- parse ---- */
+
+/* The parse, plus what the balancer needs beyond struct sl_pkt (96 bytes, on the stack). */
+struct lb_pkt {
+	struct sl_pkt p;
+	__u16 l4_off; /* offset of the L4 header in the frame (not for later fragments) */
+	__u8 frag; /* 1: a fragment, first or later */
+	__u8 pad[5];
+};
+
+/* What selection chose (32 bytes). */
+struct lb_sel {
+	struct lb_backend be;
+	__u32 backend; /* id */
+	__u32 hash; /* the flow hash (IPIP outer source, flow label) */
+	__u32 new_flow; /* 1: a flow-table entry was written */
+};
+
+/*
+ * parse.h's sl_parse_ipv6 with one addition: a fragment header with an offset or with M set
+ * makes lp->frag (parse.h notes only later fragments). Returns the L4 protocol or -1.
+ */
+static __always_inline int lb_parse_ipv6(struct sl_cursor *c, struct lb_pkt *lp)
+{
+	struct sl_pkt *pkt = &lp->p;
+	struct ipv6hdr *ip6 = c->pos;
+	__u32 next;
+
+	if ((void *)(ip6 + 1) > c->end)
+		return sl_parse_fail(pkt, SL_PARSE_TRUNCATED);
+	if (ip6->version != 6)
+		return sl_parse_fail(pkt, SL_PARSE_MALFORMED);
+
+	pkt->family = 6;
+	pkt->ttl = ip6->hop_limit;
+	pkt->tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+	pkt->flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
+	__builtin_memcpy(pkt->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(pkt->daddr, &ip6->daddr, 16);
+	next = ip6->nexthdr;
+	c->pos = ip6 + 1;
+
+#pragma unroll
+	for (int i = 0; i < SL_IPV6_MAX_EXT; i++) {
+		__u8 *ext = c->pos;
+
+		if (!sl_is_ipv6_ext(next))
+			break;
+		if ((void *)(ext + 8) > c->end)
+			return sl_parse_fail(pkt, SL_PARSE_TRUNCATED);
+		if (next == SL_IPPROTO_FRAGMENT) {
+			__be16 field = *(__be16 *)(ext + 2);
+
+			next = ext[0];
+			c->pos = ext + 8;
+			/* offset (top 13 bits) or M (bit 0): a piece of a fragmented datagram */
+			if (field & bpf_htons(0xfff9))
+				lp->frag = 1;
+			if (field & bpf_htons(0xfff8)) {
+				pkt->l4 |= SL_L4_LATER_FRAGMENT;
+				break;
+			}
+		} else {
+			__u32 len = ((__u32)ext[1] + 1) * 8;
+
+			if ((void *)ext + len > c->end)
+				return sl_parse_fail(pkt, SL_PARSE_TRUNCATED);
+			next = ext[0];
+			c->pos = (void *)ext + len;
+		}
+	}
+	if (!(pkt->l4 & SL_L4_LATER_FRAGMENT) && sl_is_ipv6_ext(next))
+		return sl_parse_fail(pkt, SL_PARSE_MALFORMED);
+	pkt->proto = next;
+	return next;
+}
+
+/* The whole parse over [data, end). Returns 0 for TCP, UDP or SCTP over IP, else -1. */
+static __always_inline int lb_parse(void *data, void *end, __u32 offloaded, __u32 tci,
+				    struct lb_pkt *lp)
+{
+	struct sl_cursor c = { .pos = data, .end = end };
+	int type = sl_parse_eth(&c, &lp->p, offloaded, tci);
+
+	if (type == ETH_P_IP) {
+		struct iphdr *ip = c.pos;
+
+		lp->p.l3_off = c.pos - data;
+		if (sl_parse_ipv4(&c, &lp->p) < 0)
+			return -1;
+		/* proven again here: the check in sl_parse_ipv4 was on another register */
+		if ((void *)(ip + 1) > end)
+			return -1;
+		if (ip->frag_off & bpf_htons(0x3fff))
+			lp->frag = 1;
+	} else if (type == ETH_P_IPV6) {
+		lp->p.l3_off = c.pos - data;
+		if (lb_parse_ipv6(&c, lp) < 0)
+			return -1;
+	} else {
+		return -1;
+	}
+	if (sl_parse_l4(&c, &lp->p) < 0)
+		return -1;
+	lp->l4_off = c.pos - data;
+	if (lp->p.proto != SL_IPPROTO_TCP && lp->p.proto != SL_IPPROTO_UDP &&
+	    lp->p.proto != SL_IPPROTO_SCTP)
+		return -1;
+	return 0;
+}
+
+__noinline int lb_parse_xdp(struct xdp_md *ctx, struct lb_pkt *lp)
+{
+	if (!lp)
+		return -1;
+	return lb_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, 0, 0, lp);
+}
+
+__noinline int lb_parse_tc(struct __sk_buff *skb, struct lb_pkt *lp)
+{
+	if (!lp)
+		return -1;
+	return lb_parse((void *)(long)skb->data, (void *)(long)skb->data_end, skb->vlan_present,
+			skb->vlan_tci, lp);
+}
+
+/* ---- counters ---- */
+
+static __always_inline void lb_event(__u32 event)
+{
+	__u64 *n = bpf_map_lookup_elem(&lb_events, &event);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void lb_count(void *map, __u32 index, __u64 len, __u32 new_flow)
+{
+	struct lb_counter *c = bpf_map_lookup_elem(map, &index);
+
+	if (c) {
+		c->packets += 1;
+		c->bytes += len;
+		c->new_flows += new_flow;
+	}
+}
+
+/* ---- hash ---- */
+
+static __always_inline __u32 lb_rol32(__u32 word, __u32 shift)
+{
+	return (word << shift) | (word >> ((-shift) & 31));
+}
+
+/* include/linux/jhash.h */
+#define LB_JHASH_MIX(a, b, c)                                                                      \
+	{                                                                                          \
+		a -= c;                                                                            \
+		a ^= lb_rol32(c, 4);                                                               \
+		c += b;                                                                            \
+		b -= a;                                                                            \
+		b ^= lb_rol32(a, 6);                                                               \
+		a += c;                                                                            \
+		c -= b;                                                                            \
+		c ^= lb_rol32(b, 8);                                                               \
+		b += a;                                                                            \
+		a -= c;                                                                            \
+		a ^= lb_rol32(c, 16);                                                              \
+		c += b;                                                                            \
+		b -= a;                                                                            \
+		b ^= lb_rol32(a, 19);                                                              \
+		a += c;                                                                            \
+		c -= b;                                                                            \
+		c ^= lb_rol32(b, 4);                                                               \
+		b += a;                                                                            \
+	}
+
+#define LB_JHASH_FINAL(a, b, c)                                                                    \
+	{                                                                                          \
+		c ^= b;                                                                            \
+		c -= lb_rol32(b, 14);                                                              \
+		a ^= c;                                                                            \
+		a -= lb_rol32(c, 11);                                                              \
+		b ^= a;                                                                            \
+		b -= lb_rol32(a, 25);                                                              \
+		c ^= b;                                                                            \
+		c -= lb_rol32(b, 16);                                                              \
+		a ^= c;                                                                            \
+		a -= lb_rol32(c, 4);                                                               \
+		b ^= a;                                                                            \
+		b -= lb_rol32(a, 14);                                                              \
+		c ^= b;                                                                            \
+		c -= lb_rol32(b, 24);                                                              \
+	}
+
+/* jhash2(k, 10, seed) of include/linux/jhash.h: three rounds of three words, then the tenth. */
+static __always_inline __u32 lb_jhash2_10(const __u32 *k, __u32 seed)
+{
+	__u32 a, b, c;
+
+	a = b = c = 0xdeadbeef + (10 << 2) + seed;
+#pragma unroll
+	for (int i = 0; i < 3; i++) {
+		a += k[3 * i];
+		b += k[3 * i + 1];
+		c += k[3 * i + 2];
+		LB_JHASH_MIX(a, b, c);
+	}
+	a += k[9];
+	LB_JHASH_FINAL(a, b, c);
+	return c;
+}
+
+/* The service's flow hash of *flow (header, step 3). */
+static __always_inline __u32 lb_flow_hash(const struct lb_flow_key *flow, const struct lb_svc *svc)
+{
+	struct lb_flow_key k = *flow;
+
+	if (svc->hash_mode == LB_HASH_SRC || svc->hash_mode == LB_HASH_SRC_PORT) {
+		__builtin_memset(k.dst, 0, sizeof(k.dst));
+		k.dport = 0;
+		k.proto = 0;
+		if (svc->hash_mode == LB_HASH_SRC)
+			k.sport = 0;
+	}
+	return lb_jhash2_10((const __u32 *)&k, svc->seed);
+}
+
+/* ---- service and backend selection ---- */
+
+/* Copies the service of lp (header, steps 1-2) to *svc. Returns 0, or -1 for none. */
+__noinline int lb_find_service(struct lb_pkt *lp, struct lb_svc *svc)
+{
+	struct lb_svc_key k = {};
+	struct lb_svc *s;
+
+	if (!lp || !svc)
+		return -1;
+	__builtin_memcpy(k.addr, lp->p.daddr, 16);
+	k.proto = lp->p.proto;
+	k.family = lp->p.family;
+	if (!lp->frag) {
+		k.port = bpf_htons(lp->p.dport);
+		s = bpf_map_lookup_elem(&lb_services, &k);
+		if (s)
+			goto found;
+	}
+	k.port = 0;
+	s = bpf_map_lookup_elem(&lb_services, &k);
+	if (s)
+		goto found;
+	if (lp->frag && (lp->p.l4 & SL_L4_PORTS)) {
+		k.port = bpf_htons(lp->p.dport);
+		if (bpf_map_lookup_elem(&lb_services, &k))
+			lb_event(LB_EV_FRAGMENT_PASS);
+	}
+	return -1;
+found:
+	__builtin_memcpy(svc, s, sizeof(*svc));
+	return 0;
+}
+
+/* Maglev: the backend of flow's slot in the service's table, into *sel. 0, or -1 (counted). */
+static __always_inline int lb_pick(const struct lb_flow_key *flow, const struct lb_svc *svc,
+				     struct lb_sel *sel)
+{
+	struct bpf_map___lb *table;
+	struct lb_backend *be;
+	__u32 id = svc->id, hash, slot, *backend;
+
+	table = bpf_map_lookup_elem(&lb_maglev, &id);
+	if (!table) {
+		lb_event(LB_EV_NO_TABLE);
+		return -1;
+	}
+	hash = lb_flow_hash(flow, svc);
+	slot = table->max_entries;
+	if (!slot) {
+		lb_event(LB_EV_NO_TABLE);
+		return -1;
+	}
+	slot = hash % slot;
+	backend = bpf_map_lookup_elem(table, &slot);
+	if (!backend) {
+		lb_event(LB_EV_NO_TABLE);
+		return -1;
+	}
+	id = *backend;
+	be = bpf_map_lookup_elem(&lb_backends, &id);
+	if (!be || !(be->flags & LB_BE_ACTIVE)) {
+		lb_event(LB_EV_NO_BACKEND);
+		return -1;
+	}
+	__builtin_memcpy(&sel->be, be, sizeof(sel->be));
+	sel->backend = id;
+	sel->hash = hash;
+	return 0;
+}
+
+/* One token from this CPU's insert bucket (header, step 4): 1 if granted. */
+static __always_inline int lb_insert_allowed(const struct lb_config *cfg, __u64 now)
+{
+	struct lb_bucket *b;
+	__u64 burst, cap, rate;
+	__u32 zero = 0;
+
+	if (!(cfg->flags & LB_CFG_INSERT_CAP))
+		return 1;
+	b = bpf_map_lookup_elem(&lb_insert_tb, &zero);
+	if (!b)
+		return 0;
+	burst = cfg->insert_burst;
+	if (burst > LB_BURST_MAX)
+		burst = LB_BURST_MAX;
+	cap = burst * LB_NSEC;
+	rate = cfg->insert_rate;
+	if (!b->last_ns) {
+		b->tokens = cap;
+	} else if (now > b->last_ns && rate) {
+		__u64 elapsed = now - b->last_ns;
+
+		/* elapsed * rate < cap here, so the product cannot overflow */
+		if (elapsed >= cap / rate)
+			b->tokens = cap;
+		else
+			b->tokens += elapsed * rate;
+	}
+	if (b->tokens > cap)
+		b->tokens = cap;
+	b->last_ns = now ? now : 1;
+	if (b->tokens < LB_NSEC)
+		return 0;
+	b->tokens -= LB_NSEC;
+	return 1;
+}
+
+static __always_inline struct lb_flow *lb_flow_lookup(__u32 flags, struct lb_flow_tkey *k)
+{
+	if (flags & LB_CFG_NO_COMMON_LRU)
+		return bpf_map_lookup_elem(&lb_flows_pc, k);
+	return bpf_map_lookup_elem(&lb_flows, k);
+}
+
+static __always_inline long lb_flow_update(__u32 flags, struct lb_flow_tkey *k, struct lb_flow *f)
+{
+	if (flags & LB_CFG_NO_COMMON_LRU)
+		return bpf_map_update_elem(&lb_flows_pc, k, f, BPF_ANY);
+	return bpf_map_update_elem(&lb_flows, k, f, BPF_ANY);
+}
+
+/* Whether entry f has idled out (header, step 4). */
+static __always_inline int lb_flow_expired(const struct lb_flow *f, const struct lb_svc *svc,
+					   const struct lb_config *cfg, __u32 tcp, __u64 now)
+{
+	__u64 timeout;
+
+	if (f->state & LB_FLOW_CLOSING)
+		timeout = cfg->closing_timeout_s;
+	else
+		timeout = tcp ? svc->tcp_timeout_s : svc->udp_timeout_s;
+	return timeout && now > f->ts_ns && now - f->ts_ns > timeout * LB_NSEC;
+}
+
+/* Chooses the backend of lp for service svc into *sel (header, steps 2-4). 0, or -1 (counted). */
+__noinline int lb_select(struct lb_pkt *lp, struct lb_svc *svc, struct lb_sel *sel)
+{
+	struct lb_flow_tkey tk = {};
+	struct lb_flow entry = {};
+	struct lb_config *cfg;
+	struct lb_flow *f;
+	__u32 zero = 0, tcp, syn, fin_rst, flags;
+	__u64 now;
+
+	if (!lp || !svc || !sel)
+		return -1;
+	cfg = bpf_map_lookup_elem(&lb_config, &zero);
+	if (!cfg)
+		return -1;
+	__builtin_memcpy(tk.flow.src, lp->p.saddr, 16);
+	__builtin_memcpy(tk.flow.dst, lp->p.daddr, 16);
+	tk.flow.proto = lp->p.proto;
+	tk.flow.family = lp->p.family;
+	tk.svc = svc->id;
+	sel->new_flow = 0;
+	if (lp->frag) {
+		/* ports stay 0: every piece of the datagram hashes alike, statelessly */
+		if (lb_pick(&tk.flow, svc, sel) < 0)
+			return -1;
+		lb_event(LB_EV_FRAGMENT);
+		return 0;
+	}
+	tk.flow.sport = bpf_htons(lp->p.sport);
+	tk.flow.dport = bpf_htons(lp->p.dport);
+
+	flags = cfg->flags;
+	now = bpf_ktime_get_coarse_ns();
+	tcp = lp->p.proto == SL_IPPROTO_TCP;
+	syn = tcp && (lp->p.tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
+	fin_rst = tcp && (lp->p.tcp_flags & (LB_TCP_FIN | LB_TCP_RST));
+
+	f = lb_flow_lookup(flags, &tk);
+	if (f) {
+		__u32 id = f->backend;
+		struct lb_backend *be = bpf_map_lookup_elem(&lb_backends, &id);
+
+		if (be && (be->flags & LB_BE_ACTIVE) && !(syn && (be->flags & LB_BE_DOWN)) &&
+		    !lb_flow_expired(f, svc, cfg, tcp, now)) {
+			__builtin_memcpy(&sel->be, be, sizeof(sel->be));
+			sel->backend = id;
+			sel->hash = f->hash;
+			if (fin_rst) {
+				if (!(f->state & LB_FLOW_CLOSING)) {
+					f->state |= LB_FLOW_CLOSING;
+					f->ts_ns = now;
+					lb_event(LB_EV_FLOW_CLOSING);
+				}
+			} else if (syn && (f->state & LB_FLOW_CLOSING)) {
+				f->state &= ~LB_FLOW_CLOSING;
+				f->ts_ns = now;
+			} else if (!(f->state & LB_FLOW_CLOSING) && now > f->ts_ns + LB_REFRESH_NS) {
+				f->ts_ns = now;
+			}
+			lb_event(LB_EV_FLOW_HIT);
+			return 0;
+		}
+		lb_event(LB_EV_FLOW_STALE);
+	} else {
+		lb_event(LB_EV_FLOW_MISS);
+	}
+	if (tcp && !syn)
+		lb_event(LB_EV_NON_SYN_MISS);
+	if (lb_pick(&tk.flow, svc, sel) < 0)
+		return -1;
+	if (!lb_insert_allowed(cfg, now)) {
+		lb_event(LB_EV_INSERT_CAP);
+		return 0;
+	}
+	entry.backend = sel->backend;
+	entry.hash = sel->hash;
+	entry.ts_ns = now;
+	entry.state = fin_rst ? LB_FLOW_CLOSING : 0;
+	if (lb_flow_update(flags, &tk, &entry)) {
+		lb_event(LB_EV_INSERT_FAIL);
+		return 0;
+	}
+	sel->new_flow = 1;
+	return 0;
+}
+
+/* ---- forwarding ---- */
+
+/*
+ * The FIB's next hop towards dst (header, step 5). Returns 0 on success, else the lookup's
+ * return code (counted; negative: bad arguments).
+ */
+static __always_inline long lb_fib(struct xdp_md *ctx, struct bpf_fib_lookup *fib, __u8 family,
+				   const __u8 *src, const __u8 *dst, __u8 proto, __be16 sport,
+				   __be16 dport, __u32 tot_len, __u8 tos, __be32 flowinfo)
+{
+	__u32 reason;
+	long rc;
+
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = family == 4 ? LB_AF_INET : LB_AF_INET6;
+	fib->l4_protocol = proto;
+	fib->sport = sport;
+	fib->dport = dport;
+	fib->tot_len = tot_len;
+	fib->ifindex = ctx->ingress_ifindex;
+	if (family == 4) {
+		fib->tos = tos;
+		__builtin_memcpy(&fib->ipv4_src, src, 4);
+		__builtin_memcpy(&fib->ipv4_dst, dst, 4);
+	} else {
+		fib->flowinfo = flowinfo;
+		__builtin_memcpy(fib->ipv6_src, src, 16);
+		__builtin_memcpy(fib->ipv6_dst, dst, 16);
+	}
+	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+		return 0;
+	reason = rc > 0 && rc < LB_FIB_REASONS ? rc : 0;
+	lb_event(LB_EV_FIB_FAIL);
+	{
+		__u64 *n = bpf_map_lookup_elem(&lb_fib_stats, &reason);
+
+		if (n)
+			*n += 1;
+	}
+	return rc ? rc : -1;
+}
+
+/* The FIB's MACs into the frame, then out: XDP_TX or bpf_redirect (header, step 5). */
+static __always_inline int lb_xmit(struct xdp_md *ctx, const struct bpf_fib_lookup *fib)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return XDP_DROP;
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	if (fib->ifindex == ctx->ingress_ifindex) {
+		lb_event(LB_EV_TX);
+		return XDP_TX;
+	}
+	lb_event(LB_EV_REDIRECT);
+	return bpf_redirect(fib->ifindex, 0);
+}
+
+/* The inner TOS byte: IPv4's, or IPv6's traffic class. */
+static __always_inline __u8 lb_tos(const struct sl_pkt *p)
+{
+	return p->family == 4 ? p->tos : (__u8)(bpf_ntohl(p->flowinfo) >> 20);
+}
+
+/* L2 DSR: only the MACs change. */
+static __always_inline int lb_fwd_dsr(struct xdp_md *ctx, const struct lb_pkt *lp,
+				      const struct lb_sel *sel)
+{
+	struct bpf_fib_lookup fib;
+
+	if (sel->be.family != lp->p.family) {
+		lb_event(LB_EV_FAMILY);
+		return XDP_PASS;
+	}
+	if (lb_fib(ctx, &fib, lp->p.family, lp->p.saddr, sel->be.addr, lp->p.proto,
+		   bpf_htons(lp->p.sport), bpf_htons(lp->p.dport), lp->p.tot_len, lp->p.tos,
+		   lp->p.flowinfo))
+		return XDP_PASS;
+	return lb_xmit(ctx, &fib);
+}
+
+/* The IPIP outer source for a backend of `family` (header, step 5), into src. 0, or -1. */
+static __always_inline int lb_outer_src(const struct lb_config *cfg, __u8 family, __u32 hash,
+					__u8 *src)
+{
+	__u32 len, host, word;
+
+	if (family == 4) {
+		if (!(cfg->flags & LB_CFG_SRC4))
+			return -1;
+		len = cfg->src4_len;
+		host = len >= 32 ? 0 : 0xffffffffU >> len;
+		__builtin_memcpy(&word, cfg->src4, 4);
+		word = (bpf_ntohl(word) & ~host) | (hash & host);
+		word = bpf_htonl(word);
+		__builtin_memcpy(src, &word, 4);
+		return 0;
+	}
+	if (!(cfg->flags & LB_CFG_SRC6))
+		return -1;
+	len = cfg->src6_len;
+	host = len >= 128 ? 0 : len <= 96 ? 0xffffffffU : 0xffffffffU >> (len - 96);
+	__builtin_memcpy(src, cfg->src6, 16);
+	__builtin_memcpy(&word, cfg->src6 + 12, 4);
+	word = (bpf_ntohl(word) & ~host) | (hash & host);
+	word = bpf_htonl(word);
+	__builtin_memcpy(src + 12, &word, 4);
+	return 0;
+}
+
+/* A one's complement sum (RFC 1071) folded to 16 bits (its end-around carries added). */
+static __always_inline __u32 lb_csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum;
+}
+
+/* IPIP: an outer header in front (header, step 5). */
+static __always_inline int lb_fwd_ipip(struct xdp_md *ctx, const struct lb_pkt *lp,
+				       const struct lb_sel *sel, const struct lb_config *cfg)
+{
+	struct bpf_fib_lookup fib;
+	__u8 src[16] = {};
+	__u32 l3 = lp->p.l3_off, inner_len = lp->p.tot_len, hdr, tos = lb_tos(&lp->p);
+	__u8 outer = sel->be.family;
+	__u8 inner_proto = lp->p.family == 4 ? LB_IPPROTO_IPIP : LB_IPPROTO_IPV6;
+	void *data, *end;
+	__u8 *p, *o;
+
+	if (outer != 4 && outer != 6)
+		return XDP_PASS;
+	if (l3 < ETH_HLEN || l3 > LB_MAX_L3_OFF)
+		return XDP_PASS;
+	hdr = outer == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+	if (inner_len + hdr > 0xffff) {
+		lb_event(LB_EV_ENCAP_FAIL);
+		return XDP_PASS;
+	}
+	if (lb_outer_src(cfg, outer, sel->hash, src)) {
+		lb_event(LB_EV_NO_SOURCE);
+		return XDP_PASS;
+	}
+	if (lb_fib(ctx, &fib, outer, src, sel->be.addr, inner_proto, 0, 0, inner_len + hdr, tos,
+		   bpf_htonl((tos << 20) | (sel->hash & 0xfffff))))
+		return XDP_PASS;
+	if (bpf_xdp_adjust_head(ctx, -(int)hdr)) {
+		lb_event(LB_EV_ENCAP_FAIL);
+		return XDP_PASS;
+	}
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+
+	/* VLAN tags of the received frame, now hdr bytes further in, move to the front */
+	p = data;
+	if (p + hdr + LB_MAX_L3_OFF > (__u8 *)end)
+		goto broken;
+	if (l3 >= ETH_HLEN + 4)
+		__builtin_memcpy(p + 12, p + hdr + 12, 4);
+	if (l3 >= ETH_HLEN + 8)
+		__builtin_memcpy(p + 16, p + hdr + 16, 4);
+	/* the EtherType just before the outer header (its own pointer: see the header) */
+	p = data + (l3 - 2);
+	if (p + 2 > (__u8 *)end)
+		goto broken;
+	*(__be16 *)p = outer == 4 ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+
+	o = data + l3;
+	if (outer == 4) {
+		struct iphdr *ip = (void *)o;
+		__u16 *w = (void *)o;
+		__u32 sum = 0;
+
+		if ((void *)(ip + 1) > end)
+			goto broken;
+		ip->version = 4;
+		ip->ihl = 5;
+		ip->tos = tos;
+		ip->tot_len = bpf_htons(inner_len + hdr);
+		ip->id = 0;
+		ip->frag_off = bpf_htons(0x4000); /* DF */
+		if (lp->p.family == 4) {
+			struct iphdr *in = (void *)(ip + 1);
+
+			if ((void *)(in + 1) > end)
+				goto broken;
+			ip->frag_off = in->frag_off & bpf_htons(0x4000);
+		}
+		ip->ttl = LB_OUTER_TTL;
+		ip->protocol = inner_proto;
+		ip->check = 0;
+		__builtin_memcpy(&ip->saddr, src, 4);
+		__builtin_memcpy(&ip->daddr, sel->be.addr, 4);
+#pragma unroll
+		for (int i = 0; i < 10; i++)
+			sum += w[i];
+		ip->check = ~lb_csum_fold(sum) & 0xffff;
+	} else {
+		struct ipv6hdr *ip6 = (void *)o;
+
+		if ((void *)(ip6 + 1) > end)
+			goto broken;
+		*(__be32 *)ip6 = bpf_htonl((6U << 28) | (tos << 20) | (sel->hash & 0xfffff));
+		ip6->payload_len = bpf_htons(inner_len);
+		ip6->nexthdr = inner_proto;
+		ip6->hop_limit = LB_OUTER_TTL;
+		__builtin_memcpy(&ip6->saddr, src, 16);
+		__builtin_memcpy(&ip6->daddr, sel->be.addr, 16);
+	}
+	return lb_xmit(ctx, &fib);
+
+broken:
+	/* not reached: the frame held l3 + hdr bytes after the parse already */
+	lb_event(LB_EV_ENCAP_FAIL);
+	return XDP_DROP;
+}
+
+/* Adds the change of n 16-bit words from old to new to a one's complement sum (RFC 1624). */
+static __always_inline __u32 lb_csum_diff(__u32 sum, const __u16 *old, const __u16 *new, int n)
+{
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if (i >= n)
+			break;
+		sum += (__u16)~old[i];
+		sum += new[i];
+	}
+	return sum;
+}
+
+/* A checksum field updated by a one's complement change (RFC 1624, eqn. 3). */
+static __always_inline __u16 lb_csum_apply(__u16 check, __u32 change)
+{
+	return ~lb_csum_fold((__u16)~check + lb_csum_fold(change)) & 0xffff;
+}
+
+/* a == b for two 16-byte addresses (clang has no BPF lowering for memcmp). */
+static __always_inline int lb_addr_equal(const __u8 *a, const __u8 *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+/* NAT: destination address and port rewritten, reverse entry written (header, step 5). */
+static __always_inline int lb_fwd_nat(struct xdp_md *ctx, const struct lb_pkt *lp,
+				      const struct lb_svc *svc, const struct lb_sel *sel)
+{
+	struct bpf_fib_lookup fib;
+	struct lb_nat_key nk = {};
+	struct lb_nat nv = {}, *cur;
+	__u32 l3 = lp->p.l3_off, l4 = lp->l4_off, words, change;
+	__be16 vport = bpf_htons(lp->p.dport), bport = sel->be.port ? sel->be.port : vport;
+	void *data, *end;
+	__u16 *check;
+	__u8 *ip, *l4p;
+
+	if (sel->be.family != lp->p.family) {
+		lb_event(LB_EV_FAMILY);
+		return XDP_PASS;
+	}
+	/* SCTP: a new port would need the CRC32c recomputed; fragments: the later pieces have no
+	 * port to rewrite, so no piece gets one */
+	if (lp->p.proto == SL_IPPROTO_SCTP || lp->frag)
+		bport = vport;
+	if (l3 > LB_MAX_L3_OFF || l4 > LB_MAX_L4_OFF)
+		return XDP_PASS;
+	if (lb_fib(ctx, &fib, lp->p.family, lp->p.saddr, sel->be.addr, lp->p.proto,
+		   bpf_htons(lp->p.sport), bport, lp->p.tot_len, lp->p.tos, lp->p.flowinfo))
+		return XDP_PASS;
+
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	words = lp->p.family == 4 ? 2 : 8;
+	/* the address change, for the IPv4 header and the L4 pseudo-header */
+	change = lb_csum_diff(0, (const __u16 *)lp->p.daddr, (const __u16 *)sel->be.addr,
+			      words);
+	ip = data + l3;
+	if (lp->p.family == 4) {
+		struct iphdr *h = (void *)ip;
+
+		if ((void *)(h + 1) > end)
+			return XDP_DROP;
+		h->check = lb_csum_apply(h->check, change);
+		__builtin_memcpy(&h->daddr, sel->be.addr, 4);
+	} else {
+		struct ipv6hdr *h = (void *)ip;
+
+		if ((void *)(h + 1) > end)
+			return XDP_DROP;
+		__builtin_memcpy(&h->daddr, sel->be.addr, 16);
+	}
+	/* a later fragment carries no L4 header: its address is all there is to change */
+	if (!(lp->p.l4 & SL_L4_PORTS))
+		return lb_xmit(ctx, &fib);
+	change = lb_csum_diff(change, &vport, &bport, 1);
+	l4p = data + l4;
+	if (lp->p.proto == SL_IPPROTO_TCP) {
+		if (l4p + 20 > (__u8 *)end)
+			return XDP_DROP;
+		check = (__u16 *)(l4p + 16);
+		*check = lb_csum_apply(*check, change);
+		*(__be16 *)(l4p + 2) = bport;
+	} else if (lp->p.proto == SL_IPPROTO_UDP) {
+		if (l4p + 8 > (__u8 *)end)
+			return XDP_DROP;
+		check = (__u16 *)(l4p + 6);
+		if (*check || lp->p.family == 6) {
+			*check = lb_csum_apply(*check, change);
+			if (!*check)
+				*check = 0xffff;
+		}
+		*(__be16 *)(l4p + 2) = bport;
+	}
+
+	__builtin_memcpy(nk.backend, sel->be.addr, 16);
+	__builtin_memcpy(nk.client, lp->p.saddr, 16);
+	nk.bport = bport;
+	nk.cport = bpf_htons(lp->p.sport);
+	nk.proto = lp->p.proto;
+	nk.family = lp->p.family;
+	__builtin_memcpy(nv.vip, lp->p.daddr, 16);
+	nv.vport = vport;
+	nv.svc = svc->id;
+	cur = bpf_map_lookup_elem(&lb_nat, &nk);
+	if (!cur || cur->vport != nv.vport || cur->svc != nv.svc ||
+	    !lb_addr_equal(cur->vip, nv.vip)) {
+		if (bpf_map_update_elem(&lb_nat, &nk, &nv, BPF_ANY))
+			lb_event(LB_EV_NAT_INSERT_FAIL);
+	}
+	return lb_xmit(ctx, &fib);
+}
+
+/* Sends the packet to sel's backend by the service's mode (header, step 5). */
+__noinline int lb_forward(struct xdp_md *ctx, struct lb_pkt *lp, struct lb_svc *svc,
+			  struct lb_sel *sel)
+{
+	struct lb_config *cfg;
+	__u32 zero = 0;
+
+	if (!lp || !svc || !sel)
+		return XDP_PASS;
+	switch (svc->fwd_mode) {
+	case LB_FWD_DSR:
+		return lb_fwd_dsr(ctx, lp, sel);
+	case LB_FWD_IPIP:
+		cfg = bpf_map_lookup_elem(&lb_config, &zero);
+		if (!cfg)
+			return XDP_PASS;
+		return lb_fwd_ipip(ctx, lp, sel, cfg);
+	case LB_FWD_NAT:
+		return lb_fwd_nat(ctx, lp, svc, sel);
+	}
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int lb_xdp(struct xdp_md *ctx)
+{
+	__u64 len = ctx->data_end - ctx->data;
+	struct lb_pkt lp;
+	struct lb_svc svc;
+	struct lb_sel sel;
+	int verdict;
+
+	__builtin_memset(&lp, 0, sizeof(lp));
+	__builtin_memset(&sel, 0, sizeof(sel));
+	if (lb_parse_xdp(ctx, &lp) < 0)
+		return XDP_PASS;
+	if (lb_find_service(&lp, &svc) < 0)
+		return XDP_PASS;
+	if (lb_select(&lp, &svc, &sel) < 0) {
+		lb_count(&lb_svc_stats, svc.id, len, 0);
+		return XDP_PASS;
+	}
+	lb_count(&lb_svc_stats, svc.id, len, sel.new_flow);
+	verdict = lb_forward(ctx, &lp, &svc, &sel);
+	if (verdict == XDP_TX || verdict == XDP_REDIRECT)
+		lb_count(&lb_be_stats, sel.backend, len, sel.new_flow);
+	return verdict;
+}
+
+/* ---- the reverse NAT path (TC) ---- */
+
+SEC("tc")
+int lb_nat_tc(struct __sk_buff *skb)
+{
+	struct lb_nat_key nk = {};
+	struct lb_nat nv, *n;
+	struct lb_pkt lp;
+	__u32 l3, l4, csum_off, udp;
+	__be16 sport;
+	int rc;
+
+	__builtin_memset(&lp, 0, sizeof(lp));
+	rc = lb_parse_tc(skb, &lp);
+	if (rc < 0 && lp.p.status == SL_PARSE_TRUNCATED) {
+		__u32 len = skb->len, linear = skb->data_end - skb->data;
+
+		if (len > LB_TC_PULL_MAX)
+			len = LB_TC_PULL_MAX;
+		if (len > linear && !bpf_skb_pull_data(skb, len)) {
+			__builtin_memset(&lp, 0, sizeof(lp));
+			rc = lb_parse_tc(skb, &lp);
+		}
+	}
+	if (rc < 0 || lp.frag)
+		return TC_ACT_OK;
+
+	__builtin_memcpy(nk.backend, lp.p.saddr, 16);
+	__builtin_memcpy(nk.client, lp.p.daddr, 16);
+	nk.bport = bpf_htons(lp.p.sport);
+	nk.cport = bpf_htons(lp.p.dport);
+	nk.proto = lp.p.proto;
+	nk.family = lp.p.family;
+	n = bpf_map_lookup_elem(&lb_nat, &nk);
+	if (!n)
+		return TC_ACT_OK;
+	__builtin_memcpy(&nv, n, sizeof(nv));
+
+	l3 = lp.p.l3_off;
+	l4 = lp.l4_off;
+	udp = lp.p.proto == SL_IPPROTO_UDP;
+	csum_off = l4 + (udp ? 6 : 16);
+	sport = nk.bport;
+	if (lp.p.family == 4) {
+		__be32 from, to;
+
+		__builtin_memcpy(&from, nk.backend, 4);
+		__builtin_memcpy(&to, nv.vip, 4);
+		if (bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), from, to, 4))
+			return TC_ACT_OK;
+		if (lp.p.proto != SL_IPPROTO_SCTP &&
+		    bpf_l4_csum_replace(skb, csum_off, from, to,
+					BPF_F_PSEUDO_HDR | 4 | (udp ? BPF_F_MARK_MANGLED_0 : 0)))
+			return TC_ACT_OK;
+		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct iphdr, saddr), &to, 4, 0))
+			return TC_ACT_OK;
+	} else {
+		__s64 diff = bpf_csum_diff((__be32 *)nk.backend, 16, (__be32 *)nv.vip, 16, 0);
+
+		if (lp.p.proto != SL_IPPROTO_SCTP &&
+		    bpf_l4_csum_replace(skb, csum_off, 0, diff,
+					BPF_F_PSEUDO_HDR | (udp ? BPF_F_MARK_MANGLED_0 : 0)))
+			return TC_ACT_OK;
+		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct ipv6hdr, saddr), nv.vip, 16, 0))
+			return TC_ACT_OK;
+	}
+	if (sport != nv.vport && lp.p.proto != SL_IPPROTO_SCTP) {
+		if (bpf_l4_csum_replace(skb, csum_off, sport, nv.vport,
+					2 | (udp ? BPF_F_MARK_MANGLED_0 : 0)))
+			return TC_ACT_OK;
+		if (bpf_skb_store_bytes(skb, l4, &nv.vport, 2, 0))
+			return TC_ACT_OK;
+	}
+	lb_event(LB_EV_NAT_REVERSE);
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

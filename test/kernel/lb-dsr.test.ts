@@ -1,0 +1,514 @@
+// lb_xdp (bpf/progs/lb.bpf.c) in L2 DSR mode: service lookup, the flow hash against an independent jhash2, Maglev tables in a map-in-map, the FIB's next hop, fragments and counters, under BPF_PROG_TEST_RUN inside a throw-away namespace.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import type { BpfObject, BpfProgram } from '../../bpf/index.js';
+import { LbMaps, loadLbObject, type LbService } from '../../controller/lb/lb-maps.js';
+import { mac } from '../helpers/packets/build.js';
+import {
+  ACK,
+  SYN,
+  XDP_PASS,
+  XDP_REDIRECT,
+  XDP_TX,
+  addressBytes,
+  familyOf,
+  frame,
+  hex,
+  type FrameSpec,
+} from '../helpers/lb-frames.js';
+import { LbLab, NEIGHBOURS } from '../helpers/lb-lab.js';
+import { describeKernel } from '../helpers/privileges.js';
+import { flowHash as predictFlowHash } from '../../controller/lb/flow-hash.js';
+
+// ---- the flow hash, written here from its definition (not from the C or controller/lb) ----
+
+function rol(x: number, s: number): number {
+  return ((x << s) | (x >>> (32 - s))) >>> 0;
+}
+
+/** Linux jhash2(k, 10, seed) over ten u32 words. */
+function jhash2of10(k: Uint32Array, seed: number): number {
+  let a = (0xdeadbeef + (10 << 2) + seed) >>> 0;
+  let b = a;
+  let c = a;
+  const mix = (): void => {
+    a = (a - c) >>> 0;
+    a = (a ^ rol(c, 4)) >>> 0;
+    c = (c + b) >>> 0;
+    b = (b - a) >>> 0;
+    b = (b ^ rol(a, 6)) >>> 0;
+    a = (a + c) >>> 0;
+    c = (c - b) >>> 0;
+    c = (c ^ rol(b, 8)) >>> 0;
+    b = (b + a) >>> 0;
+    a = (a - c) >>> 0;
+    a = (a ^ rol(c, 16)) >>> 0;
+    c = (c + b) >>> 0;
+    b = (b - a) >>> 0;
+    b = (b ^ rol(a, 19)) >>> 0;
+    a = (a + c) >>> 0;
+    c = (c - b) >>> 0;
+    c = (c ^ rol(b, 4)) >>> 0;
+    b = (b + a) >>> 0;
+  };
+  for (let i = 0; i < 9; i += 3) {
+    a = (a + k[i]!) >>> 0;
+    b = (b + k[i + 1]!) >>> 0;
+    c = (c + k[i + 2]!) >>> 0;
+    mix();
+  }
+  a = (a + k[9]!) >>> 0;
+  c = (c ^ b) >>> 0;
+  c = (c - rol(b, 14)) >>> 0;
+  a = (a ^ c) >>> 0;
+  a = (a - rol(c, 11)) >>> 0;
+  b = (b ^ a) >>> 0;
+  b = (b - rol(a, 25)) >>> 0;
+  c = (c ^ b) >>> 0;
+  c = (c - rol(b, 16)) >>> 0;
+  a = (a ^ c) >>> 0;
+  a = (a - rol(c, 4)) >>> 0;
+  b = (b ^ a) >>> 0;
+  b = (b - rol(a, 14)) >>> 0;
+  c = (c ^ b) >>> 0;
+  c = (c - rol(b, 24)) >>> 0;
+  return c;
+}
+
+type Mode = '5tuple' | 'src' | 'src-port';
+
+/** The 40-byte flow key with the mode's fields zeroed, hashed as ten little-endian words. */
+function flowHash(
+  f: { src: string; dst: string; sport?: number; dport?: number; proto?: 'tcp' | 'udp' | 'sctp' },
+  mode: Mode,
+  seed: number,
+): number {
+  const proto = { tcp: 6, udp: 17, sctp: 132 }[f.proto ?? 'tcp'];
+  const key = new Uint8Array(40);
+  const view = new DataView(key.buffer);
+  key.set(addressBytes(f.src), 0);
+  if (mode === '5tuple') key.set(addressBytes(f.dst), 16);
+  if (mode !== 'src') view.setUint16(32, f.sport ?? 40000, false);
+  if (mode === '5tuple') view.setUint16(34, f.dport ?? 80, false);
+  if (mode === '5tuple') key[36] = proto;
+  key[37] = familyOf(f.src);
+  const words = new Uint32Array(10);
+  for (let i = 0; i < 10; i++) words[i] = view.getUint32(i * 4, true);
+  return jhash2of10(words, seed);
+}
+
+// ---- the set-up ----
+
+const VIP4 = '203.0.113.10';
+const VIP6 = '2001:db8:100::10';
+const SEED4 = 0x5eed0001;
+const SEED6 = 0x0badcafe;
+/** Backend id -> address. */
+const BACKENDS: Record<number, string> = {
+  1: '192.0.2.11',
+  2: '192.0.2.12',
+  3: '192.0.2.13',
+  11: '2001:db8:1::11',
+  12: '2001:db8:1::12',
+  21: '198.51.100.21',
+  22: '2001:db8:2::21',
+  99: '192.0.2.99',
+};
+const TABLE4 = Uint32Array.from({ length: 13 }, (_, i) => [1, 2, 3][i % 3]!);
+const TABLE6 = Uint32Array.from({ length: 7 }, (_, i) => [11, 12][i % 2]!);
+
+function service(id: number, extra: Partial<LbService> = {}): LbService {
+  return { id, hashMode: '5tuple', forwardMode: 'dsr', seed: 0, ...extra };
+}
+
+await describeKernel('the load balancer in DSR mode', () => {
+  let lab: LbLab;
+  let object: BpfObject;
+  let maps: LbMaps;
+  let xdp: BpfProgram;
+
+  beforeAll(async () => {
+    lab = await LbLab.create();
+    object = loadLbObject();
+    maps = LbMaps.open(object);
+    xdp = object.program('lb_xdp');
+    for (const [id, address] of Object.entries(BACKENDS)) maps.setBackend(Number(id), { address });
+    maps.setService({ vip: VIP4, port: 80, proto: 'tcp' }, service(1, { seed: SEED4 }));
+    await maps.setMaglevTable(1, TABLE4);
+    maps.setService({ vip: VIP6, port: 443, proto: 'tcp' }, service(2, { seed: SEED6 }));
+    await maps.setMaglevTable(2, TABLE6);
+  });
+
+  afterAll(async () => {
+    maps?.close();
+    xdp?.close();
+    object?.close();
+    await lab?.destroy();
+  });
+
+  /** The frame after the run, and the backend its destination MAC names (or null). */
+  async function send(
+    spec: FrameSpec,
+  ): Promise<{ retval: number; out: Buffer; backend: string | null }> {
+    const { retval, data } = await lab.run(xdp, frame(spec));
+    const dmac = [...data.subarray(0, 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
+    const backend =
+      Object.entries(NEIGHBOURS).find(
+        ([address, m]) =>
+          m === dmac &&
+          familyOf(address) === familyOf(spec.src) &&
+          (address.startsWith('198.51.') || address.startsWith('2001:db8:2:')) ===
+            (retval === XDP_REDIRECT),
+      )?.[0] ?? null;
+    return { retval, out: data, backend };
+  }
+
+  describe('service lookup', () => {
+    it('passes a packet to an address that is no VIP untouched', async () => {
+      const f = frame({ src: '192.0.2.200', dst: '203.0.113.11', dport: 80 });
+      const before = maps.events();
+      const { retval, data } = await lab.run(xdp, f);
+      expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
+      expect(maps.events()).toEqual(before);
+    });
+
+    it('passes a packet to the VIP on another port or protocol untouched', async () => {
+      for (const spec of [
+        { src: '192.0.2.200', dst: VIP4, dport: 81 },
+        { src: '192.0.2.200', dst: VIP4, dport: 80, proto: 'udp' as const },
+        { src: '2001:db8:9::1', dst: VIP6, dport: 80 },
+      ]) {
+        const f = frame(spec);
+        const { retval, data } = await lab.run(xdp, f);
+        expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
+      }
+    });
+
+    it('prefers the exact port, then falls back to an all-ports service', async () => {
+      const vip = '203.0.113.20';
+      maps.setService({ vip, port: 0, proto: 'udp' }, service(5));
+      await maps.setMaglevTable(5, Uint32Array.from([2, 2, 2]));
+      maps.setService({ vip, port: 53, proto: 'udp' }, service(6));
+      await maps.setMaglevTable(6, Uint32Array.from([3, 3, 3, 3, 3]));
+      const to = async (dport: number) =>
+        (await send({ src: '192.0.2.201', dst: vip, proto: 'udp', dport })).backend;
+      expect([await to(53), await to(54), await to(5353)]).toEqual([
+        '192.0.2.13',
+        '192.0.2.12',
+        '192.0.2.12',
+      ]);
+    });
+
+    it('passes a service without a Maglev table, counting it', async () => {
+      maps.setService({ vip: '203.0.113.30', port: 80, proto: 'tcp' }, service(7));
+      const before = maps.events().noTable;
+      const f = frame({ src: '192.0.2.200', dst: '203.0.113.30' });
+      const { retval, data } = await lab.run(xdp, f);
+      expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
+      expect(maps.events().noTable - before).toBe(1);
+    });
+
+    it('passes a packet whose table slot names a removed backend, counting it', async () => {
+      maps.setBackend(40, { address: '192.0.2.11' });
+      maps.removeBackend(40);
+      maps.setService({ vip: '203.0.113.31', port: 80, proto: 'tcp' }, service(8));
+      await maps.setMaglevTable(8, Uint32Array.from([40, 40]));
+      const before = maps.events().noBackend;
+      const f = frame({ src: '192.0.2.200', dst: '203.0.113.31' });
+      const { retval, data } = await lab.run(xdp, f);
+      expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
+      expect(maps.events().noBackend - before).toBe(1);
+    });
+  });
+
+  describe('backend selection', () => {
+    const flows4 = Array.from({ length: 24 }, (_, i) => ({
+      src: `192.0.2.${100 + i}`,
+      dst: VIP4,
+      sport: 30000 + i * 7,
+      dport: 80,
+    }));
+
+    it('picks table[jhash2(flow key, 10, seed) % M] for IPv4 flows', async () => {
+      const got: string[] = [];
+      const want: string[] = [];
+      for (const f of flows4) {
+        got.push((await send({ ...f, flags: SYN })).backend ?? 'none');
+        want.push(BACKENDS[TABLE4[flowHash(f, '5tuple', SEED4) % TABLE4.length]!]!);
+      }
+      expect(got).toEqual(want);
+      // and the spread shows the hash at work: every backend gets some of 24 flows
+      expect(new Set(got).size).toBe(3);
+    });
+
+    it('stores the same hash the independent jhash2 gives, for each flow it inserted', async () => {
+      const entries = await maps.readFlows();
+      for (const f of flows4) {
+        const e = entries.find((x) => x.flow.src === f.src && x.flow.sport === f.sport);
+        expect({ src: f.src, hash: e?.hash }).toEqual({
+          src: f.src,
+          hash: flowHash(f, '5tuple', SEED4),
+        });
+        expect(e?.flow).toEqual({
+          family: 4,
+          src: f.src,
+          dst: VIP4,
+          sport: f.sport,
+          dport: 80,
+          proto: 'tcp',
+        });
+        expect(e?.serviceId).toBe(1);
+      }
+    });
+
+    it('picks table[jhash2 % M] for IPv6 flows', async () => {
+      for (let i = 0; i < 12; i++) {
+        const f = {
+          src: `2001:db8:9::${(i + 1).toString(16)}`,
+          dst: VIP6,
+          sport: 50000 + i,
+          dport: 443,
+        };
+        const { backend } = await send({ ...f });
+        expect({ i, backend }).toEqual({
+          i,
+          backend: BACKENDS[TABLE6[flowHash(f, '5tuple', SEED6) % TABLE6.length]!],
+        });
+      }
+    });
+
+    it('hashes by the fields each hash mode keeps', async () => {
+      const modes: Mode[] = ['5tuple', 'src', 'src-port'];
+      for (const [i, mode] of modes.entries()) {
+        const vip = `203.0.113.${40 + i}`;
+        const seed = 1000 + i;
+        maps.setService({ vip, port: 0, proto: 'tcp' }, service(20 + i, { hashMode: mode, seed }));
+        await maps.setMaglevTable(20 + i, TABLE4);
+        const flows = [
+          { src: '192.0.2.150', dst: vip, sport: 1111, dport: 80 },
+          { src: '192.0.2.150', dst: vip, sport: 2222, dport: 80 },
+          { src: '192.0.2.150', dst: vip, sport: 2222, dport: 8080 },
+        ];
+        for (const f of flows) await send(f);
+        const entries = (await maps.readFlows()).filter((e) => e.serviceId === 20 + i);
+        const hashes = flows.map(
+          (f) => entries.find((e) => e.flow.sport === f.sport && e.flow.dport === f.dport)?.hash,
+        );
+        expect({ mode, hashes }).toEqual({
+          mode,
+          hashes: flows.map((f) => flowHash(f, mode, seed)),
+        });
+        // And what user space predicts with (a dry run's "would now hash elsewhere").
+        expect(hashes).toEqual(
+          flows.map((f) => predictFlowHash({ ...f, proto: 'tcp' }, mode, seed)),
+        );
+      }
+      // 'src' ignores both ports, 'src-port' only the destination port
+      const byMode = (id: number) =>
+        maps
+          .readFlows()
+          .then((es) => new Set(es.filter((e) => e.serviceId === id).map((e) => e.hash)).size);
+      expect([await byMode(20), await byMode(21), await byMode(22)]).toEqual([3, 1, 2]);
+    });
+  });
+
+  describe('forwarding', () => {
+    it('rewrites only the MACs of an IPv4 packet and sends it back out of the arm (XDP_TX)', async () => {
+      const spec = { src: '192.0.2.100', dst: VIP4, sport: 30000, dport: 80, flags: ACK };
+      const backend = BACKENDS[TABLE4[flowHash({ ...spec }, '5tuple', SEED4) % 13]!]!;
+      const input = frame(spec);
+      const { retval, data } = await lab.run(xdp, input);
+      const want = Buffer.from(input);
+      Buffer.from(mac(NEIGHBOURS[backend]!)).copy(want, 0);
+      Buffer.from(mac(lab.arm.mac)).copy(want, 6);
+      expect({ retval, data: hex(data) }).toEqual({ retval: XDP_TX, data: hex(want) });
+    });
+
+    it('rewrites only the MACs of an IPv6 packet', async () => {
+      const spec = { src: '2001:db8:9::77', dst: VIP6, sport: 41000, dport: 443 };
+      const backend = BACKENDS[TABLE6[flowHash({ ...spec }, '5tuple', SEED6) % 7]!]!;
+      const input = frame(spec);
+      const { retval, data } = await lab.run(xdp, input);
+      const want = Buffer.from(input);
+      Buffer.from(mac(NEIGHBOURS[backend]!)).copy(want, 0);
+      Buffer.from(mac(lab.arm.mac)).copy(want, 6);
+      expect({ retval, data: hex(data) }).toEqual({ retval: XDP_TX, data: hex(want) });
+    });
+
+    it('keeps VLAN tags as received', async () => {
+      const spec = { src: '192.0.2.100', dst: VIP4, sport: 30000, dport: 80, vlans: [100, 200] };
+      const input = frame(spec);
+      const { retval, data } = await lab.run(xdp, input);
+      expect(retval).toBe(XDP_TX);
+      expect(hex(data.subarray(12))).toBe(hex(input.subarray(12)));
+      expect(hex(data.subarray(6, 12))).toBe(hex(mac(lab.arm.mac)));
+    });
+
+    it('redirects to the device the FIB names when it is not the ingress device', async () => {
+      maps.setService({ vip: '203.0.113.50', port: 80, proto: 'tcp' }, service(30));
+      await maps.setMaglevTable(30, Uint32Array.from([21, 21]));
+      const input = frame({ src: '192.0.2.100', dst: '203.0.113.50' });
+      const { retval, data } = await lab.run(xdp, input);
+      const want = Buffer.from(input);
+      Buffer.from(mac('02:00:5e:00:53:21')).copy(want, 0);
+      Buffer.from(mac(lab.other.mac)).copy(want, 6);
+      expect({ retval, data: hex(data) }).toEqual({ retval: XDP_REDIRECT, data: hex(want) });
+      expect(maps.events().redirect).toBeGreaterThan(0);
+    });
+
+    it('passes untouched and counts the reason when the FIB has no neighbour for the backend', async () => {
+      maps.setService({ vip: '203.0.113.51', port: 80, proto: 'tcp' }, service(31));
+      await maps.setMaglevTable(31, Uint32Array.from([99, 99]));
+      const before = { events: maps.events(), fib: maps.fibFailures() };
+      const input = frame({ src: '192.0.2.100', dst: '203.0.113.51' });
+      const { retval, data } = await lab.run(xdp, input);
+      expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(input) });
+      expect(maps.events().fibFail - before.events.fibFail).toBe(1);
+      expect((maps.fibFailures().noNeighbour ?? 0) - (before.fib.noNeighbour ?? 0)).toBe(1);
+    });
+
+    it('passes a backend of the other family in DSR mode, counting it', async () => {
+      maps.setService({ vip: '203.0.113.52', port: 80, proto: 'tcp' }, service(32));
+      await maps.setMaglevTable(32, Uint32Array.from([11, 11]));
+      const before = maps.events().family;
+      const input = frame({ src: '192.0.2.100', dst: '203.0.113.52' });
+      const { retval, data } = await lab.run(xdp, input);
+      expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(input) });
+      expect(maps.events().family - before).toBe(1);
+    });
+  });
+
+  describe('Maglev tables', () => {
+    it('swaps a table for one of another size in one step, and new flows follow it', async () => {
+      maps.setService({ vip: '203.0.113.60', port: 80, proto: 'tcp' }, service(40));
+      await maps.setMaglevTable(
+        40,
+        Uint32Array.from({ length: 13 }, () => 1),
+      );
+      const to = async (sport: number) =>
+        (await send({ src: '192.0.2.100', dst: '203.0.113.60', sport })).backend;
+      expect(await to(1)).toBe('192.0.2.11');
+      await maps.setMaglevTable(
+        40,
+        Uint32Array.from({ length: 65537 }, () => 3),
+      );
+      expect(await to(2)).toBe('192.0.2.13');
+      await maps.setMaglevTable(
+        40,
+        Uint32Array.from({ length: 5 }, () => 2),
+      );
+      expect(await to(3)).toBe('192.0.2.12');
+    });
+
+    it('takes a table of the largest size, 1048573 slots', async () => {
+      maps.setService({ vip: '203.0.113.61', port: 80, proto: 'tcp' }, service(41, { seed: 77 }));
+      const table = Uint32Array.from({ length: 1048573 }, (_, i) => (i % 2 ? 1 : 2));
+      await maps.setMaglevTable(41, table);
+      const f = { src: '192.0.2.100', dst: '203.0.113.61', sport: 4242, dport: 80 };
+      const { backend } = await send(f);
+      expect(backend).toBe(BACKENDS[table[flowHash(f, '5tuple', 77) % 1048573]!]);
+    });
+
+    it('refuses a table whose size is not a prime', async () => {
+      await expect(maps.setMaglevTable(1, new Uint32Array(12))).rejects.toMatchObject({
+        code: 'LB_MAP_INVALID',
+        field: 'table',
+      });
+    });
+  });
+
+  describe('fragments', () => {
+    it('passes every fragment of a datagram to an exact-port service, counting the first', async () => {
+      const before = maps.events();
+      const first = frame({ src: '192.0.2.100', dst: VIP4, fragment: { offset: 0, more: true } });
+      const later = frame({ src: '192.0.2.100', dst: VIP4, fragment: { offset: 6, more: false } });
+      for (const f of [first, later]) {
+        const { retval, data } = await lab.run(xdp, f);
+        expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
+      }
+      const after = maps.events();
+      expect(after.fragmentPass - before.fragmentPass).toBe(1);
+      expect(after.fragment - before.fragment).toBe(0);
+    });
+
+    it('sends every fragment of a datagram to one backend of an all-ports service, without flow entries', async () => {
+      maps.setService({ vip: '203.0.113.70', port: 0, proto: 'udp' }, service(50, { seed: 9 }));
+      await maps.setMaglevTable(50, TABLE4);
+      maps.setService({ vip: '2001:db8:100::70', port: 0, proto: 'udp' }, service(51, { seed: 9 }));
+      await maps.setMaglevTable(51, TABLE6);
+      const before = maps.events().fragment;
+      for (const [src, dst] of [
+        ['192.0.2.100', '203.0.113.70'],
+        ['2001:db8:9::5', '2001:db8:100::70'],
+      ] as const) {
+        const spec = { src, dst, proto: 'udp' as const, sport: 5000, dport: 6000 };
+        const table = familyOf(src) === 4 ? TABLE4 : TABLE6;
+        const want =
+          BACKENDS[table[flowHash({ ...spec, sport: 0, dport: 0 }, '5tuple', 9) % table.length]!];
+        const pieces = [
+          await send({ ...spec, fragment: { offset: 0, more: true } }),
+          await send({ ...spec, fragment: { offset: 3, more: true } }),
+          await send({ ...spec, fragment: { offset: 6, more: false } }),
+        ];
+        expect(pieces.map((p) => [p.retval, p.backend])).toEqual([
+          [XDP_TX, want],
+          [XDP_TX, want],
+          [XDP_TX, want],
+        ]);
+      }
+      expect(maps.events().fragment - before).toBe(6);
+      const entries = (await maps.readFlows()).filter(
+        (e) => e.serviceId === 50 || e.serviceId === 51,
+      );
+      expect(entries).toEqual([]);
+    });
+  });
+
+  describe('counters', () => {
+    it('counts packets, bytes and new flows per service and per backend', async () => {
+      maps.setService({ vip: '203.0.113.80', port: 80, proto: 'tcp' }, service(60));
+      await maps.setMaglevTable(60, Uint32Array.from([2, 2]));
+      const before = {
+        svc: maps.serviceCounters(60),
+        be: maps.backendCounters(2),
+        ev: maps.events(),
+      };
+      const a = frame({ src: '192.0.2.100', dst: '203.0.113.80', sport: 1000 });
+      const b = frame({
+        src: '192.0.2.100',
+        dst: '203.0.113.80',
+        sport: 1000,
+        flags: ACK,
+        payload: new Uint8Array(100),
+      });
+      for (const f of [a, b]) expect((await lab.run(xdp, f)).retval).toBe(XDP_TX);
+      const svc = maps.serviceCounters(60);
+      const be = maps.backendCounters(2);
+      const ev = maps.events();
+      expect({
+        svc: {
+          packets: svc.packets - before.svc.packets,
+          bytes: svc.bytes - before.svc.bytes,
+          newFlows: svc.newFlows - before.svc.newFlows,
+        },
+        be: {
+          packets: be.packets - before.be.packets,
+          bytes: be.bytes - before.be.bytes,
+          newFlows: be.newFlows - before.be.newFlows,
+        },
+        hit: ev.flowHit - before.ev.flowHit,
+        miss: ev.flowMiss - before.ev.flowMiss,
+        tx: ev.tx - before.ev.tx,
+      }).toEqual({
+        svc: { packets: 2, bytes: a.length + b.length, newFlows: 1 },
+        be: { packets: 2, bytes: a.length + b.length, newFlows: 1 },
+        hit: 1,
+        miss: 1,
+        tx: 2,
+      });
+      const all = await maps.readCounters();
+      expect(all.services.get(60)?.packets).toBe(svc.packets);
+      expect(all.backends.get(2)?.packets).toBe(be.packets);
+    });
+  });
+});
