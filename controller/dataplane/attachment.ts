@@ -1,6 +1,7 @@
 // One pipeline object attached to one device and hook: its pinned maps, programs and link, and the
 // two-generation writer that changes its rule set without a packet ever seeing half of one.
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import {
@@ -176,26 +177,26 @@ export class Attachment {
   /**
    * Loads a pipeline object for `key` with its maps pinned under `dir` (reusing maps already pinned
    * there, and the instance's shared set maps under `instanceDir`), and the programs of its hook.
-   * Does not attach: call attach() after the first writeRuleSet(), so the device never runs an
-   * empty rule set.
+   * With 'adopt', programs this very build pinned there are used as they are (a restart then runs
+   * no verifier); otherwise, or when there are none, they are loaded anew. Does not attach: call
+   * attach() after the first writeRuleSet(), so the device never runs an empty rule set.
    */
-  static load(options: AttachmentOptions, dir: string, instanceDir: string): Attachment {
+  static load(
+    options: AttachmentOptions,
+    dir: string,
+    instanceDir: string,
+    programs: 'adopt' | 'reload' = 'adopt',
+  ): Attachment {
     // Nothing pinned yet: every map is new and empty, so there are no slots to read back (which
     // costs two syscalls per name-table entry, some 10,000).
     const fresh = !existsSync(dir) || readdirSync(dir).length === 0;
     mkdirSync(dir, { recursive: true });
     const context = options.hook === 'xdp' ? 'xdp' : 'tc';
-    const programs = PROGRAMS[context];
-    const object: BpfObject = loadObjectFor(context, dir, instanceDir);
-    try {
-      const maps: Record<string, BpfMap> = {};
-      for (const m of object.maps()) if (!m.internal) maps[m.name] = object.map(m.name);
-      const main = object.program(programs.main);
-      const resume = object.program(programs.resume);
-      const expectedAttachType =
-        object.programs().find((p) => p.name === programs.main)?.expectedAttachType ?? 0;
-      maps.sl_progs.setFd(u32(SL_PROG_RESUME), resume);
-      for (const name of NOT_REUSED) takeOver(maps[name], join(dir, name), options.netns);
+    const loaded =
+      (!fresh && programs === 'adopt' && adoptPinned(context, dir, instanceDir)) ||
+      loadAndPin(context, dir, instanceDir, options.netns);
+    {
+      const { maps, main, resume, expectedAttachType } = loaded;
       const ids = openNameTable(join(dir, 'sl_rule_ids'), SL_MAX_RULES, 'sl_rule_ids');
       const limitIds = openNameTable(join(dir, 'sl_limit_ids'), SL_MAX_LIMITERS, 'sl_limit_ids');
       let link: BpfLink | null = null;
@@ -217,8 +218,6 @@ export class Attachment {
       );
       if (!fresh) att.#readSlots();
       return att;
-    } finally {
-      object.close();
     }
   }
 
@@ -654,6 +653,124 @@ function takeOver(map: BpfMap, path: string, netns?: string): void {
 }
 
 /** Loads pipeline.o with every map pinned: shared sets under the instance, the rest per attachment. */
+/** An attachment's programs and maps, loaded or adopted from the pins. */
+interface Loaded {
+  maps: Record<string, BpfMap>;
+  main: BpfProgram;
+  resume: BpfProgram;
+  expectedAttachType: number;
+}
+
+/** Pins of the programs, and of the build that loaded them, beside the attachment's maps. */
+const MAIN_PIN = 'prog_main';
+const RESUME_PIN = 'prog_resume';
+const BUILD_PIN = 'sl_build';
+
+let build: string | undefined;
+
+/** This build's pipeline object, hashed once: what runs is reused only when it is this build. */
+export function pipelineBuild(): string {
+  build ??= createHash('sha256')
+    .update(readFileSync(bpfObjectPath('pipeline')))
+    .digest('hex');
+  return build;
+}
+
+/** What sl_build holds: the context and this build (within a name table's value). */
+function buildStamp(context: 'xdp' | 'tc'): string {
+  return `${context}:${pipelineBuild().slice(0, 40)}`;
+}
+
+/**
+ * Loads the pipeline's programs (the verifier: a few hundred ms), pins them with the build that
+ * loaded them, and fills the devmap, which is never reused, from the one pinned before.
+ */
+function loadAndPin(
+  context: 'xdp' | 'tc',
+  dir: string,
+  instanceDir: string,
+  netns?: string,
+): Loaded {
+  const programs = PROGRAMS[context];
+  const object: BpfObject = loadObjectFor(context, dir, instanceDir);
+  try {
+    const maps: Record<string, BpfMap> = {};
+    for (const m of object.maps()) if (!m.internal) maps[m.name] = object.map(m.name);
+    const main = object.program(programs.main);
+    const resume = object.program(programs.resume);
+    const expectedAttachType =
+      object.programs().find((p) => p.name === programs.main)?.expectedAttachType ?? 0;
+    maps.sl_progs.setFd(u32(SL_PROG_RESUME), resume);
+    for (const name of NOT_REUSED) takeOver(maps[name], join(dir, name), netns);
+    // The build first goes blank: a crash between the two pins must not pair old and new.
+    const stamp = openNameTable(join(dir, BUILD_PIN), 1, BUILD_PIN);
+    try {
+      stamp.update(u32(0), encodeName(''));
+      for (const [pin, program] of [
+        [MAIN_PIN, main],
+        [RESUME_PIN, resume],
+      ] as const) {
+        if (isPinned(join(dir, pin))) unpin(join(dir, pin));
+        program.pin(join(dir, pin));
+      }
+      stamp.update(u32(0), encodeName(buildStamp(context)));
+    } finally {
+      stamp.close();
+    }
+    return { maps, main, resume, expectedAttachType };
+  } finally {
+    object.close();
+  }
+}
+
+/**
+ * The programs and maps a process of this very build pinned, opened as they are: a restart then
+ * costs no verifier run. Null when anything is missing or another build pinned them.
+ */
+function adoptPinned(context: 'xdp' | 'tc', dir: string, instanceDir: string): Loaded | null {
+  if (!isPinned(join(dir, BUILD_PIN)) || !isPinned(join(dir, MAIN_PIN))) return null;
+  const opened: { close(): void }[] = [];
+  const open = <K extends 'map' | 'program'>(path: string, kind: K) => {
+    const pinned = openPinned(path);
+    const handle =
+      pinned.kind === 'map' ? pinned.map : pinned.kind === 'program' ? pinned.program : pinned.link;
+    opened.push(handle);
+    if (pinned.kind !== kind) throw new Error(`"${path}" is not a ${kind}`);
+    return handle as K extends 'map' ? BpfMap : BpfProgram;
+  };
+  try {
+    const stamp = open(join(dir, BUILD_PIN), 'map');
+    if (decodeName(stamp.lookup(u32(0))) !== buildStamp(context)) throw new Error('other build');
+    const programs = PROGRAMS[context];
+    const object = openObject(bpfObjectPath('pipeline'), { name: 'pipeline' });
+    let names: string[];
+    let expectedAttachType: number;
+    try {
+      names = object
+        .maps()
+        .filter((m) => !m.internal)
+        .map((m) => m.name);
+      expectedAttachType =
+        object.programs().find((p) => p.name === programs.main)?.expectedAttachType ?? 0;
+    } finally {
+      object.close();
+    }
+    const maps: Record<string, BpfMap> = {};
+    for (const name of names) {
+      const path = SHARED.has(name) ? join(instanceDir, name) : join(dir, name);
+      if (!isPinned(path)) throw new Error(`"${path}" is not pinned`);
+      maps[name] = open(path, 'map');
+    }
+    const main = open(join(dir, MAIN_PIN), 'program');
+    const resume = open(join(dir, RESUME_PIN), 'program');
+    stamp.close();
+    return { maps, main, resume, expectedAttachType };
+  } catch {
+    for (const handle of opened) handle.close();
+    return null;
+  }
+}
+
 function loadObjectFor(context: 'xdp' | 'tc', dir: string, instanceDir: string): BpfObject {
   const programs = PROGRAMS[context];
   return loadObjectWith(bpfObjectPath('pipeline'), (object) => {

@@ -1,12 +1,17 @@
 // The data plane of one sluice instance: prefix sets and per-device pipelines, adopted from bpffs on
 // open, changed only through apply() and the incremental set calls, read back through counters().
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { ensureBpffs, ifindexOf, unpin, type BpfMap } from '../../bpf/index.js';
-import { bpfObjectPath } from '../../bpf/progs.js';
-import { Attachment, type AttachmentKey, type Hook, type XdpAttachMode } from './attachment.js';
+import {
+  Attachment,
+  pipelineBuild,
+  type AttachmentKey,
+  type Hook,
+  type XdpAttachMode,
+} from './attachment.js';
 import { compileClassifier, type ClassifierTables } from './classify.js';
 import { readCounters, type AttachmentCounters } from './counters.js';
 import { DataplaneError } from './errors.js';
@@ -99,6 +104,11 @@ export interface OpenOptions {
   dir?: string;
   /** Network namespace holding the devices (ip netns name); default: the caller's. */
   netns?: string;
+  /**
+   * Load the programs anew and replace the running ones behind their links (as another build
+   * does), rather than adopt what this build pinned. Default false.
+   */
+  reloadPrograms?: boolean;
 }
 
 /** What apply() changed. */
@@ -166,7 +176,12 @@ export class Dataplane {
     for (const name of readdirSync(join(dir, 'att'))) {
       const key = parseKeyName(name);
       if (!key) continue;
-      const att = Attachment.load({ ...key, netns: options.netns }, join(dir, 'att', name), dir);
+      const att = Attachment.load(
+        { ...key, netns: options.netns },
+        join(dir, 'att', name),
+        dir,
+        options.reloadPrograms ? 'reload' : 'adopt',
+      );
       dp.#attachments.set(name, att);
       if (!att.attached) continue;
       try {
@@ -601,14 +616,4 @@ export class Dataplane {
       );
     }
   }
-}
-
-let build: string | undefined;
-
-/** This build's pipeline object, hashed once: a generation written by another build is rewritten. */
-function pipelineBuild(): string {
-  build ??= createHash('sha256')
-    .update(readFileSync(bpfObjectPath('pipeline')))
-    .digest('hex');
-  return build;
 }

@@ -150,8 +150,9 @@ await describeKernel('hitless changes under traffic', () => {
       const t0 = Date.now();
       for (let i = 1; i <= CHANGES; i++) {
         if (i === CHANGES / 2) {
-          // A restarted controller: a new object behind the pinned link, then the whole state.
-          await x.reopen();
+          // A restarted controller of another build: a new program behind the pinned link (the
+          // same build would run on the pinned one), then the whole state.
+          await x.reopen({ reloadPrograms: true });
           programAfter = x.dp.attachments.get(name)!.program.id;
         }
         const report = await x.dp.apply(ruleSet(device, i));

@@ -16,7 +16,7 @@ export interface DataplaneLab {
   /** Its bpffs directory. */
   dir: string;
   /** close() then open() again: what a restarted controller does. */
-  reopen(): Promise<Dataplane>;
+  reopen(options?: { reloadPrograms?: boolean }): Promise<Dataplane>;
   /** Detaches and unpins everything (dp.destroy()), then removes the namespaces. */
   destroy(): Promise<void>;
 }
@@ -53,9 +53,9 @@ export async function openDataplaneLab(options: RouterOptions = {}): Promise<Dat
     net,
     dp,
     dir,
-    async reopen() {
+    async reopen(options = {}) {
       opened.dp.close();
-      dp = await Dataplane.open({ dir, netns: net!.router.netns });
+      dp = await Dataplane.open({ dir, netns: net!.router.netns, ...options });
       opened.dp = dp;
       return dp;
     },
