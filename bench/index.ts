@@ -5,6 +5,7 @@ import { benchDaemon } from './daemon.js';
 import { benchFilterCompile } from './filter-compile.js';
 import { runFilterEbpfBench } from './filter-ebpf.js';
 import { benchLabDrop } from './lab-drop.js';
+import { benchLbCost } from './lb-cost.js';
 import { benchLbMaglev } from './lb-maglev.js';
 import { runMapUpdateBench } from './map-update.js';
 import { benchPipelineCost } from './pipeline-cost.js';
@@ -58,6 +59,7 @@ const sections: Record<string, Section> = {
   'pipeline-cost': benchPipelineCost,
   'lab-drop': benchLabDrop,
   'lb-maglev': benchLbMaglev,
+  'lb-cost': benchLbCost,
   daemon: benchDaemon,
   replay: benchReplay,
 };
