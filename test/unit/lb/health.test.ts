@@ -279,7 +279,7 @@ describe('HealthChecker: rise and fall', () => {
   it('starts a new target as unknown and makes it up after rise consecutive successes', async () => {
     const server = await tcpServer();
     const { checker, transitions, probes } = newChecker();
-    checker.set([target('b1', '127.0.0.1', server.port, 'tcp interval=20ms rise=3')]);
+    checker.set([target('b1', '127.0.0.1', server.port, 'tcp interval=200ms rise=3')]);
     expect(checker.state('b1')).toBe('unknown');
     const up = await transitionTo(checker, 'b1', 'up');
     expect(up).toMatchObject({ key: 'b1', from: 'unknown', to: 'up' });
@@ -293,7 +293,7 @@ describe('HealthChecker: rise and fall', () => {
   it('makes an up target down after fall consecutive failures once its server closes', async () => {
     const server = await tcpServer();
     const { checker, probes } = newChecker();
-    checker.set([target('b1', '127.0.0.1', server.port, 'tcp interval=20ms rise=1 fall=3')]);
+    checker.set([target('b1', '127.0.0.1', server.port, 'tcp interval=200ms rise=1 fall=3')]);
     await transitionTo(checker, 'b1', 'up');
     await server.stop();
     const before = probes.length;
@@ -310,7 +310,7 @@ describe('HealthChecker: rise and fall', () => {
         key: 'b1',
         address: '127.0.0.1',
         port: server.port,
-        check: 'tcp interval=20ms rise=1',
+        check: 'tcp interval=200ms rise=1',
         state: 'down',
         since: down.at,
         last: failures[2],
@@ -322,7 +322,7 @@ describe('HealthChecker: rise and fall', () => {
     const server = await tcpServer();
     await server.stop();
     const { checker, transitions, probes } = newChecker();
-    checker.set([target('b1', '127.0.0.1', server.port, 'tcp interval=20ms fall=2')]);
+    checker.set([target('b1', '127.0.0.1', server.port, 'tcp interval=200ms fall=2')]);
     const down = await transitionTo(checker, 'b1', 'down');
     expect(down.from).toBe('unknown');
     expect(probes.map((p) => p.ok)).toEqual([false, false]);
@@ -332,7 +332,7 @@ describe('HealthChecker: rise and fall', () => {
   it('restarts the count when a run is broken: rise needs consecutive successes', async () => {
     const http1 = await httpServer();
     const { checker, probes } = newChecker();
-    checker.set([target('b1', '127.0.0.1', http1.port, 'http:/ interval=20ms rise=3 fall=3')]);
+    checker.set([target('b1', '127.0.0.1', http1.port, 'http:/ interval=100ms rise=3 fall=3')]);
     // Alternate answers: never three successes, nor three failures, in a row.
     let n = 0;
     checker.on('probe', () => {
@@ -340,7 +340,7 @@ describe('HealthChecker: rise and fall', () => {
       http1.behaviour.status = n % 2 === 0 ? 200 : 500;
     });
     http1.behaviour.status = 500;
-    await sleep(300);
+    await sleep(900);
     expect(probes.length).toBeGreaterThanOrEqual(6);
     expect(checker.state('b1')).toBe('unknown');
   });
@@ -392,7 +392,9 @@ describe('HealthChecker: http and https', () => {
   it('sends GET for the path with the Host header set to the backend address', async () => {
     const server = await httpServer();
     const { checker } = newChecker();
-    checker.set([target('b1', '127.0.0.1', server.port, 'http:/healthz?x=1 interval=20ms rise=1')]);
+    checker.set([
+      target('b1', '127.0.0.1', server.port, 'http:/healthz?x=1 interval=200ms rise=1'),
+    ]);
     await transitionTo(checker, 'b1', 'up');
     expect(server.requests[0]).toEqual({
       method: 'GET',
@@ -406,9 +408,9 @@ describe('HealthChecker: http and https', () => {
     server.behaviour.status = 503;
     const { checker } = newChecker();
     checker.set([
-      target('default', '127.0.0.1', server.port, 'http:/ interval=20ms fall=1'),
-      target('exact', '127.0.0.1', server.port, 'http:/#200 interval=20ms fall=1'),
-      target('wanted', '127.0.0.1', server.port, 'http:/#500-503 interval=20ms rise=1'),
+      target('default', '127.0.0.1', server.port, 'http:/ interval=200ms fall=1'),
+      target('exact', '127.0.0.1', server.port, 'http:/#200 interval=200ms fall=1'),
+      target('wanted', '127.0.0.1', server.port, 'http:/#500-503 interval=200ms rise=1'),
     ]);
     const [a, b] = await Promise.all([
       transitionTo(checker, 'default', 'down'),
@@ -422,7 +424,7 @@ describe('HealthChecker: http and https', () => {
   it('takes the port of the check over the target port', async () => {
     const server = await httpServer();
     const { checker } = newChecker();
-    checker.set([target('b1', '127.0.0.1', 1, `http:${server.port}/ interval=20ms rise=1`)]);
+    checker.set([target('b1', '127.0.0.1', 1, `http:${server.port}/ interval=200ms rise=1`)]);
     await transitionTo(checker, 'b1', 'up');
   });
 
@@ -430,8 +432,8 @@ describe('HealthChecker: http and https', () => {
     const server = await httpServer('127.0.0.1', tls);
     const { checker } = newChecker();
     checker.set([
-      target('ok', '127.0.0.1', server.port, 'https:/ready interval=20ms rise=1'),
-      target('bad', '127.0.0.1', server.port, 'https:/ready#204 interval=20ms fall=1'),
+      target('ok', '127.0.0.1', server.port, 'https:/ready interval=200ms rise=1'),
+      target('bad', '127.0.0.1', server.port, 'https:/ready#204 interval=200ms fall=1'),
     ]);
     const [, bad] = await Promise.all([
       transitionTo(checker, 'ok', 'up'),
@@ -489,8 +491,8 @@ describe('HealthChecker: udp', () => {
     const echo = await udpServer('127.0.0.1');
     const { checker } = newChecker();
     checker.set([
-      target('any', '127.0.0.1', echo.port, 'udp::PING\\x00 interval=20ms rise=1'),
-      target('prefix', '127.0.0.1', echo.port, 'udp::PING\\x00:PI interval=20ms rise=1'),
+      target('any', '127.0.0.1', echo.port, 'udp::PING\\x00 interval=200ms rise=1'),
+      target('prefix', '127.0.0.1', echo.port, 'udp::PING\\x00:PI interval=200ms rise=1'),
     ]);
     await Promise.all([transitionTo(checker, 'any', 'up'), transitionTo(checker, 'prefix', 'up')]);
   });
@@ -498,7 +500,7 @@ describe('HealthChecker: udp', () => {
   it('is down on a reply that does not start with the expected text, showing the reply', async () => {
     const echo = await udpServer('127.0.0.1');
     const { checker } = newChecker();
-    checker.set([target('b1', '127.0.0.1', echo.port, 'udp::PING\\n:PONG interval=20ms fall=1')]);
+    checker.set([target('b1', '127.0.0.1', echo.port, 'udp::PING\\n:PONG interval=200ms fall=1')]);
     const down = await transitionTo(checker, 'b1', 'down');
     expect(down.reason).toBe('udp reply "PING\\n" does not start with "PONG"');
   });
@@ -535,9 +537,9 @@ describe('HealthChecker: IPv6', () => {
     const echo = await udpServer('::1');
     const { checker } = newChecker();
     checker.set([
-      target('tcp', '::1', tcp.port, 'tcp interval=20ms rise=1'),
-      target('http', '::1', web.port, 'http:/ interval=20ms rise=1'),
-      target('udp', '::1', echo.port, 'udp::hello:hel interval=20ms rise=1'),
+      target('tcp', '::1', tcp.port, 'tcp interval=200ms rise=1'),
+      target('http', '::1', web.port, 'http:/ interval=200ms rise=1'),
+      target('udp', '::1', echo.port, 'udp::hello:hel interval=200ms rise=1'),
     ]);
     await Promise.all(['tcp', 'http', 'udp'].map((key) => transitionTo(checker, key, 'up')));
     expect(web.requests[0].host).toBe(`[::1]:${web.port}`);
@@ -584,12 +586,12 @@ describe('HealthChecker: set()', () => {
   it('keeps state and schedule of unchanged targets, drops removed ones, starts new ones unknown', async () => {
     const server = await tcpServer();
     const { checker, transitions } = newChecker();
-    const a = target('a', '127.0.0.1', server.port, 'tcp interval=20ms rise=1');
-    const b = target('b', '127.0.0.1', server.port, 'tcp interval=20ms rise=1');
+    const a = target('a', '127.0.0.1', server.port, 'tcp interval=200ms rise=1');
+    const b = target('b', '127.0.0.1', server.port, 'tcp interval=200ms rise=1');
     checker.set([a, b]);
     await Promise.all([transitionTo(checker, 'a', 'up'), transitionTo(checker, 'b', 'up')]);
-    const c = target('c', '127.0.0.1', server.port, 'tcp interval=20ms rise=1');
-    checker.set([{ ...a, spec: parseCheckSpec('tcp interval=20ms rise=1') }, c]);
+    const c = target('c', '127.0.0.1', server.port, 'tcp interval=200ms rise=1');
+    checker.set([{ ...a, spec: parseCheckSpec('tcp interval=200ms rise=1') }, c]);
     expect(checker.states()).toEqual(
       new Map([
         ['a', 'up'],
@@ -607,9 +609,9 @@ describe('HealthChecker: set()', () => {
   it('keeps the state of a target whose check changes and counts afresh with the new check', async () => {
     const server = await httpServer();
     const { checker, probes } = newChecker();
-    checker.set([target('b1', '127.0.0.1', server.port, 'http:/ interval=20ms rise=1')]);
+    checker.set([target('b1', '127.0.0.1', server.port, 'http:/ interval=200ms rise=1')]);
     await transitionTo(checker, 'b1', 'up');
-    checker.set([target('b1', '127.0.0.1', server.port, 'http:/#204 interval=20ms fall=2')]);
+    checker.set([target('b1', '127.0.0.1', server.port, 'http:/#204 interval=200ms fall=2')]);
     expect(checker.state('b1')).toBe('up');
     const before = probes.length;
     const down = await transitionTo(checker, 'b1', 'down');
@@ -621,10 +623,10 @@ describe('HealthChecker: set()', () => {
     const one = await tcpServer();
     const two = await tcpServer();
     const { checker } = newChecker();
-    checker.set([target('b1', '127.0.0.1', one.port, 'tcp interval=20ms rise=1')]);
+    checker.set([target('b1', '127.0.0.1', one.port, 'tcp interval=200ms rise=1')]);
     await transitionTo(checker, 'b1', 'up');
     const reset = transitionTo(checker, 'b1', 'unknown');
-    checker.set([target('b1', '127.0.0.1', two.port, 'tcp interval=20ms rise=2')]);
+    checker.set([target('b1', '127.0.0.1', two.port, 'tcp interval=200ms rise=2')]);
     expect(await reset).toMatchObject({ from: 'up', to: 'unknown', reason: 'address changed' });
     expect(checker.state('b1')).toBe('unknown');
     await transitionTo(checker, 'b1', 'up');
@@ -633,7 +635,7 @@ describe('HealthChecker: set()', () => {
   it('rejects duplicate keys, addresses that are not IP addresses and bad ports, changing nothing', async () => {
     const server = await tcpServer();
     const { checker } = newChecker();
-    const good = target('ok', '127.0.0.1', server.port, 'tcp interval=20ms');
+    const good = target('ok', '127.0.0.1', server.port, 'tcp interval=200ms');
     checker.set([good]);
     const bad: HealthTarget[][] = [
       [good, good],
