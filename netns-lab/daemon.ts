@@ -6,14 +6,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { Agent, request } from 'undici';
 
-/** The project root, from netns-lab/ (sources) or dist/netns-lab/ (compiled). */
-const ROOT = fileURLToPath(
-  new URL(import.meta.url.includes('/dist/') ? '../..' : '..', import.meta.url),
-);
+import { packageRoot } from '../bpf/progs.js';
+
+/** The project root, from the sources, dist/ or the CLI bundle alike. */
+const ROOT = packageRoot();
 
 /** How to start `sluice`: from the sources through tsx, or the compiled bin/sluice.js. */
 export function sluiceCommand(entry: 'source' | 'dist', nodeArgs: string[] = []): string[] {

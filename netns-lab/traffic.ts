@@ -5,10 +5,9 @@
 // tool, so the child's pid is the tool's); each is killed when its driver returns or throws, on
 // process exit, and, since they run in the lab's namespaces, by `Lab.destroy()`.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../bpf/progs.js';
 import { LabCommandError, run } from './exec.js';
 
 /** Where a driver runs: a lab namespace. */
@@ -182,9 +181,7 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
 
 /** Path of netns-lab/tools/<name>, from the source tree and from dist/ alike. */
 function tool(name: string): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
-  return join(dir, 'netns-lab', 'tools', name);
+  return join(packageRoot(), 'netns-lab', 'tools', name);
 }
 
 function addressOf(target: Target, family: Family, address?: string): string {
