@@ -17,7 +17,12 @@ import {
   RuleInvalidError,
   RuleSetInvalidError,
 } from './dataplane/errors.js';
-import { validateRuleSet, type RuleSetSpec, type RuleSpec } from './dataplane/model.js';
+import {
+  sameElements,
+  validateRuleSet,
+  type RuleSetSpec,
+  type RuleSpec,
+} from './dataplane/model.js';
 import { fingerprintTexts, prefixKeys, prefixKeysOf } from './dataplane/prefix-keys.js';
 import type { ConfigDiff } from './contract.js';
 import {
@@ -360,9 +365,7 @@ function validatedBefore(key: string, spec: RuleSetSpec, sets: string): boolean 
   if (!last || last.sets !== sets) return false;
   const a = last.spec;
   if (a.defaultAction !== spec.defaultAction || a.malformed !== spec.malformed) return false;
-  if (a.rules.length !== spec.rules.length) return false;
-  for (let i = 0; i < a.rules.length; i++) if (a.rules[i] !== spec.rules[i]) return false;
-  return true;
+  return sameElements(a.rules, spec.rules);
 }
 
 /** A data-plane validation error as a ConfigInvalidError pointing into the document. */

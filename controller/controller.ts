@@ -118,6 +118,9 @@ export class SluiceController implements Controller {
   #queue: Promise<unknown> = Promise.resolve();
   readonly #pending: PendingChange[] = [];
   #draining = false;
+  /** Set while #drain gathers changes: called once #gatherTarget of them are pending. */
+  #gathered: (() => void) | undefined;
+  #gatherTarget = 0;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   readonly #onDevice: (change: DeviceChange) => void;
@@ -478,6 +481,7 @@ export class SluiceController implements Controller {
   ): Promise<ChangeResult> {
     return new Promise<ChangeResult>((resolve, reject) => {
       this.#pending.push({ options, compute, resolve, reject, alone: false });
+      if (this.#gathered && this.#pending.length >= this.#gatherTarget) this.#gathered();
       if (this.#draining) return;
       this.#draining = true;
       void this.#serial(() => this.#drain());
@@ -503,19 +507,17 @@ export class SluiceController implements Controller {
     }
   }
 
-  /**
-   * Waits until `count` changes are pending, or GROUP_GATHER_MS. It polls (setImmediate) rather
-   * than sleeps: a virtual CPU that halts for a millisecond takes about as long again to wake
-   * for the next request, which halves the changes a second a few clients get through.
-   */
+  /** Waits until `count` changes are pending (#change wakes it), or GROUP_GATHER_MS. */
   #gather(count: number): Promise<void> {
     return new Promise((resolve) => {
-      const until = performance.now() + GROUP_GATHER_MS;
-      const poll = (): void => {
-        if (this.#pending.length >= count || performance.now() >= until) resolve();
-        else setImmediate(poll);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.#gathered = undefined;
+        resolve();
       };
-      setImmediate(poll);
+      const timer = setTimeout(done, GROUP_GATHER_MS);
+      this.#gatherTarget = count;
+      this.#gathered = done;
     });
   }
 

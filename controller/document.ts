@@ -126,6 +126,12 @@ export const RuleSchema = Type.Object(
 );
 export type RuleDoc = Static<typeof RuleSchema>;
 
+/** A rule as the controller keeps it (state file, journal): with its id. */
+export const StoredRuleSchema = Type.Intersect([RuleSchema, Type.Object({ id: Type.String() })]);
+
+/** A set file's name under the state directory's sets/: `<set>.<generation>.txt`. */
+export const SetFileNameSchema = Type.String({ pattern: '^[A-Za-z0-9_.-]+\\.[0-9]+\\.txt$' });
+
 /** The whole desired state. */
 export const ConfigSchema = Type.Object(
   {

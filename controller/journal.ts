@@ -12,8 +12,14 @@
 //   setOrder      the set names in order, when a set came or went (sets not named are removed)
 import { Type, type Static } from 'typebox';
 
-import { AttachmentSchema, RuleSchema, SetNameSchema, type NormalConfig } from './document.js';
-import type { SetDoc } from './document.js';
+import {
+  AttachmentSchema,
+  SetFileNameSchema,
+  SetNameSchema,
+  StoredRuleSchema,
+  type NormalConfig,
+  type SetDoc,
+} from './document.js';
 
 type NormalRule = NormalConfig['rules'][number];
 
@@ -39,15 +45,15 @@ export const JournalRecordSchema = Type.Object(
     generation: Type.Integer({ minimum: 1 }),
     nextRuleId: Type.Integer({ minimum: 1 }),
     attachments: Type.Optional(Type.Array(AttachmentSchema)),
-    rules: Type.Optional(Type.Array(RuleWithId())),
+    rules: Type.Optional(Type.Array(StoredRuleSchema)),
     removeRules: Type.Optional(Type.Array(Type.String())),
-    appendRules: Type.Optional(Type.Array(RuleWithId())),
+    appendRules: Type.Optional(Type.Array(StoredRuleSchema)),
     sets: Type.Optional(
       Type.Array(
         Type.Object(
           {
             name: SetNameSchema,
-            file: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]+\\.[0-9]+\\.txt$' })),
+            file: Type.Optional(SetFileNameSchema),
             count: Type.Optional(Type.Integer({ minimum: 0 })),
             edits: Type.Optional(Type.Array(EditSchema)),
           },
@@ -60,10 +66,6 @@ export const JournalRecordSchema = Type.Object(
   { additionalProperties: false },
 );
 export type JournalRecord = Static<typeof JournalRecordSchema>;
-
-function RuleWithId() {
-  return Type.Intersect([RuleSchema, Type.Object({ id: Type.String() })]);
-}
 
 /** What the store knows of a set when it builds a record. */
 export interface SetTarget {

@@ -37,7 +37,8 @@ import { Value } from 'typebox/value';
 import {
   AttachmentSchema,
   DOCUMENT_VERSION,
-  RuleSchema,
+  SetFileNameSchema,
+  StoredRuleSchema,
   SetNameSchema,
   type NormalConfig,
   type SetDoc,
@@ -77,7 +78,7 @@ const StoredSetSchema = Type.Object(
   {
     name: SetNameSchema,
     /** File name under sets/. */
-    file: Type.String({ pattern: '^[A-Za-z0-9_.-]+\\.[0-9]+\\.txt$' }),
+    file: SetFileNameSchema,
     count: Type.Integer({ minimum: 0 }),
   },
   { additionalProperties: false },
@@ -91,7 +92,7 @@ export const StateFileSchema = Type.Object(
     nextRuleId: Type.Integer({ minimum: 1 }),
     attachments: Type.Array(AttachmentSchema),
     sets: Type.Array(StoredSetSchema),
-    rules: Type.Array(Type.Intersect([RuleSchema, Type.Object({ id: Type.String() })])),
+    rules: Type.Array(StoredRuleSchema),
   },
   { additionalProperties: false },
 );
@@ -193,7 +194,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
 export class StateStore {
   readonly #written = new Map<string, WrittenSet>();
   /** Set files the journal names, and those state.json names: kept until it is written whole. */
-  readonly #journalFiles = new Set<string>();
+  readonly #heldFiles = new Set<string>();
   #closed = false;
   /** The state as last committed, which the next journal record starts from. */
   #last: SavedState | undefined;
@@ -331,13 +332,13 @@ export class StateStore {
                 `set "${name}": "${SETS_DIR}/${file}" holds ${prefixes.length} prefixes, not ${count}`,
               );
             const before = this.#written.get(name);
-            if (before) this.#journalFiles.add(before.file);
-            this.#journalFiles.add(file);
+            if (before) this.#heldFiles.add(before.file);
+            this.#heldFiles.add(file);
             this.#written.set(name, { file, prefixes });
             return prefixes;
           });
     if (migrated) await this.#saveWhole(loaded);
-    else this.#sweep(new Set([...state.sets.map((s) => s.file), ...this.#journalFiles]));
+    else this.#sweep(new Set([...state.sets.map((s) => s.file), ...this.#heldFiles]));
     this.#last = loaded;
     return loaded;
   }
@@ -431,7 +432,7 @@ export class StateStore {
       const record = await buildRecord(last, state, edits, {
         writeFile: async (name, prefixes) => {
           let file = setFileName(name, state.generation);
-          if (this.#written.get(name)?.file === file || this.#journalFiles.has(file))
+          if (this.#written.get(name)?.file === file || this.#heldFiles.has(file))
             file = setFileName(name, state.generation + 1);
           await writeFileAtomic(join(this.dir, SETS_DIR, file), encodeLines(prefixes));
           created.push(file);
@@ -463,8 +464,8 @@ export class StateStore {
     for (const [name, w] of whole) {
       // The file written before stays while state.json names it: removed at the next whole save.
       const before = this.#written.get(name);
-      if (before) this.#journalFiles.add(before.file);
-      this.#journalFiles.add(w.file);
+      if (before) this.#heldFiles.add(before.file);
+      this.#heldFiles.add(w.file);
       this.#written.set(name, w);
     }
     this.#last = state;
@@ -538,13 +539,13 @@ export class StateStore {
     }
     const keep = new Set([...next.values()].map((w) => w.file));
     const superseded = new Set([
-      ...this.#journalFiles,
+      ...this.#heldFiles,
       ...[...this.#written.values()].map((w) => w.file),
     ]);
     for (const file of superseded) {
       if (!keep.has(file)) await unlink(join(this.dir, SETS_DIR, file)).catch(() => {});
     }
-    this.#journalFiles.clear();
+    this.#heldFiles.clear();
     this.#written.clear();
     for (const [name, w] of next) this.#written.set(name, w);
   }

@@ -16,7 +16,7 @@ import { compileClassifier, type ClassifierTables } from './classify.js';
 import { readCounters, type AttachmentCounters } from './counters.js';
 import { DataplaneError } from './errors.js';
 import { decodeName, encodeName, openNameTable } from './name-table.js';
-import { validateRuleSet, type Rule, type RuleSetSpec } from './model.js';
+import { sameElements, validateRuleSet, type Rule, type RuleSetSpec } from './model.js';
 import { fingerprintTexts, prefixKeys, prefixKeysOf, type PrefixKeys } from './prefix-keys.js';
 import { SetStore, type PendingWrites } from './set-store.js';
 
@@ -83,9 +83,7 @@ function sameRuleSet(a: AttachmentSpec | undefined, b: AttachmentSpec, hook: Hoo
   const x = a.rules;
   const y = b.rules;
   if (x.defaultAction !== y.defaultAction || x.malformed !== y.malformed) return false;
-  if (x.rules.length !== y.rules.length) return false;
-  for (let i = 0; i < x.rules.length; i++) if (x.rules[i] !== y.rules[i]) return false;
-  return true;
+  return sameElements(x.rules, y.rules);
 }
 
 /** True when both lists hold the same attachments, modes and rule objects, in the same order. */

@@ -1054,6 +1054,13 @@ function checkRule(
   return rule;
 }
 
+/** True when both lists hold the very same objects in the same order (caches key on identity). */
+export function sameElements(a: readonly unknown[], b: readonly unknown[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /**
  * Rule sets already validated, by the very spec object, with what they were checked against:
  * the controller validates a document and then applies it, the same objects both times. A hit
@@ -1086,8 +1093,7 @@ export function validateRuleSet(spec: RuleSetSpec, context: ValidationContext): 
     hit.sets === sets &&
     hit.actions === actions &&
     Array.isArray(spec.rules) &&
-    hit.rules.length === spec.rules.length &&
-    hit.rules.every((r, i) => r === spec.rules[i])
+    sameElements(hit.rules, spec.rules)
   )
     return hit.result;
   const result = checkRuleSet(spec, context);
