@@ -70,6 +70,15 @@ export const PROBLEMS: Readonly<Record<string, ProblemKind>> = {
   FILTER_INVALID: { status: 422, title: 'Rule filter does not compile' },
   LIMIT_EXCEEDED: { status: 422, title: 'Pipeline capacity exceeded' },
 
+  LB_FLOW_INVALID: { status: 422, title: 'Invalid flow' },
+  LB_TABLE_SIZE: { status: 422, title: 'Invalid Maglev table size' },
+  LB_BACKEND_INVALID: { status: 422, title: 'Invalid backend' },
+  LB_MAP_INVALID: { status: 422, title: 'Invalid load-balancer entry' },
+  LB_HEALTH_CHECK_INVALID: { status: 422, title: 'Invalid health check' },
+  LB_HEALTH_TARGET_INVALID: { status: 422, title: 'Invalid health-check target' },
+  // The kernel refused a load-balancer map write (a full map): the state could not be applied.
+  LB_MAP_ACCESS: { status: 500, title: 'Load-balancer map write failed' },
+
   STATE_CORRUPT: { status: 500, title: 'State file unreadable' },
   STATE_LOCKED: { status: 503, title: 'State directory locked' },
   STATE_WRITE: { status: 503, title: 'Persisting the change failed' },

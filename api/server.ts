@@ -19,6 +19,7 @@ import { configRoutes } from './routes/config.js';
 import { eventRoutes } from './routes/events.js';
 import { filterRoutes } from './routes/filters.js';
 import { healthRoutes } from './routes/health.js';
+import { lbRoutes } from './routes/lb.js';
 import { limitRoutes } from './routes/limits.js';
 import { replayRoutes } from './routes/replay.js';
 import { ruleRoutes } from './routes/rules.js';
@@ -128,6 +129,7 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     ruleRoutes,
     limitRoutes,
     filterRoutes,
+    lbRoutes,
     configRoutes,
     replayRoutes,
     eventRoutes,

@@ -6,6 +6,7 @@ import { benchFilterCompile } from './filter-compile.js';
 import { runFilterEbpfBench } from './filter-ebpf.js';
 import { benchLabDrop } from './lab-drop.js';
 import { benchLbCost } from './lb-cost.js';
+import { benchLbLab } from './lb-lab.js';
 import { benchLbMaglev } from './lb-maglev.js';
 import { runMapUpdateBench } from './map-update.js';
 import { benchPipelineCost } from './pipeline-cost.js';
@@ -60,6 +61,7 @@ const sections: Record<string, Section> = {
   'lab-drop': benchLabDrop,
   'lb-maglev': benchLbMaglev,
   'lb-cost': benchLbCost,
+  'lb-lab': benchLbLab,
   daemon: benchDaemon,
   replay: benchReplay,
 };

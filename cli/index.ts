@@ -9,6 +9,7 @@ import { demoCommand } from './commands/demo.js';
 import { detachCommand } from './commands/detach.js';
 import { eventsCommand } from './commands/events.js';
 import { filterCommand } from './commands/filter.js';
+import { lbCommand } from './commands/lb.js';
 import { limitCommand } from './commands/limit.js';
 import { ruleCommand } from './commands/rule.js';
 import { selfcheckCommand } from './commands/selfcheck.js';
@@ -62,6 +63,7 @@ Examples:
   $ sluice attach veth1 --hook xdp --mode native
   $ sluice set add blocklist 10.0.0.0/8 2001:db8::/32
   $ sluice rule add --dev veth1 --src-set blocklist --action drop
+  $ sluice lb backend add 10.0.0.100:80 10.1.0.11 --weight 2 --check http:/healthz
   $ sluice apply -f sluice.yaml --dry-run --pcap sample.pcap
   $ sluice stats veth1 --watch
   $ sluice --server http://10.0.0.5:8080 --token-file ~/.sluice-token status
@@ -90,6 +92,7 @@ export function buildProgram(io: CliIo = processIo, deps: CliDeps = {}): Command
   program.addCommand(ruleCommand(context));
   program.addCommand(limitCommand(context));
   program.addCommand(filterCommand(context));
+  program.addCommand(lbCommand(context));
   program.addCommand(applyCommand(context));
   program.addCommand(statsCommand(context));
   program.addCommand(statusCommand(context));

@@ -1,7 +1,16 @@
 // How client commands draw what the daemon returns for people: change diffs, counters, the
-// log2 packet-size histogram, replay reports.
+// log2 packet-size histogram, replay reports, load-balanced services and what a change moves.
 import { createColors } from 'picocolors';
-import type { ChangeResult, ConfigDiff, ReplayReport, Stats } from '../controller/contract.js';
+import type {
+  ChangeResult,
+  ConfigDiff,
+  LbBackendView,
+  LbMovePrediction,
+  LbServiceView,
+  LbStats,
+  ReplayReport,
+  Stats,
+} from '../controller/contract.js';
 import { formatTable } from './output.js';
 
 /**
@@ -19,10 +28,12 @@ function plural(n: number, word: string, words = `${word}s`): string {
   return `${n} ${n === 1 ? word : words}`;
 }
 
+const NO_NAMES = { added: [], removed: [], changed: [] };
+
 /** True when the diff changes nothing. */
 export function isEmptyDiff(diff: ConfigDiff): boolean {
   return (
-    [diff.attachments, diff.rules].every(
+    [diff.attachments, diff.rules, diff.services ?? NO_NAMES].every(
       (d) => d.added.length + d.removed.length + d.changed.length === 0,
     ) && diff.sets.added.length + diff.sets.removed.length + diff.sets.changed.length === 0
   );
@@ -62,7 +73,131 @@ export function formatDiff(diff: ConfigDiff, sizes: SetSizes = new Map()): strin
       out.push(pc.yellow(`  ~ ${c.name} (+${c.added} -${c.removed} prefixes)`));
   }
   section('rules', diff.rules);
+  section('services', diff.services ?? NO_NAMES);
   return out.join('\n') + '\n';
+}
+
+/** 0.25 → "25.0%". */
+export function percent(share: number): string {
+  return `${(share * 100).toFixed(1)}%`;
+}
+
+/**
+ * What a change to a service's backends moves, one line per service: `service 10.0.0.100:80/tcp:
+ * 25.0% of the hash space moves; 12 of 48 live flows would now hash elsewhere (kept by the flow
+ * table)`. Empty without predictions.
+ */
+export function formatMoves(moves: readonly LbMovePrediction[] | undefined): string {
+  return (moves ?? [])
+    .map(
+      (m) =>
+        `service ${m.service}: ${percent(m.movedShare)} of the hash space moves; ` +
+        `${m.flowsMoved} of ${plural(m.flows, 'live flow')} would now hash elsewhere (kept by the flow table)\n`,
+    )
+    .join('');
+}
+
+/** A backend as `lb backend` commands name it: the address, with ":PORT" when it has its own. */
+export function backendName(service: LbServiceView, backend: LbBackendView): string {
+  if (backend.port === service.port) return backend.address;
+  return backend.address.includes(':')
+    ? `[${backend.address}]:${backend.port}`
+    : `${backend.address}:${backend.port}`;
+}
+
+/**
+ * `sluice lb ls`: per service a row (key, mode, hash, devices, packets), then its backends with
+ * weight, state, health, their share of the table and of the traffic, packets and active flows.
+ */
+export function formatLbServices(services: readonly LbServiceView[]): string {
+  if (services.length === 0) return 'no services\n';
+  const blocks = services.map((service) => {
+    const head = formatTable(
+      ['SERVICE', 'MODE', 'HASH', 'DEVICES', 'PACKETS'],
+      [
+        [
+          service.key,
+          service.mode,
+          service.hash,
+          service.devices.length === 0 ? '-' : service.devices.join(','),
+          String(service.packets),
+        ],
+      ],
+      ['left', 'left', 'left', 'left', 'right'],
+    );
+    const backends =
+      service.backends.length === 0
+        ? '  no backends\n'
+        : indent(
+            formatTable(
+              ['BACKEND', 'WEIGHT', 'STATE', 'HEALTH', 'TABLE', 'TRAFFIC', 'PACKETS', 'FLOWS'],
+              service.backends.map((b) => [
+                backendName(service, b),
+                String(b.weight),
+                b.state,
+                b.health,
+                percent(b.tableShare),
+                percent(b.trafficShare),
+                String(b.packets),
+                String(b.activeFlows),
+              ]),
+              ['left', 'right', 'left', 'left', 'right', 'right', 'right', 'right'],
+            ),
+          ) + '\n';
+    return head + backends;
+  });
+  return blocks.join('\n');
+}
+
+/** The balancer's events worth a line in `sluice stats`, first in this order, then the rest. */
+const LB_EVENTS = ['flowHit', 'flowMiss', 'nonSynMiss', 'insertCap', 'noBackend', 'fibFail'];
+
+/** `name n, name n`: the nonzero counts of `counts`, `first` ones first. */
+function nonzero(counts: Record<string, number>, first: readonly string[] = []): string {
+  const names = [
+    ...first.filter((n) => n in counts),
+    ...Object.keys(counts).filter((n) => !first.includes(n)),
+  ];
+  return names
+    .filter((n) => counts[n] !== 0)
+    .map((n) => `${n} ${counts[n]}`)
+    .join(', ');
+}
+
+/**
+ * The load-balancer section of `sluice stats`: per service, then per backend (indented), packets,
+ * bytes, new and active flows; then the balancer's nonzero events and FIB failures.
+ */
+export function formatLbStats(lb: LbStats): string {
+  const lines = [pc.bold('load balancer')];
+  if (lb.services.length > 0) {
+    const rows = lb.services.flatMap((s) => [
+      [s.key, String(s.packets), String(s.bytes), String(s.newFlows), String(s.activeFlows)],
+      ...s.backends.map((b) => [
+        `  ${backendName(s, b)}`,
+        String(b.packets),
+        String(b.bytes),
+        String(b.newFlows),
+        String(b.activeFlows),
+      ]),
+    ]);
+    lines.push(
+      indent(
+        formatTable(['service / backend', 'packets', 'bytes', 'new flows', 'active flows'], rows, [
+          'left',
+          'right',
+          'right',
+          'right',
+          'right',
+        ]),
+      ),
+    );
+  }
+  const events = nonzero(lb.events, LB_EVENTS);
+  if (events !== '') lines.push(`  events: ${events}`);
+  const fib = nonzero(lb.fibFailures);
+  if (fib !== '') lines.push(`  fib failures: ${fib}`);
+  return lines.join('\n') + '\n';
 }
 
 /** The diff and what became of it: applied at a generation, or a dry run. */
@@ -145,9 +280,15 @@ const TOP_RULES = 5;
 
 /**
  * The human view of `sluice stats`: per device, per-action packets and bytes with rates (when a
- * previous sample is given), its busiest rules, and its packet-size histogram.
+ * previous sample is given), its busiest rules, and its packet-size histogram; then the load
+ * balancer's services, backends and events when the stats carry them.
  */
 export function formatStats(current: StatsSample, previous?: StatsSample): string {
+  const lb = current.stats.lb === undefined ? '' : `\n${formatLbStats(current.stats.lb)}`;
+  return formatDevices(current, previous) + lb;
+}
+
+function formatDevices(current: StatsSample, previous?: StatsSample): string {
   if (current.stats.devices.length === 0) return 'no attachments\n';
   const seconds = previous ? (current.at - previous.at) / 1000 : 0;
   const before = new Map(previous?.stats.devices.map((d) => [deviceKey(d), d]) ?? []);

@@ -35,6 +35,7 @@ import {
   type RuleDoc,
 } from './document.js';
 import { ConfigInvalidError } from './errors.js';
+import { diffServices, validateDecap, validateServices } from './lb/lb-config.js';
 import { fitsSchema } from './schema-errors.js';
 
 export type NormalRule = NormalConfig['rules'][number];
@@ -197,6 +198,8 @@ export function normalizeDocument(
       attachments: d.attachments ?? [],
       sets: d.sets ?? [],
       rules,
+      ...(d.services && d.services.length > 0 ? { services: d.services } : {}),
+      ...(d.lb ? { lb: d.lb } : {}),
     },
     nextRuleId: counter,
   };
@@ -311,6 +314,7 @@ export function validateConfig(config: NormalConfig): void {
         `/attachments/${i}/mode: attachment "${key}": mode is for the xdp hook only`,
         { pointer: `/attachments/${i}/mode` },
       );
+    if (att.decap !== undefined) validateDecap(att.decap, key, i, att.hook ?? 'xdp');
   });
   if (config.sets.length > SL_MAX_SETS)
     throw new ConfigInvalidError(
@@ -341,6 +345,7 @@ export function validateConfig(config: NormalConfig): void {
     }
     parsedSets.add(set.prefixes);
   });
+  validateServices(config);
   const setsSeen = [...setNames.keys()].join('\0');
   for (const [key, group] of ruleGroups(config)) {
     if (validatedBefore(key, group.spec, setsSeen)) continue;
@@ -460,6 +465,8 @@ export function diffConfig(
       diff.rules.changed.push(id);
   }
   for (const id of ruleBefore.keys()) if (!ruleAfter.has(id)) diff.rules.removed.push(id);
+  const services = diffServices(before, after);
+  if (services) diff.services = services;
   return diff;
 }
 
@@ -488,7 +495,7 @@ function countChanges(
 
 /** True when the diff changes nothing. */
 export function isEmptyDiff(diff: ConfigDiff): boolean {
-  return [diff.attachments, diff.sets, diff.rules].every(
+  return [diff.attachments, diff.sets, diff.rules, ...(diff.services ? [diff.services] : [])].every(
     (d) => d.added.length + d.removed.length + d.changed.length === 0,
   );
 }

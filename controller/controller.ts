@@ -33,6 +33,10 @@ import {
 } from './config.js';
 import type {
   AttachmentStatus,
+  LbBackendView,
+  LbMovePrediction,
+  LbServiceView,
+  LbStats,
   ChangeOptions,
   ChangeResult,
   ConfigDiff,
@@ -47,8 +51,12 @@ import { Dataplane } from './dataplane/dataplane.js';
 import { formatPrefix, parsePrefix } from './dataplane/model.js';
 import {
   AttachmentSchema,
+  BackendSchema,
   RuleSchema,
+  ServiceSchema,
   type AttachmentDoc,
+  type BackendDoc,
+  type ServiceDoc,
   type ConfigDoc,
   type HookName,
   type NormalConfig,
@@ -56,6 +64,12 @@ import {
 } from './document.js';
 import { checkShape } from './config.js';
 import { ConflictError, NotFoundError, PreconditionFailedError } from './errors.js';
+import { HealthChecker, type HealthTarget } from './lb/health.js';
+import { parseCheckSpec } from './lb/health-spec.js';
+import { planServices } from './lb/lb-config.js';
+import { healthKey } from './lb/lb-plane.js';
+import { tableShares } from './lb/maglev.js';
+import { backendKey, parseBackendRef, parseServiceKey, serviceKey } from './lb/service-key.js';
 import { openDeviceWatcher, type DeviceChange, type DeviceWatcher } from './netlink/devices.js';
 import { Reconciler, type SetDelta } from './reconciler.js';
 import type { SetEdit } from './journal.js';
@@ -124,6 +138,8 @@ export class SluiceController implements Controller {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   readonly #onDevice: (change: DeviceChange) => void;
+  /** Health checks of the load balancer's backends (daemon-run, in the devices' namespace). */
+  readonly #health: HealthChecker;
 
   private constructor(
     readonly stateDir: string,
@@ -135,6 +151,18 @@ export class SluiceController implements Controller {
     committed: Committed,
   ) {
     this.#committed = committed;
+    this.#health = new HealthChecker({ logger });
+    this.#health.on('transition', (t) => {
+      const cut = t.key.indexOf(' ');
+      const service = t.key.slice(0, cut);
+      const backend = t.key.slice(cut + 1);
+      this.#emit({ type: 'health', service, backend, from: t.from, to: t.to, reason: t.reason });
+      this.reconciler
+        .setHealth(service, backend, t.to)
+        .catch((error: unknown) =>
+          this.logger.error({ err: error, service, backend }, 'applying a health change failed'),
+        );
+    });
     this.events.setMaxListeners(0);
     this.reconciler.on('event', (event: ControllerEvent) => this.#emit(event));
     this.#onDevice = (change) => {
@@ -185,6 +213,7 @@ export class SluiceController implements Controller {
       watcher.on('change', controller.#onDevice);
       phase('devicesListed');
       await reconciler.reconcile(loaded.config, loaded.generation);
+      controller.#syncHealth(loaded.config);
       phase('reconciled');
       const every = options.driftIntervalMs ?? 1000;
       if (every > 0) {
@@ -223,6 +252,8 @@ export class SluiceController implements Controller {
       .compact()
       .catch((error: unknown) => this.logger.warn({ err: error }, 'compacting the state failed'));
     this.watcher.close();
+    await this.#health.close();
+    this.reconciler.close();
     this.reconciler.dataplane.close();
     this.store.close();
   }
@@ -236,6 +267,9 @@ export class SluiceController implements Controller {
     this.watcher.off('change', this.#onDevice);
     await this.#serial(async () => undefined);
     this.watcher.close();
+    await this.#health.close();
+    this.reconciler.close();
+    this.reconciler.lb.unload();
     await this.reconciler.dataplane.destroy();
     this.store.close();
   }
@@ -406,6 +440,201 @@ export class SluiceController implements Controller {
     });
   }
 
+  addService(service: ServiceDoc, options: ChangeOptions = {}): Promise<ChangeResult> {
+    return this.#change(options, (c) => {
+      checkShape(ServiceSchema, service);
+      const key = serviceKey(service);
+      const services = c.config.services ?? [];
+      if (services.some((s) => serviceKey(s) === key))
+        throw new ConflictError(
+          `add service ${key}: it exists; change its backends with \`sluice lb backend\``,
+        );
+      return { config: { ...c.config, services: [...services, service] } };
+    });
+  }
+
+  removeService(key: string, options: ChangeOptions = {}): Promise<ChangeResult> {
+    return this.#change(options, (c) => {
+      const at = serviceIndex(c.config, key, 'remove');
+      const services = (c.config.services ?? []).filter((_, i) => i !== at);
+      const config: NormalConfig = { ...c.config, services };
+      if (services.length === 0) delete config.services;
+      return { config };
+    });
+  }
+
+  addBackend(
+    service: string,
+    backend: BackendDoc,
+    options: ChangeOptions = {},
+  ): Promise<ChangeResult> {
+    return this.#change(options, (c) => {
+      checkShape(BackendSchema, backend);
+      const at = serviceIndex(c.config, service, 'add a backend to');
+      const svc = c.config.services![at];
+      const key = backendKey(backend);
+      if ((svc.backends ?? []).some((b) => backendKey(b) === key))
+        throw new ConflictError(
+          `add backend ${key} to service ${serviceKey(svc)}: it exists; change it with \`sluice lb backend set\``,
+        );
+      return {
+        config: withService(c.config, at, { ...svc, backends: [...(svc.backends ?? []), backend] }),
+      };
+    });
+  }
+
+  setBackend(
+    service: string,
+    backend: string,
+    patch: { weight?: number; drain?: boolean; check?: string | null },
+    options: ChangeOptions = {},
+  ): Promise<ChangeResult> {
+    return this.#change(options, (c) => {
+      const at = serviceIndex(c.config, service, 'change a backend of');
+      const svc = c.config.services![at];
+      const j = backendIndex(svc, backend, 'change');
+      const next: BackendDoc = { ...svc.backends![j] };
+      if (patch.weight !== undefined) next.weight = patch.weight;
+      if (patch.drain !== undefined) {
+        if (patch.drain) next.drain = true;
+        else delete next.drain;
+      }
+      if (patch.check === null) delete next.check;
+      else if (patch.check !== undefined) next.check = patch.check;
+      checkShape(BackendSchema, next);
+      const backends = [...svc.backends!];
+      backends[j] = next;
+      return { config: withService(c.config, at, { ...svc, backends }) };
+    });
+  }
+
+  removeBackend(
+    service: string,
+    backend: string,
+    options: ChangeOptions = {},
+  ): Promise<ChangeResult> {
+    return this.#change(options, (c) => {
+      const at = serviceIndex(c.config, service, 'remove a backend of');
+      const svc = c.config.services![at];
+      const j = backendIndex(svc, backend, 'remove');
+      return {
+        config: withService(c.config, at, {
+          ...svc,
+          backends: svc.backends!.filter((_, i) => i !== j),
+        }),
+      };
+    });
+  }
+
+  async lbServices(key?: string): Promise<LbServiceView[]> {
+    const config = this.#committed.config;
+    let plans = planServices(config);
+    if (key !== undefined) {
+      const at = serviceIndex(config, key, 'show');
+      plans = [plans[at]];
+    }
+    const read = await this.reconciler.readLb();
+    const live = this.reconciler.lb.services;
+    const devices = this.reconciler
+      .status()
+      .filter((a) => a.hook === 'xdp' && a.state === 'attached')
+      .map((a) => `${a.device}@xdp`);
+    const zero = { packets: 0, bytes: 0, newFlows: 0 };
+    return plans.map((plan): LbServiceView => {
+      const l = live.get(plan.key);
+      const flowsBy = new Map<number, number>();
+      let serviceFlows = 0;
+      for (const f of read?.flows ?? []) {
+        if (!l || f.serviceId !== l.id) continue;
+        serviceFlows++;
+        flowsBy.set(f.backend, (flowsBy.get(f.backend) ?? 0) + 1);
+      }
+      const sc = (l && read?.counters.services.get(l.id)) || zero;
+      const ids = l ? [...l.backends.values()].map((b) => b.id) : [];
+      const shares = l?.table ? tableShares(l.table, ids) : new Map<number, number>();
+      const view = (b: {
+        key: string;
+        address: string;
+        port: number;
+        weight: number;
+        drain: boolean;
+        check?: string;
+      }): LbBackendView => {
+        const lb = l?.backends.get(b.key);
+        const bc = (lb && read?.counters.backends.get(lb.id)) || zero;
+        const health =
+          b.check === undefined
+            ? 'unchecked'
+            : (this.#health.state(healthKey(plan.key, b.key)) ?? 'unknown');
+        return {
+          address: b.address,
+          port: b.port || plan.port,
+          weight: b.weight,
+          drain: b.drain,
+          check: b.check ?? null,
+          health,
+          state: lb?.state ?? (b.drain ? 'draining' : 'active'),
+          tableShare: lb ? (shares.get(lb.id) ?? 0) : 0,
+          trafficShare: sc.packets > 0 ? bc.packets / sc.packets : 0,
+          packets: bc.packets,
+          bytes: bc.bytes,
+          newFlows: bc.newFlows,
+          activeFlows: lb ? (flowsBy.get(lb.id) ?? 0) : 0,
+        };
+      };
+      const planned = new Set(plan.backends.map((b) => b.key));
+      const leaving = l
+        ? [...l.backends.values()]
+            .filter((b) => !planned.has(b.key))
+            .map((b) => ({ key: b.key, address: b.address, port: b.port, weight: 0, drain: true }))
+        : [];
+      return {
+        key: plan.key,
+        vip: plan.vip,
+        port: plan.port,
+        proto: plan.proto,
+        mode: plan.mode,
+        hash: plan.hash,
+        tableSize: plan.tableSize,
+        devices: l ? devices : [],
+        packets: sc.packets,
+        bytes: sc.bytes,
+        newFlows: sc.newFlows,
+        activeFlows: serviceFlows,
+        backends: [...plan.backends.map(view), ...leaving.map(view)],
+      };
+    });
+  }
+
+  async lbStats(): Promise<LbStats | null> {
+    const decap = this.reconciler.lb.decapCounters();
+    if (!this.#committed.config.services?.length && !decap) return null;
+    const read = await this.reconciler.readLb();
+    return {
+      events: { ...(read?.counters.events ?? {}) },
+      fibFailures: read?.counters.fibFailures ?? {},
+      services: await this.lbServices(),
+      ...(decap ? { decap } : {}),
+    };
+  }
+
+  /** Health checks for every backend of `config` that has one. */
+  #syncHealth(config: NormalConfig): void {
+    const targets: HealthTarget[] = [];
+    for (const plan of planServices(config)) {
+      for (const b of plan.backends) {
+        if (b.check === undefined) continue;
+        targets.push({
+          key: healthKey(plan.key, b.key),
+          address: b.address,
+          port: b.port || plan.port || 1,
+          spec: parseCheckSpec(b.check),
+        });
+      }
+    }
+    this.#health.set(targets);
+  }
+
   devices(): Promise<DeviceInfo[]> {
     return this.watcher.list();
   }
@@ -534,6 +763,7 @@ export class SluiceController implements Controller {
       diff: ConfigDiff;
       delta?: SetDelta;
       edit?: SetEdit;
+      lb?: LbMovePrediction[];
     }[] = [];
     for (const change of group) {
       try {
@@ -541,8 +771,16 @@ export class SluiceController implements Controller {
         // In a group, the whole document is validated once, after the last change (below).
         if (group.length === 1 || change.options.dryRun) validateConfig(next.config);
         const diff: ConfigDiff = next.diff ?? diffConfig(current.config, next.config);
+        const moving = diff.services ? [...diff.services.changed, ...diff.services.removed] : [];
+        const lb =
+          moving.length > 0 ? await this.reconciler.predictLb(next.config, moving) : undefined;
         if (change.options.dryRun) {
-          change.resolve({ generation: current.generation, diff, applied: false });
+          change.resolve({
+            generation: current.generation,
+            diff,
+            applied: false,
+            ...(lb?.length ? { lb } : {}),
+          });
           continue;
         }
         current = {
@@ -550,7 +788,7 @@ export class SluiceController implements Controller {
           generation: current.generation + 1,
           nextRuleId: next.nextRuleId ?? current.nextRuleId,
         };
-        accepted.push({ change, diff, delta: next.delta, edit: next.edit });
+        accepted.push({ change, diff, delta: next.delta, edit: next.edit, lb });
       } catch (error: unknown) {
         change.reject(error);
       }
@@ -599,11 +837,17 @@ export class SluiceController implements Controller {
       },
       'change applied',
     );
+    if (current.config.services !== before.config.services) this.#syncHealth(current.config);
     let generation = before.generation;
     for (const a of accepted) {
       generation += 1;
       this.#emit({ type: 'config', generation, diff: a.diff });
-      a.change.resolve({ generation, diff: a.diff, applied: true });
+      a.change.resolve({
+        generation,
+        diff: a.diff,
+        applied: true,
+        ...(a.lb?.length ? { lb: a.lb } : {}),
+      });
     }
   }
 
@@ -621,11 +865,49 @@ export class SluiceController implements Controller {
     try {
       await this.store.save(restored);
       this.#committed = restored;
+      this.#syncHealth(restored.config);
       await this.reconciler.reconcile(restored.config, restored.generation);
     } catch (again: unknown) {
       this.logger.error({ err: again }, 'restoring the previous desired state failed');
     }
   }
+}
+
+/** The index of the service `text` ("VIP:PORT[/PROTO]") names in `config`; NotFoundError. */
+function serviceIndex(config: NormalConfig, text: string, what: string): number {
+  const key = serviceKey(parseServiceKey(text));
+  const at = (config.services ?? []).findIndex((s) => serviceKey(s) === key);
+  if (at < 0) throw new NotFoundError(`${what} service ${key}: no such service`);
+  return at;
+}
+
+/**
+ * The index of the backend `text` names in `service`: "ADDR:PORT" exactly, "ADDR" the one backend
+ * of that address (NotFoundError when none, ConflictError when several ports share it).
+ */
+function backendIndex(service: ServiceDoc, text: string, what: string): number {
+  const ref = parseBackendRef(text);
+  const backends = service.backends ?? [];
+  const key = backendKey(ref);
+  let found = backends.flatMap((b, i) => (backendKey(b) === key ? [i] : []));
+  if (found.length === 0 && ref.port === undefined)
+    found = backends.flatMap((b, i) => (backendKey({ address: b.address }) === key ? [i] : []));
+  if (found.length === 0)
+    throw new NotFoundError(
+      `${what} backend ${key} of service ${serviceKey(service)}: no such backend`,
+    );
+  if (found.length > 1)
+    throw new ConflictError(
+      `${what} backend ${key} of service ${serviceKey(service)}: several backends have that address; name one as ADDR:PORT`,
+    );
+  return found[0];
+}
+
+/** `config` with service `at` replaced by `service`. */
+function withService(config: NormalConfig, at: number, service: ServiceDoc): NormalConfig {
+  const services = [...(config.services ?? [])];
+  services[at] = service;
+  return { ...config, services };
 }
 
 /** A diff that changes nothing. */

@@ -36,6 +36,13 @@ export const AttachmentSchema = Type.Object(
     ),
     defaultAction: Type.Optional(SetActionSchema),
     malformed: Type.Optional(SetActionSchema),
+    decap: Type.Optional(
+      Type.Array(Type.String({ maxLength: 64 }), {
+        maxItems: 256,
+        description:
+          "XDP only, on a backend: decapsulate what a sluice balancer sent in ipip or gue mode to these addresses (this host's) after the rules; [] decapsulates to any address. The balancer does not run on such a device.",
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -132,6 +139,134 @@ export const StoredRuleSchema = Type.Intersect([RuleSchema, Type.Object({ id: Ty
 /** A set file's name under the state directory's sets/: `<set>.<generation>.txt`. */
 export const SetFileNameSchema = Type.String({ pattern: '^[A-Za-z0-9_.-]+\\.[0-9]+\\.txt$' });
 
+// ---------------------------------------------------------------------------------------------
+// Load balancer
+
+export const LbProtoSchema = Type.Union(
+  [Type.Literal('tcp'), Type.Literal('udp'), Type.Literal('sctp')],
+  { default: 'tcp' },
+);
+export const LbModeSchema = Type.Union(
+  [Type.Literal('dsr'), Type.Literal('ipip'), Type.Literal('gue'), Type.Literal('nat')],
+  {
+    description:
+      'dsr: rewrite the MAC (backends hold the VIP on lo); ipip, gue: encapsulate (IP-in-IP, or in UDP port 6080 with a GUE header; backends decapsulate with sluice); nat: rewrite address and port, replies come back through sluice',
+    default: 'dsr',
+  },
+);
+export const LbHashSchema = Type.Union(
+  [Type.Literal('5tuple'), Type.Literal('src'), Type.Literal('src-port')],
+  { description: 'what the flow hash covers', default: '5tuple' },
+);
+
+/** One backend of a service: identified within it by address (and port, in NAT mode). */
+export const BackendSchema = Type.Object(
+  {
+    address: Type.String({ maxLength: 64, description: 'an IPv4 or IPv6 address' }),
+    port: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 65535,
+        description: 'NAT mode: the port the backend listens on; default the service port',
+      }),
+    ),
+    weight: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 65535, description: 'share of new flows; default 1' }),
+    ),
+    drain: Type.Optional(
+      Type.Boolean({ description: 'takes no new flows; its established flows stay' }),
+    ),
+    check: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 512,
+        description:
+          'health check: "tcp", "http:/healthz", "https::8443/ready#200", "udp::ping:pong", "icmp", options "interval=2s timeout=1s rise=2 fall=3"',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type BackendDoc = Static<typeof BackendSchema>;
+
+/** A load-balanced service: VIP, port (0: every port) and protocol, over weighted backends. */
+export const ServiceSchema = Type.Object(
+  {
+    vip: Type.String({ maxLength: 64, description: 'an IPv4 or IPv6 address' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, description: '0: every port' }),
+    proto: Type.Optional(LbProtoSchema),
+    mode: Type.Optional(LbModeSchema),
+    hash: Type.Optional(LbHashSchema),
+    tableSize: Type.Optional(
+      Type.Integer({ description: 'Maglev table size, a prime of MAGLEV_SIZES; default 65537' }),
+    ),
+    udpTimeout: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 86400,
+        description: 'seconds a non-TCP flow lives idle; default 30; 0: until evicted',
+      }),
+    ),
+    tcpTimeout: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 86400,
+        description: 'seconds a TCP flow lives idle; default 0: until FIN/RST or eviction',
+      }),
+    ),
+    drainTimeout: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 86400,
+        description: 'seconds a removed backend keeps its established flows; default 30',
+      }),
+    ),
+    backends: Type.Optional(Type.Array(BackendSchema)),
+  },
+  { additionalProperties: false },
+);
+export type ServiceDoc = Static<typeof ServiceSchema>;
+
+/** Balancer-wide settings. */
+export const LbSettingsSchema = Type.Object(
+  {
+    flowTable: Type.Optional(
+      Type.Union([Type.Literal('shared'), Type.Literal('per-cpu')], {
+        description:
+          'shared (default): one LRU for all CPUs; per-cpu: peak rate, no cross-CPU stickiness',
+      }),
+    ),
+    flowEntries: Type.Optional(Type.Integer({ minimum: 1024, maximum: 1 << 26 })),
+    insertCap: Type.Optional(
+      Type.Object(
+        {
+          rate: Type.Integer({
+            minimum: 0,
+            description: 'new flow-table entries per second per CPU',
+          }),
+          burst: Type.Integer({ minimum: 0 }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    closingTimeout: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 86400,
+        description: 'seconds a TCP entry lives after FIN/RST',
+      }),
+    ),
+    ipipSource4: Type.Optional(
+      Type.String({ maxLength: 64, description: 'IPIP outer IPv4 source prefix' }),
+    ),
+    ipipSource6: Type.Optional(
+      Type.String({ maxLength: 64, description: 'IPIP outer IPv6 source prefix' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type LbSettingsDoc = Static<typeof LbSettingsSchema>;
+
 /** The whole desired state. */
 export const ConfigSchema = Type.Object(
   {
@@ -139,6 +274,8 @@ export const ConfigSchema = Type.Object(
     attachments: Type.Optional(Type.Array(AttachmentSchema)),
     sets: Type.Optional(Type.Array(SetSchema)),
     rules: Type.Optional(Type.Array(RuleSchema)),
+    services: Type.Optional(Type.Array(ServiceSchema)),
+    lb: Type.Optional(LbSettingsSchema),
   },
   { additionalProperties: false },
 );
@@ -150,4 +287,7 @@ export interface NormalConfig {
   attachments: AttachmentDoc[];
   sets: SetDoc[];
   rules: (RuleDoc & { id: string })[];
+  /** Load-balanced services; absent when there are none. */
+  services?: ServiceDoc[];
+  lb?: LbSettingsDoc;
 }

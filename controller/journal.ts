@@ -10,10 +10,14 @@
 //   sets          per set whose prefixes changed: `edits` (prefixes added, then removed, in the
 //                 order the changes made them) or `file` (a set file written whole)
 //   setOrder      the set names in order, when a set came or went (sets not named are removed)
+//   services      the whole list, when it changed (an empty list: none)
+//   lb            the balancer settings, when they changed (an empty object: the defaults)
 import { Type, type Static } from 'typebox';
 
 import {
   AttachmentSchema,
+  LbSettingsSchema,
+  ServiceSchema,
   SetFileNameSchema,
   SetNameSchema,
   StoredRuleSchema,
@@ -62,6 +66,8 @@ export const JournalRecordSchema = Type.Object(
       ),
     ),
     setOrder: Type.Optional(Type.Array(SetNameSchema)),
+    services: Type.Optional(Type.Array(ServiceSchema)),
+    lb: Type.Optional(LbSettingsSchema),
   },
   { additionalProperties: false },
 );
@@ -115,6 +121,8 @@ export async function buildRecord(
   const b = before.config;
   const a = after.config;
   if (a.attachments !== b.attachments) record.attachments = [...a.attachments];
+  if (a.services !== b.services) record.services = [...(a.services ?? [])];
+  if (a.lb !== b.lb) record.lb = a.lb ?? {};
   if (a.rules !== b.rules) {
     const edit = ruleEdit(b.rules, a.rules);
     if (edit === undefined) record.rules = [...a.rules];
@@ -173,7 +181,7 @@ export async function replayRecords(
   records: readonly JournalRecord[],
   readSet: (file: string, count: number | undefined, name: string) => Promise<string[]>,
 ): Promise<{ config: NormalConfig; generation: number; nextRuleId: number }> {
-  let { attachments, rules } = state.config;
+  let { attachments, rules, services, lb } = state.config;
   const sets = new Map<string, readonly string[]>(
     state.config.sets.map((s) => [s.name, s.prefixes]),
   );
@@ -186,6 +194,8 @@ export async function replayRecords(
     generation = r.generation;
     nextRuleId = r.nextRuleId;
     if (r.attachments) attachments = r.attachments;
+    if (r.services) services = r.services;
+    if (r.lb) lb = Object.keys(r.lb).length > 0 ? r.lb : undefined;
     if (r.rules) rules = r.rules as NormalRule[];
     if (r.removeRules?.length) {
       const gone = new Set(r.removeRules);
@@ -226,9 +236,14 @@ export async function replayRecords(
     }
   }
   for (const [name, members] of editing) sets.set(name, [...members]);
+  const config: NormalConfig = { ...state.config };
+  delete config.services;
+  delete config.lb;
   return {
     config: {
-      ...state.config,
+      ...config,
+      ...(services && services.length > 0 ? { services } : {}),
+      ...(lb ? { lb } : {}),
       attachments,
       rules,
       sets: order.map((name) => ({ name, prefixes: (sets.get(name) ?? []) as string[] })),

@@ -19,12 +19,13 @@
 //   data plane's incremental calls, touching only those trie entries; anything else is a full,
 //   idempotent apply() (unchanged sets and rule sets are skipped by the data plane itself).
 import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
 
 import type { Logger } from 'pino';
 
 import { ifindexOf } from '../bpf/index.js';
 import { attachmentKey, toDataplaneSpec } from './config.js';
-import type { AttachmentStatus, ControllerEvent } from './contract.js';
+import type { AttachmentStatus, ControllerEvent, LbMovePrediction } from './contract.js';
 import {
   sameAttachments,
   type AttachmentSpec,
@@ -32,6 +33,9 @@ import {
   type DataplaneSpec,
 } from './dataplane/dataplane.js';
 import type { HookName, NormalConfig } from './document.js';
+import type { HealthState } from './lb/health.js';
+import { planDecap, planServices } from './lb/lb-config.js';
+import { LbPlane, healthKey } from './lb/lb-plane.js';
 
 /** A set change the reconciler may apply incrementally instead of a full apply. */
 export interface SetDelta {
@@ -77,12 +81,97 @@ export class Reconciler extends EventEmitter {
   readonly #status = new Map<string, AttachmentStatus>();
   /** Per attachment, the error of its last failed attach (tolerant apply). */
   readonly #errors = new Map<string, string>();
+  /** The load balancer, run by the pipelines of the attachments (SL_PROG_LB). */
+  readonly lb: LbPlane;
+  /** Backend health as the checks last said, by healthKey(service, backend). */
+  readonly #health = new Map<string, HealthState>();
+  /** The services and settings objects the load balancer last applied. */
+  #lbApplied: { services: unknown; lb: unknown } | null = null;
+  #removalTimer: NodeJS.Timeout | undefined;
 
   constructor(options: ReconcilerOptions) {
     super();
     this.dataplane = options.dataplane;
     this.#logger = options.logger;
     this.#netns = options.netns;
+    this.lb = new LbPlane(join(options.dataplane.dir, 'lb'), options.logger);
+  }
+
+  /** Stops the drain timer and releases the load balancer's fds (its pins stay). */
+  close(): void {
+    clearTimeout(this.#removalTimer);
+    this.lb.close();
+  }
+
+  /**
+   * Records a health check's verdict on a backend and, when it changes what the backend may
+   * take, applies the load balancer again (the table without it, or with it back).
+   */
+  setHealth(service: string, backend: string, state: HealthState): Promise<void> {
+    return this.#serial(async () => {
+      const key = healthKey(service, backend);
+      if (this.#health.get(key) === state) return;
+      this.#health.set(key, state);
+      const desired = this.#desired;
+      if (desired) await this.#applyLb(desired.config, true);
+    });
+  }
+
+  /** What applying `config` would move in the services `keys` (see LbPlane.predict). */
+  predictLb(config: NormalConfig, keys: readonly string[]): Promise<LbMovePrediction[]> {
+    return this.#serial(() => this.lb.predict(planServices(config), keys, this.#health));
+  }
+
+  /** The load balancer's counters and flows now; null when none is loaded. */
+  readLb(): ReturnType<LbPlane['read']> {
+    return this.#serial(() => this.lb.read());
+  }
+
+  /** Applies the services of `config` (when they changed, or `force`) and hooks the balancer in. */
+  async #applyLb(config: NormalConfig, force: boolean): Promise<void> {
+    const services = config.services ?? null;
+    if (
+      force ||
+      !this.#lbApplied ||
+      this.#lbApplied.services !== services ||
+      this.#lbApplied.lb !== config.lb
+    ) {
+      await this.lb.apply(planServices(config), config.lb, this.#health);
+      this.#lbApplied = { services, lb: config.lb };
+      this.#scheduleRemoval();
+    }
+    const decapping = new Set<string>();
+    for (const a of config.attachments)
+      if (a.decap !== undefined && (a.hook ?? 'xdp') === 'xdp') decapping.add(a.device);
+    this.lb.applyDecap(planDecap(config));
+    const { xdp, tcIngress } = this.lb.programs;
+    const decap = this.lb.decapProgram;
+    for (const [key, att] of this.dataplane.attachments) {
+      const at = key.lastIndexOf('@');
+      const hook = key.slice(at + 1);
+      // A backend's device decapsulates; the balancer runs on the others.
+      const xdpProgram = decapping.has(key.slice(0, at)) ? decap : xdp;
+      att.setLoadBalancer(hook === 'xdp' ? xdpProgram : hook === 'tc-ingress' ? tcIngress : null);
+    }
+  }
+
+  /** Wakes up when the next removed backend has drained, to remove it. */
+  #scheduleRemoval(): void {
+    clearTimeout(this.#removalTimer);
+    const at = this.lb.nextRemoval();
+    if (at === null) return;
+    this.#removalTimer = setTimeout(
+      () =>
+        void this.#serial(async () => {
+          const gone = await this.lb.expire(Date.now());
+          if (gone.length > 0) this.#logger.info({ backends: gone }, 'drained backends removed');
+          this.#scheduleRemoval();
+        }).catch((error: unknown) =>
+          this.#logger.error({ err: error }, 'removing drained backends failed'),
+        ),
+      Math.max(0, at - Date.now()) + 5,
+    );
+    this.#removalTimer.unref();
   }
 
   get appliedGeneration(): number {
@@ -222,6 +311,7 @@ export class Reconciler extends EventEmitter {
       await this.dataplane.apply(spec);
     }
     const drift = this.#repairLinks(spec.attachments ?? [], devices, failed);
+    await this.#applyLb(config, false);
     const applied = (spec.attachments ?? []).filter((a) => !failed.has(attachmentKey(a)));
     this.#appliedAttachments = failed.size === 0 ? (spec.attachments ?? []) : null;
     this.#goodKeys = new Set(applied.map(attachmentKey));

@@ -36,6 +36,8 @@ import { Value } from 'typebox/value';
 
 import {
   AttachmentSchema,
+  LbSettingsSchema,
+  ServiceSchema,
   DOCUMENT_VERSION,
   SetFileNameSchema,
   StoredRuleSchema,
@@ -93,6 +95,8 @@ export const StateFileSchema = Type.Object(
     attachments: Type.Array(AttachmentSchema),
     sets: Type.Array(StoredSetSchema),
     rules: Type.Array(StoredRuleSchema),
+    services: Type.Optional(Type.Array(ServiceSchema)),
+    lb: Type.Optional(LbSettingsSchema),
   },
   { additionalProperties: false },
 );
@@ -312,6 +316,8 @@ export class StateStore {
         attachments: state.attachments,
         sets,
         rules: state.rules,
+        ...(state.services && state.services.length > 0 ? { services: state.services } : {}),
+        ...(state.lb ? { lb: state.lb } : {}),
       },
       generation: state.generation,
       nextRuleId: state.nextRuleId,
@@ -520,6 +526,8 @@ export class StateStore {
           count: s.prefixes.length,
         })),
         rules: state.config.rules,
+        ...(state.config.services?.length ? { services: state.config.services } : {}),
+        ...(state.config.lb ? { lb: state.config.lb } : {}),
       };
       await writeFileAtomic(this.statePath, `${JSON.stringify(body, null, 1)}\n`);
     } catch (error: unknown) {

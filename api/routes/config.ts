@@ -14,6 +14,8 @@ const NormalConfigSchema = Type.Object({
   attachments: ConfigSchema.properties.attachments,
   sets: ConfigSchema.properties.sets,
   rules: Type.Array(StoredRuleSchema),
+  services: ConfigSchema.properties.services,
+  lb: ConfigSchema.properties.lb,
 });
 
 /**

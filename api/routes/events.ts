@@ -15,7 +15,8 @@ export const eventRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, 
         summary: 'text/event-stream: hello, then controller events and periodic stats',
         description:
           'Each event is `event: <type>` and `data: <json>`: hello (generation, ready) first, then ' +
-          'reconcile, device, attachment and config events as they happen, and stats every ' +
+          "reconcile, device, attachment, config and health (a backend's check verdict changed) " +
+          'events as they happen, and stats every ' +
           '`interval` seconds.',
         tags: ['status'],
         produces: ['text/event-stream'],

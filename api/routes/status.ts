@@ -1,4 +1,4 @@
-// Read-only views: devices, controller status, counters.
+// Read-only views: devices, controller status, counters (the load balancer's with the devices').
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
 
@@ -18,6 +18,7 @@ export function statsJson(stats: Stats): Static<typeof StatsSchema> {
         lastHit: r.lastHit === null ? null : new Date(r.lastHit).toISOString(),
       })),
     })),
+    ...(stats.lb !== undefined ? { lb: stats.lb } : {}),
   };
 }
 
@@ -53,7 +54,10 @@ export const statusRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (
     '/v1/stats',
     {
       schema: {
-        summary: 'counters per attachment: verdicts, events, rules, rate limits, frame sizes',
+        summary:
+          'counters per attachment: verdicts, events, rules, rate limits, frame sizes; and the load balancer',
+        description:
+          "`lb` (the balancer's events and its services with their backends) is present when services are configured; `device` narrows the attachments only.",
         tags: ['status'],
         querystring: Type.Object(
           { device: Type.Optional(DeviceNameSchema) },
@@ -62,6 +66,10 @@ export const statusRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (
         response: withProblems({ 200: StatsSchema }),
       },
     },
-    async (request) => statsJson(controller.stats(request.query.device)),
+    async (request) => {
+      const stats = statsJson(controller.stats(request.query.device));
+      const lb = await controller.lbStats();
+      return lb === null ? stats : { ...stats, lb };
+    },
   );
 };

@@ -29,12 +29,36 @@ export const ConfigDiffSchema = Type.Object({
     ),
   }),
   rules: NamesDiff,
+  services: Type.Optional(
+    Type.Object(NamesDiff.properties, {
+      description: 'service keys ("10.0.0.100:80/tcp"); present when services changed',
+    }),
+  ),
+});
+
+/** What a change to a service's backends moves (contract.ts's LbMovePrediction). */
+export const LbMovePredictionSchema = Type.Object({
+  service: Type.String({ description: 'the service key, "10.0.0.100:80/tcp"' }),
+  movedShare: Type.Number({
+    minimum: 0,
+    maximum: 1,
+    description: 'share of the Maglev table slots whose backend changes',
+  }),
+  flows: Type.Integer({ description: 'flow-table entries of the service looked at' }),
+  flowsMoved: Type.Integer({
+    description: 'of those, entries whose flow would now hash to another backend',
+  }),
 });
 
 export const ChangeResultProperties = {
   generation: Type.Integer({ description: 'desired-state generation after the change' }),
   diff: ConfigDiffSchema,
   applied: Type.Boolean({ description: 'false for a dry run' }),
+  lb: Type.Optional(
+    Type.Array(LbMovePredictionSchema, {
+      description: 'changes to services: what moves, per service whose table changes',
+    }),
+  ),
 };
 
 export const ChangeResultSchema = Type.Object(ChangeResultProperties);

@@ -1,5 +1,5 @@
 // Response schemas of the read routes: devices, attachments with status, sets, rules, status,
-// stats, replay reports. Shapes restate controller/contract.ts's interfaces as TypeBox.
+// stats (with the load balancer's), replay reports. Shapes restate controller/contract.ts's interfaces as TypeBox.
 import { Type, type TSchema } from 'typebox';
 
 import {
@@ -10,6 +10,7 @@ import {
   type RuleDoc,
 } from '../../controller/document.js';
 import { ChangeResultProperties, DryRunQuerySchema, withProblems } from './common.js';
+import { LbStatsSchema } from './lb.js';
 
 export const DeviceInfoSchema = Type.Object({
   name: Type.String(),
@@ -104,7 +105,10 @@ export const DeviceStatsSchema = Type.Object({
   limiters: Type.Array(LimiterCountersSchema),
 });
 
-export const StatsSchema = Type.Object({ devices: Type.Array(DeviceStatsSchema) });
+export const StatsSchema = Type.Object({
+  devices: Type.Array(DeviceStatsSchema),
+  lb: Type.Optional(LbStatsSchema),
+});
 
 export const ReplayReportSchema = Type.Object({
   packets: Type.Integer(),

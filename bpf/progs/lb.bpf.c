@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * sluice's L4 load balancer, kernel side: lb_xdp (SEC "xdp") balances packets sent to a VIP
- * over the backends of its service, lb_nat_tc (SEC "tc", direct action, ingress of the device
- * facing the backends) turns NAT-mode replies back into packets from the VIP. Both are
- * standalone: attach lb_xdp to the device clients' traffic arrives on, lb_nat_tc where the
- * backends' replies arrive (the same device, for a one-armed balancer). include/lb.h is the
- * contract with user space (every map, struct and constant); controller/lb/lb-maps.ts writes
- * and reads the maps.
+ * over the backends of its service (by L2 DSR, IPIP, GUE or NAT), lb_nat_tc (SEC "tc", direct
+ * action, ingress of the device facing the backends) turns NAT-mode replies back into packets
+ * from the VIP. Both are standalone: attach lb_xdp to the device clients' traffic arrives on,
+ * lb_nat_tc where the backends' replies arrive (the same device, for a one-armed balancer).
+ * include/lb.h is the contract with user space (every map, struct and constant);
+ * controller/lb/lb-maps.ts writes and reads the maps.
  *
  * Parsing: include/parse.h's Ethernet (at most two VLAN tags, kept as received), IPv4
  * (options) and L4 helpers, and its IPv6 walk (at most SL_IPV6_MAX_EXT hop-by-hop, routing,
@@ -16,8 +16,11 @@
  *
  * Per packet (lb_xdp):
  *  1. Service: lb_services[{dst address, dst port, proto, family}], then the same with port 0
- *     (an all-ports service). Miss: XDP_PASS untouched. Counted in lb_svc_stats[id] (packets,
- *     bytes = frame length) whatever happens next.
+ *     (an all-ports service). A service with LB_SVC_DEVICES in its flags applies only on the
+ *     devices lb_svc_devs lists for its id ({id, ingress ifindex} present): elsewhere it is
+ *     skipped as if absent (so an all-ports service may still match). Miss: XDP_PASS untouched
+ *     (LB_EV_OTHER_DEVICE when a service was skipped for the device, else uncounted). Counted
+ *     in lb_svc_stats[id] (packets, bytes = frame length) whatever happens next.
  *  2. Fragments (IPv4 with MF set or a fragment offset; IPv6 with a fragment header that has
  *     M set or an offset) are all treated alike, first fragment included: they are looked up
  *     with port 0 only, hashed with both ports 0, and forwarded statelessly (no flow-table
@@ -63,7 +66,22 @@
  *       LB_EV_NO_SOURCE, passed. Outer IPv4: TOS copied from the inner TOS / traffic class, DF
  *       copied from an inner IPv4 header (set for inner IPv6), id 0, TTL 64, checksum
  *       computed. Outer IPv6: traffic class copied, flow label = the hash's low 20 bits, hop
- *       limit 64. GUE is not implemented: IPIP only.
+ *       limit 64.
+ *     - GUE (draft-ietf-intarea-gue, variant 0): IPIP's outer header (the same source, TOS,
+ *       DF, flow label, next hop), protocol / next header 17, then
+ *         UDP   source port 49152 + the flow hash's top 14 bits (LB_GUE_SPORT: the range
+ *               49152-65535, so a backend's NIC RSS spreads flows), destination LB_GUE_PORT
+ *               (6080), length 12 + the inner packet's, checksum 0 over IPv4 (RFC 768
+ *               allows it), computed over IPv6 (pseudo-header and the whole datagram, by
+ *               bpf_csum_diff; 0xffff for a result of 0): RFC 8200 wants one (a zero one only
+ *               reaches receivers that opt in, RFC 6935/6936);
+ *         GUE   4 bytes: 0 (version 0, C 0, Hlen 0), the inner protocol (4 or 41), flags 0;
+ *       then the client's packet unchanged: 12 bytes more than IPIP, 32 or 52 in all. GUE over
+ *       IPv6 of a packet whose IP length runs past the frame, or of a datagram longer than
+ *       LB_CSUM_MAX, counts LB_EV_ENCAP_FAIL and passes untouched. lb_decap.bpf.c strips it;
+ *       Linux's own GUE receiver (`ip fou add port 6080 gue`, a tunnel with `encap gue`)
+ *       reads the same format. (Katran sends no GUE header: its UDP payload is the inner IP
+ *       packet itself, GUE's variant 1.)
  *     - NAT: destination address and port (lb_backend.port, 0: keep the VIP's) rewritten,
  *       the IPv4 header checksum and the TCP/UDP checksum updated incrementally (RFC 1624,
  *       by hand: bpf_l3/l4_csum_replace are TC-only); an IPv4 UDP checksum of 0 stays 0 and a
@@ -95,6 +113,8 @@
  *    constant offset from a variable pointer, hence separate pointers for the EtherType).
  *  - Global functions null-check their pointer arguments (the verifier assumes they may be
  *    NULL).
+ *  - GUE's IPv6 UDP checksum sums the frame in a global function of its own (lb_csum_frame):
+ *    its chunks and their bounds checks are verified once, not on every path to it.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -125,6 +145,23 @@
 #define LB_IPPROTO_IPV6 41
 #define LB_OUTER_TTL 64
 
+/* GUE: the outer UDP header and the GUE header, as written after the outer IP header. */
+struct lb_udp_gue {
+	__be16 sport;
+	__be16 dport;
+	__be16 len;
+	__u16 check;
+	struct lb_gue_hdr gue;
+};
+
+#define LB_GUE_HLEN 12 /* sizeof(struct lb_udp_gue) */
+/* The outer UDP source port of a flow: 49152 + the hash's top 14 bits (the low bits already
+ * vary the outer source and the IPv6 flow label), in the dynamic range (RFC 6335). */
+#define LB_GUE_SPORT(hash) (0xc000 | ((hash) >> 18))
+/* The longest UDP datagram (GUE over IPv6) whose checksum lb_xdp computes: more than an XDP
+ * frame without fragments (a page, less headroom and tail room) holds. */
+#define LB_CSUM_MAX 4096
+
 /* Ethernet and two VLAN tags. */
 #define LB_MAX_L3_OFF 22
 /* IPv4 with options (60), or IPv6 and SL_IPV6_MAX_EXT extension headers of 2048 bytes. */
@@ -151,6 +188,13 @@ struct {
 	__type(key, struct lb_svc_key);
 	__type(value, struct lb_svc);
 } lb_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct lb_svc_dev_key);
+	__type(value, __u8);
+} lb_svc_devs SEC(".maps");
 
 /* The template of every Maglev table; user space creates tables of size M with the same flags. */
 struct lb_table {
@@ -253,7 +297,7 @@ struct lb_pkt {
 struct lb_sel {
 	struct lb_backend be;
 	__u32 backend; /* id */
-	__u32 hash; /* the flow hash (IPIP outer source, flow label) */
+	__u32 hash; /* the flow hash (IPIP/GUE outer source, flow label, GUE source port) */
 	__u32 new_flow; /* 1: a flow-table entry was written */
 };
 
@@ -469,11 +513,30 @@ static __always_inline __u32 lb_flow_hash(const struct lb_flow_key *flow, const 
 
 /* ---- service and backend selection ---- */
 
-/* Copies the service of lp (header, steps 1-2) to *svc. Returns 0, or -1 for none. */
-__noinline int lb_find_service(struct lb_pkt *lp, struct lb_svc *svc)
+/*
+ * Whether service s applies on device ifindex (header, step 1): always without LB_SVC_DEVICES,
+ * so a service without the flag pays one test of a field it has already loaded.
+ */
+static __always_inline int lb_on_device(const struct lb_svc *s, __u32 ifindex)
+{
+	struct lb_svc_dev_key k;
+
+	if (!(s->flags & LB_SVC_DEVICES))
+		return 1;
+	k.svc = s->id;
+	k.ifindex = ifindex;
+	return bpf_map_lookup_elem(&lb_svc_devs, &k) != 0;
+}
+
+/*
+ * Copies the service of lp arriving on device ifindex (header, steps 1-2) to *svc. Returns 0,
+ * or -1 for none.
+ */
+__noinline int lb_find_service(struct lb_pkt *lp, struct lb_svc *svc, __u32 ifindex)
 {
 	struct lb_svc_key k = {};
 	struct lb_svc *s;
+	__u32 elsewhere = 0;
 
 	if (!lp || !svc)
 		return -1;
@@ -483,13 +546,23 @@ __noinline int lb_find_service(struct lb_pkt *lp, struct lb_svc *svc)
 	if (!lp->frag) {
 		k.port = bpf_htons(lp->p.dport);
 		s = bpf_map_lookup_elem(&lb_services, &k);
-		if (s)
-			goto found;
+		if (s) {
+			if (lb_on_device(s, ifindex))
+				goto found;
+			elsewhere = 1;
+		}
 	}
 	k.port = 0;
 	s = bpf_map_lookup_elem(&lb_services, &k);
-	if (s)
-		goto found;
+	if (s) {
+		if (lb_on_device(s, ifindex))
+			goto found;
+		elsewhere = 1;
+	}
+	if (elsewhere) {
+		lb_event(LB_EV_OTHER_DEVICE);
+		return -1;
+	}
 	if (lp->frag && (lp->p.l4 & SL_L4_PORTS)) {
 		k.port = bpf_htons(lp->p.dport);
 		if (bpf_map_lookup_elem(&lb_services, &k))
@@ -787,7 +860,7 @@ static __always_inline int lb_fwd_dsr(struct xdp_md *ctx, const struct lb_pkt *l
 	return lb_xmit(ctx, &fib);
 }
 
-/* The IPIP outer source for a backend of `family` (header, step 5), into src. 0, or -1. */
+/* The IPIP/GUE outer source for a backend of `family` (header, step 5), into src. 0, or -1. */
 static __always_inline int lb_outer_src(const struct lb_config *cfg, __u8 family, __u32 hash,
 					__u8 *src)
 {
@@ -824,15 +897,90 @@ static __always_inline __u32 lb_csum_fold(__u32 sum)
 	return sum;
 }
 
-/* IPIP: an outer header in front (header, step 5). */
-static __always_inline int lb_fwd_ipip(struct xdp_md *ctx, const struct lb_pkt *lp,
-				       const struct lb_sel *sel, const struct lb_config *cfg)
+/*
+ * The one's complement sum, folded to 16 bits (not inverted), of the len bytes at offset off of
+ * the frame: the UDP datagram of GUE over IPv6, whose checksum needs it (header, step 5).
+ * Returns the sum, or -1 when the bytes are not all in the frame or len > LB_CSUM_MAX.
+ *
+ * Shaped by the verifier: a global function, checked once with off and len unknown rather than
+ * once per path of lb_forward. Whole 512-byte chunks (bpf_csum_diff's limit) at constant
+ * offsets, then the rest as at most one chunk of each power of two from 256 down to 4, then 2
+ * and 1 bytes, each at off + (whole chunks) + (the larger pieces present), computed from len
+ * alone; the branches test copies of len (`full`, `bits`), never len, so no pointer depends on
+ * the branches taken and the states after each one differ only in the sum, which the verifier
+ * prunes instead of walking 2^9 paths.
+ */
+__noinline int lb_csum_frame(struct xdp_md *ctx, __u32 off, __u32 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 o = off, n = len, full, bits, rest, at; /* 64-bit: no zero-extension after checks */
+	__s64 s = 0;
+	__u8 *p, *q;
+
+	/* checked on the registers used below (clang would check zero-extended copies) */
+	asm volatile("" : "+r"(o), "+r"(n));
+	if (o > LB_MAX_L3_OFF + 40 || n > LB_CSUM_MAX)
+		return -1;
+	p = data + o;
+	/* opaque to clang, which would otherwise test n itself (and the verifier narrow it) */
+	full = n >> 9;
+	asm volatile("" : "+r"(full));
+	bits = n >> 1;
+	asm volatile("" : "+r"(bits));
+#pragma unroll
+	for (int i = 0; i < LB_CSUM_MAX / 512; i++) {
+		if (full > i) {
+			q = p + i * 512;
+			if (q + 512 > (__u8 *)end)
+				return -1;
+			s = bpf_csum_diff(NULL, 0, (__be32 *)q, 512, s);
+		}
+	}
+	rest = n & 511;
+	at = n & ~511ULL;
+#pragma unroll
+	for (int k = 256; k >= 4; k >>= 1) {
+		if (bits & (k >> 1)) {
+			q = p + at + (rest & ~(__u64)(2 * k - 1));
+			if (q + k > (__u8 *)end)
+				return -1;
+			s = bpf_csum_diff(NULL, 0, (__be32 *)q, k, s);
+		}
+	}
+	if (bits & 1) {
+		q = p + at + (rest & ~3ULL);
+		if (q + 2 > (__u8 *)end)
+			return -1;
+		s += *(__u16 *)q;
+	}
+	if (n & 1) {
+		q = p + at + (rest & ~1ULL);
+		if (q + 1 > (__u8 *)end)
+			return -1;
+		/* the odd last byte is the high half of a zero-padded network-order word */
+		s += bpf_htons((__u16)*q << 8);
+	}
+	return lb_csum_fold(lb_csum_fold(s & 0xffffffff) + lb_csum_fold(s >> 32));
+}
+
+/*
+ * IPIP and GUE: outer headers in front (header, step 5). gue 0: an outer IP header whose
+ * protocol is the inner family's (4 or 41); gue 1: outer IP, UDP to LB_GUE_PORT, lb_gue_hdr.
+ */
+static __always_inline int lb_fwd_encap(struct xdp_md *ctx, const struct lb_pkt *lp,
+					const struct lb_sel *sel, const struct lb_config *cfg,
+					__u32 gue)
 {
 	struct bpf_fib_lookup fib;
 	__u8 src[16] = {};
 	__u32 l3 = lp->p.l3_off, inner_len = lp->p.tot_len, hdr, tos = lb_tos(&lp->p);
 	__u8 outer = sel->be.family;
 	__u8 inner_proto = lp->p.family == 4 ? LB_IPPROTO_IPIP : LB_IPPROTO_IPV6;
+	__u8 proto = gue ? SL_IPPROTO_UDP : inner_proto;
+	__be16 sport = gue ? bpf_htons(LB_GUE_SPORT(sel->hash)) : 0;
+	__be16 dport = gue ? bpf_htons(LB_GUE_PORT) : 0;
+	__u32 udp_len = inner_len + LB_GUE_HLEN;
 	void *data, *end;
 	__u8 *p, *o;
 
@@ -840,8 +988,15 @@ static __always_inline int lb_fwd_ipip(struct xdp_md *ctx, const struct lb_pkt *
 		return XDP_PASS;
 	if (l3 < ETH_HLEN || l3 > LB_MAX_L3_OFF)
 		return XDP_PASS;
-	hdr = outer == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+	hdr = (outer == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr)) +
+	      (gue ? LB_GUE_HLEN : 0);
 	if (inner_len + hdr > 0xffff) {
+		lb_event(LB_EV_ENCAP_FAIL);
+		return XDP_PASS;
+	}
+	/* GUE over IPv6 sums the inner packet for the UDP checksum: it must all be there */
+	if (gue && outer == 6 &&
+	    (udp_len > LB_CSUM_MAX || ctx->data_end - ctx->data < l3 + inner_len)) {
 		lb_event(LB_EV_ENCAP_FAIL);
 		return XDP_PASS;
 	}
@@ -849,7 +1004,7 @@ static __always_inline int lb_fwd_ipip(struct xdp_md *ctx, const struct lb_pkt *
 		lb_event(LB_EV_NO_SOURCE);
 		return XDP_PASS;
 	}
-	if (lb_fib(ctx, &fib, outer, src, sel->be.addr, inner_proto, 0, 0, inner_len + hdr, tos,
+	if (lb_fib(ctx, &fib, outer, src, sel->be.addr, proto, sport, dport, inner_len + hdr, tos,
 		   bpf_htonl((tos << 20) | (sel->hash & 0xfffff))))
 		return XDP_PASS;
 	if (bpf_xdp_adjust_head(ctx, -(int)hdr)) {
@@ -888,14 +1043,14 @@ static __always_inline int lb_fwd_ipip(struct xdp_md *ctx, const struct lb_pkt *
 		ip->id = 0;
 		ip->frag_off = bpf_htons(0x4000); /* DF */
 		if (lp->p.family == 4) {
-			struct iphdr *in = (void *)(ip + 1);
+			struct iphdr *in = (void *)o + hdr;
 
 			if ((void *)(in + 1) > end)
 				goto broken;
 			ip->frag_off = in->frag_off & bpf_htons(0x4000);
 		}
 		ip->ttl = LB_OUTER_TTL;
-		ip->protocol = inner_proto;
+		ip->protocol = proto;
 		ip->check = 0;
 		__builtin_memcpy(&ip->saddr, src, 4);
 		__builtin_memcpy(&ip->daddr, sel->be.addr, 4);
@@ -903,22 +1058,53 @@ static __always_inline int lb_fwd_ipip(struct xdp_md *ctx, const struct lb_pkt *
 		for (int i = 0; i < 10; i++)
 			sum += w[i];
 		ip->check = ~lb_csum_fold(sum) & 0xffff;
+		o += sizeof(*ip);
 	} else {
 		struct ipv6hdr *ip6 = (void *)o;
 
 		if ((void *)(ip6 + 1) > end)
 			goto broken;
 		*(__be32 *)ip6 = bpf_htonl((6U << 28) | (tos << 20) | (sel->hash & 0xfffff));
-		ip6->payload_len = bpf_htons(inner_len);
-		ip6->nexthdr = inner_proto;
+		ip6->payload_len = bpf_htons(inner_len + hdr - sizeof(*ip6));
+		ip6->nexthdr = proto;
 		ip6->hop_limit = LB_OUTER_TTL;
 		__builtin_memcpy(&ip6->saddr, src, 16);
 		__builtin_memcpy(&ip6->daddr, sel->be.addr, 16);
+		o += sizeof(*ip6);
+	}
+	if (gue) {
+		struct lb_udp_gue *u = (void *)o;
+
+		if ((void *)(u + 1) > end)
+			goto broken;
+		u->sport = sport;
+		u->dport = dport;
+		u->len = bpf_htons(udp_len);
+		u->check = 0; /* none over IPv4 (RFC 768) */
+		u->gue.vch = 0;
+		u->gue.proto = inner_proto;
+		u->gue.flags = 0;
+		if (outer == 6) {
+			/* RFC 8200 wants one over IPv6: the pseudo-header, then the datagram */
+			const __u16 *a = (const __u16 *)src, *b = (const __u16 *)sel->be.addr;
+			int sum = lb_csum_frame(ctx, l3 + sizeof(struct ipv6hdr), udp_len);
+
+			if (sum < 0)
+				goto broken;
+#pragma unroll
+			for (int i = 0; i < 8; i++)
+				sum += a[i] + b[i];
+			sum += bpf_htons(udp_len) + bpf_htons(SL_IPPROTO_UDP);
+			u->check = ~lb_csum_fold(sum) & 0xffff;
+			if (!u->check)
+				u->check = 0xffff;
+		}
 	}
 	return lb_xmit(ctx, &fib);
 
 broken:
-	/* not reached: the frame held l3 + hdr bytes after the parse already */
+	/* not reached: the frame held l3 + hdr bytes after the parse already (and, for GUE over
+	 * IPv6, the whole inner packet: checked before anything was written) */
 	lb_event(LB_EV_ENCAP_FAIL);
 	return XDP_DROP;
 }
@@ -1052,10 +1238,11 @@ __noinline int lb_forward(struct xdp_md *ctx, struct lb_pkt *lp, struct lb_svc *
 	case LB_FWD_DSR:
 		return lb_fwd_dsr(ctx, lp, sel);
 	case LB_FWD_IPIP:
+	case LB_FWD_GUE:
 		cfg = bpf_map_lookup_elem(&lb_config, &zero);
 		if (!cfg)
 			return XDP_PASS;
-		return lb_fwd_ipip(ctx, lp, sel, cfg);
+		return lb_fwd_encap(ctx, lp, sel, cfg, svc->fwd_mode == LB_FWD_GUE);
 	case LB_FWD_NAT:
 		return lb_fwd_nat(ctx, lp, svc, sel);
 	}
@@ -1075,7 +1262,7 @@ int lb_xdp(struct xdp_md *ctx)
 	__builtin_memset(&sel, 0, sizeof(sel));
 	if (lb_parse_xdp(ctx, &lp) < 0)
 		return XDP_PASS;
-	if (lb_find_service(&lp, &svc) < 0)
+	if (lb_find_service(&lp, &svc, ctx->ingress_ifindex) < 0)
 		return XDP_PASS;
 	if (lb_select(&lp, &svc, &sel) < 0) {
 		lb_count(&lb_svc_stats, svc.id, len, 0);

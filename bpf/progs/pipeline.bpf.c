@@ -1610,6 +1610,12 @@ no_decision:
 	ret = sl_ctx_verdict(verdict, hook);
 out:
 	sl_count_packet(verdict, len);
+	/* What the rules pass goes on to the load balancer when one is installed (lb_xdp at XDP,
+	 * lb_nat_tc's reverse NAT at TC ingress; an empty slot falls through). The rules thus run
+	 * in front of the VIPs, as a firewall in front of a balancer does. Only a plain pass: a
+	 * redirect has its own verdict, and the packet is counted by the device as passed. */
+	if (verdict == SL_VERDICT_PASS && ret == sl_ctx_verdict(SL_VERDICT_PASS, hook))
+		bpf_tail_call_static(ctx, &sl_progs, SL_PROG_LB);
 	return ret;
 }
 

@@ -17,6 +17,8 @@ interface AttachOptions extends WriteOptions {
   hook?: AttachmentDoc['hook'];
   mode?: AttachmentDoc['mode'];
   defaultAction?: AttachmentDoc['defaultAction'];
+  /** true: `--decap` alone (any destination); a list: `--decap ADDR…`. */
+  decap?: true | string[];
 }
 
 /** The `attach` command; throws the client's errors (ApiError, DaemonUnreachableError). */
@@ -36,6 +38,10 @@ export function attachCommand(context: CommandContext): Command {
         '--default-action <action>',
         'verdict when no rule matches (default pass)',
       ).choices(['pass', 'drop']),
+    )
+    .option(
+      '--decap [address...]',
+      "on a backend: decapsulate a sluice balancer's ipip/gue traffic to these addresses (this host's; none given: any)",
     );
   writeOptions(command).action(async function (
     this: Command,
@@ -46,6 +52,7 @@ export function attachCommand(context: CommandContext): Command {
     if (options.hook) body.hook = options.hook;
     if (options.mode) body.mode = options.mode;
     if (options.defaultAction) body.defaultAction = options.defaultAction;
+    if (options.decap !== undefined) body.decap = options.decap === true ? [] : options.decap;
     const result = await withClient(this, context, (client) =>
       client.call<ChangeResult>('POST', '/v1/attachments', {
         json: body,
@@ -58,6 +65,7 @@ export function attachCommand(context: CommandContext): Command {
     command,
     'sluice attach veth1 --hook xdp --mode native',
     'sluice attach eth0 --hook tc-ingress',
+    'sluice attach eth1 --decap 10.1.0.11   # a backend of an ipip/gue service',
     'sluice attach veth1 --dry-run --json',
   );
 }

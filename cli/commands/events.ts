@@ -6,7 +6,10 @@ import { interruptSignal, withClient, withExamples, type CommandContext } from '
 import { print } from '../output.js';
 import { formatDiff } from '../render.js';
 
-/** One event on one line: `reconcile generation 4 ok`, `device veth1 added (ifindex 7)`. */
+/**
+ * One event on one line: `reconcile generation 4 ok`, `device veth1 added (ifindex 7)`,
+ * `health 10.0.0.100:80/tcp backend 10.1.0.11: up -> down (connection refused)`.
+ */
 export function formatEvent(type: string, data: unknown): string {
   const e = data as ControllerEvent;
   switch (e.type ?? type) {
@@ -22,6 +25,9 @@ export function formatEvent(type: string, data: unknown): string {
     case 'config':
       if (e.type !== 'config') break;
       return `config generation ${e.generation}: ${formatDiff(e.diff).trimEnd().replace(/\n\s*/g, ' ')}`;
+    case 'health':
+      if (e.type !== 'health') break;
+      return `health ${e.service} backend ${e.backend}: ${e.from} -> ${e.to}${e.reason ? ` (${e.reason})` : ''}`;
   }
   return `${type} ${JSON.stringify(data)}`;
 }

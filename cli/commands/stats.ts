@@ -1,5 +1,6 @@
-// `sluice stats`: per-device counters with rates, busiest rules and the packet-size histogram,
-// once or redrawn in place (--watch); GET /v1/stats.
+// `sluice stats`: per-device counters with rates, busiest rules and the packet-size histogram, then
+// the load balancer's services, backends and events when there are services; once or redrawn in
+// place (--watch); GET /v1/stats.
 import { performance } from 'node:perf_hooks';
 import { Command, InvalidArgumentError } from 'commander';
 import type { Stats } from '../../controller/contract.js';
@@ -49,7 +50,7 @@ export function watchFrame(text: string, first: boolean): string {
 export function statsCommand(context: CommandContext): Command {
   const command = new Command('stats')
     .description(
-      'per-device counters: packets and bytes per action with rates, top rules, packet sizes',
+      'per-device counters: packets and bytes per action with rates, top rules, packet sizes; load-balancer services and backends',
     )
     .argument('[device]', 'only this device')
     .option('--json', 'print the Stats object (with --watch: one line per sample)')

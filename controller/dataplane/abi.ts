@@ -64,6 +64,8 @@ export const SL_LIMIT_PER_SOURCE = 1 << 1;
 export const SL_PROG_BANK0 = 0;
 export const SL_PROG_BANK1 = 1;
 export const SL_PROG_RESUME = 2;
+/** The load balancer: lb_xdp on XDP attachments, lb_nat_tc on tc-ingress ones. */
+export const SL_PROG_LB = 3;
 export const SL_PROG_SLOTS = 4;
 
 export const SL_SCRATCH_FMASK_OFF = 0;

@@ -29,6 +29,7 @@ import {
   SL_MAX_RULES,
   SL_PROG_BANK0,
   SL_PROG_BANK1,
+  SL_PROG_LB,
   SL_PROG_RESUME,
   SL_LIMIT_BITS,
   SL_LIMIT_PER_SOURCE,
@@ -115,6 +116,8 @@ export class Attachment {
   readonly #limitSlots = new Map<string, number>();
   readonly #txSlots = new Map<number, number>();
   readonly #banks: [BpfProgram | null, BpfProgram | null] = [null, null];
+  /** The load balancer's program in SL_PROG_LB as this process last wrote it (undefined: not yet). */
+  #balancer: BpfProgram | null | undefined;
   #rules: Rule[] = [];
 
   private constructor(
@@ -250,6 +253,17 @@ export class Attachment {
           });
     link.pin(join(this.dir, 'link'));
     this.link = link;
+  }
+
+  /**
+   * Makes `program` (lb_xdp, lb_nat_tc) run on what this pipeline's rules pass, or nothing when
+   * null: one prog-array write, atomic for the packets in flight; none when it is already so.
+   */
+  setLoadBalancer(program: BpfProgram | null): void {
+    if (this.#balancer === program) return;
+    if (program) this.maps.sl_progs.setFd(u32(SL_PROG_LB), program);
+    else this.maps.sl_progs.delete(u32(SL_PROG_LB));
+    this.#balancer = program;
   }
 
   get attached(): boolean {

@@ -16,7 +16,13 @@ export const LB_NAT_DEFAULT = 65536;
 export const LB_FIB_REASONS = 16;
 
 export const LB_HASH = { '5tuple': 0, src: 1, 'src-port': 2 } as const;
-export const LB_FWD = { dsr: 0, ipip: 1, nat: 2 } as const;
+export const LB_FWD = { dsr: 0, ipip: 1, nat: 2, gue: 3 } as const;
+
+/** LB_GUE_PORT: the outer UDP destination port of GUE forwarding. */
+export const LB_GUE_PORT = 6080;
+
+/** lb_svc.flags */
+export const LB_SVC_DEVICES = 1 << 0;
 
 /** lb_backend.flags */
 export const LB_BE_ACTIVE = 1 << 0;
@@ -58,6 +64,7 @@ export const LB_EVENTS = [
   'natInsertFail',
   'flowClosing',
   'insertFail',
+  'otherDevice',
 ] as const;
 export type LbEvent = (typeof LB_EVENTS)[number];
 
@@ -76,11 +83,18 @@ export const LB_FIB_REASON_NAMES: Readonly<Record<number, string>> = {
 };
 
 /** enum lb_decap_event, in index order: lb_decap_stats keys. */
-export const LB_DECAP_EVENTS = ['decapped', 'notLocal', 'malformed', 'fragment'] as const;
+export const LB_DECAP_EVENTS = [
+  'decapped',
+  'notLocal',
+  'malformed',
+  'fragment',
+  'gueDecapped',
+] as const;
 export type LbDecapEvent = (typeof LB_DECAP_EVENTS)[number];
 
 export const SVC_KEY_SIZE = 20;
 export const SVC_SIZE = 20;
+export const SVC_DEV_KEY_SIZE = 8;
 export const BACKEND_SIZE = 20;
 export const FLOW_KEY_SIZE = 40;
 export const FLOW_TKEY_SIZE = 44;
@@ -167,6 +181,19 @@ export function decodeSvc(b: Uint8Array): SvcImage {
     udpTimeoutS: buf.readUInt32LE(12),
     tcpTimeoutS: buf.readUInt32LE(16),
   };
+}
+
+/** struct lb_svc_dev_key: service `svc` applies on device `ifindex`. */
+export function encodeSvcDevKey(svc: number, ifindex: number): Buffer {
+  const b = Buffer.alloc(SVC_DEV_KEY_SIZE);
+  b.writeUInt32LE(svc >>> 0, 0);
+  b.writeUInt32LE(ifindex >>> 0, 4);
+  return b;
+}
+
+export function decodeSvcDevKey(b: Uint8Array): { svc: number; ifindex: number } {
+  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  return { svc: buf.readUInt32LE(0), ifindex: buf.readUInt32LE(4) };
 }
 
 /** struct lb_backend */

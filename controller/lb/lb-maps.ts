@@ -1,4 +1,7 @@
-// The load balancer's maps (bpf/progs/include/lb.h) from user space: load the objects, write services, backends, Maglev tables and config, read counters, flows and NAT entries.
+// The load balancer's maps (bpf/progs/include/lb.h) from user space: load the objects, write services (and the devices each applies on), backends, Maglev tables and config, read counters, flows and NAT entries.
+//
+// Forwarding modes (LB_FWD): 'dsr' (L2 direct server return), 'ipip' (IP in IP), 'gue' (IP in
+// UDP to port 6080 with a 4-byte GUE header; lb_decap_xdp strips both on the backends) and 'nat'.
 //
 // Plain objects in and out; the byte layouts live in lb-abi.ts. Maglev tables come from
 // elsewhere (controller/lb/maglev.ts) as a Uint32Array of backend ids, one per slot. Writing one
@@ -10,11 +13,14 @@ import {
   MAP_FLAGS,
   SyscallError,
   createMap,
+  getMapById,
   openObject,
   possibleCpus,
   type BpfMap,
   type BpfObject,
 } from '../../bpf/index.js';
+import { join } from 'node:path';
+
 import { bpfObjectPath } from '../../bpf/progs.js';
 import { PrefixInvalidError } from '../dataplane/errors.js';
 import { formatAddress, parsePrefix } from '../dataplane/model.js';
@@ -40,6 +46,7 @@ import {
   LB_MAX_BACKENDS,
   LB_MAX_SERVICES,
   LB_NAT_DEFAULT,
+  LB_SVC_DEVICES,
   COUNTER_SIZE,
   FLOW_TKEY_SIZE,
   FLOW_SIZE,
@@ -52,12 +59,14 @@ import {
   decodeNat,
   decodeNatKey,
   decodeSvc,
+  decodeSvcDevKey,
   decodeSvcKey,
   encodeAddrKey,
   encodeBackend,
   encodeConfig,
   encodeDecapCfg,
   encodeSvc,
+  encodeSvcDevKey,
   encodeSvcKey,
   sumCounters,
   sumU64,
@@ -96,6 +105,11 @@ export interface LbService {
   udpTimeoutSeconds?: number;
   /** TCP flows idle out after this many seconds; 0 or absent: never. */
   tcpTimeoutSeconds?: number;
+  /**
+   * The ifindexes of the devices the service applies on (lb_xdp passes its packets arriving
+   * anywhere else, counting otherDevice); absent or empty: every device lb_xdp runs on.
+   */
+  devices?: number[];
 }
 
 /** One backend, by id (0 .. 65535). */
@@ -113,9 +127,12 @@ export interface LbConfig {
   insertCap?: { rate: number; burst: number } | null;
   /** Seconds a TCP entry lives after FIN or RST; 0 or absent: until the LRU evicts it. */
   closingTimeoutSeconds?: number;
-  /** IPIP outer IPv4 source prefix ("198.51.100.0/24"): the host bits come from the flow hash. */
+  /**
+   * IPIP and GUE outer IPv4 source prefix ("198.51.100.0/24"): the host bits come from the flow
+   * hash.
+   */
   ipipSource4?: string;
-  /** IPIP outer IPv6 source prefix; at most the last 32 bits vary. */
+  /** IPIP and GUE outer IPv6 source prefix; at most the last 32 bits vary. */
   ipipSource6?: string;
 }
 
@@ -176,6 +193,12 @@ export interface LbLoadOptions {
   natEntries?: number;
   /** Path of lb.o; default bpf/progs/lb.o. */
   path?: string;
+  /**
+   * A bpffs directory to pin the maps in, or to reuse the maps pinned there by an earlier load
+   * (flows, services, tables and counters survive a restart). Maps whose pinned definition
+   * differs (another flow-table size) make the load fail: remove the directory's pins first.
+   */
+  pinDir?: string;
 }
 
 const PROTO_NAMES = new Map<number, LbProto>(
@@ -287,6 +310,9 @@ export function loadLbObject(options: LbLoadOptions = {}): BpfObject {
     object.setMaxEntries('lb_flows', flowTable === 'shared' ? flows : 1);
     object.setMaxEntries('lb_flows_pc', flowTable === 'per-cpu' ? flows : 1);
     object.setMaxEntries('lb_nat', nat);
+    if (options.pinDir !== undefined) {
+      for (const name of LB_MAP_NAMES) object.setPinPath(name, join(options.pinDir, name));
+    }
     object.load();
     const config = object.map('lb_config');
     try {
@@ -325,6 +351,7 @@ export function loadLbDecapObject(path?: string): BpfObject {
 
 const LB_MAP_NAMES = [
   'lb_services',
+  'lb_svc_devs',
   'lb_maglev',
   'lb_backends',
   'lb_flows',
@@ -383,8 +410,11 @@ export class LbMaps {
   }
 
   /**
-   * Adds or replaces the service `key`. Throws LbMapInvalidError for a bad field (VIP,
-   * port, proto, id, modes, seed, timeouts), LbMapAccessError when the map is full.
+   * Adds or replaces the service `key`. With `devices`, their lb_svc_devs entries are written
+   * before the service (with LB_SVC_DEVICES) and the entries it no longer names are removed
+   * after it, so no packet on a device in both the old and the new list is passed meanwhile.
+   * Throws LbMapInvalidError for a bad field (VIP, port, proto, id, modes, seed, timeouts,
+   * devices), LbMapAccessError when a map is full (the entries it added are taken back).
    */
   setService(key: LbServiceKey, service: LbService): void {
     const k = encodeServiceKey(key);
@@ -401,41 +431,122 @@ export class LbMaps {
     if (fwdMode === undefined) {
       throw invalid(
         'forwardMode',
-        `forwardMode must be "dsr", "ipip" or "nat", got ${JSON.stringify(service.forwardMode)}`,
+        `forwardMode must be "dsr", "ipip", "gue" or "nat", got ${JSON.stringify(service.forwardMode)}`,
       );
     }
     const udp = service.udpTimeoutSeconds ?? 0;
     const tcp = service.tcpTimeoutSeconds ?? 0;
     checkInt('udpTimeoutSeconds', udp, 0, 0xffffffff);
     checkInt('tcpTimeoutSeconds', tcp, 0, 0xffffffff);
+    const devices = service.devices ?? [];
+    if (!Array.isArray(devices)) {
+      throw invalid(
+        'devices',
+        `devices must be an array of ifindexes, got ${JSON.stringify(devices)}`,
+      );
+    }
+    devices.forEach((ifindex, i) => checkInt(`devices[${i}]`, ifindex, 1, 0x7fffffff));
+    const wanted = new Set(devices);
     const v = encodeSvc({
       id: service.id,
       seed: service.seed,
       hashMode,
       fwdMode,
-      flags: 0,
+      flags: wanted.size ? LB_SVC_DEVICES : 0,
       udpTimeoutS: udp,
       tcpTimeoutS: tcp,
     });
-    access('lb_services', `set service ${key.vip}:${key.port}/${key.proto}`, () =>
-      this.#maps.lb_services.update(k, v),
-    );
+    const what = `set service ${key.vip}:${key.port}/${key.proto}`;
+    const raw = access('lb_services', what, () => this.#maps.lb_services.lookup(k));
+    const previousId = raw ? decodeSvc(raw).id : undefined;
+    const had = new Set(this.#devicesOf(service.id));
+    const added: number[] = [];
+    try {
+      access('lb_svc_devs', what, () => {
+        for (const ifindex of wanted) {
+          if (had.has(ifindex)) continue;
+          this.#maps.lb_svc_devs.update(encodeSvcDevKey(service.id, ifindex), Buffer.of(1));
+          added.push(ifindex);
+        }
+      });
+      access('lb_services', what, () => this.#maps.lb_services.update(k, v));
+    } catch (error: unknown) {
+      for (const ifindex of added)
+        this.#maps.lb_svc_devs.delete(encodeSvcDevKey(service.id, ifindex));
+      throw error;
+    }
+    this.#removeDevices(service.id, wanted, what);
+    if (previousId !== undefined && previousId !== service.id) {
+      this.#removeDevices(previousId, new Set(), what, { unlessInUse: true });
+    }
   }
 
-  /** Removes the service `key`; false if there was none. Its table and flows stay. */
+  /**
+   * Removes the service `key`, then its lb_svc_devs entries (unless another service has its
+   * id); false if there was none. Its table and flows stay.
+   */
   deleteService(key: LbServiceKey): boolean {
     const k = encodeServiceKey(key);
-    return access('lb_services', `delete service ${key.vip}:${key.port}/${key.proto}`, () =>
-      this.#maps.lb_services.delete(k),
-    );
+    const what = `delete service ${key.vip}:${key.port}/${key.proto}`;
+    const raw = access('lb_services', what, () => this.#maps.lb_services.lookup(k));
+    const deleted = access('lb_services', what, () => this.#maps.lb_services.delete(k));
+    if (raw) this.#removeDevices(decodeSvc(raw).id, new Set(), what, { unlessInUse: true });
+    return deleted;
   }
 
-  /** Every service in the map. */
+  /** The ifindexes lb_svc_devs holds for service id `id`. */
+  #devicesOf(id: number): number[] {
+    const out: number[] = [];
+    for (const raw of this.#maps.lb_svc_devs.keys()) {
+      const d = decodeSvcDevKey(raw);
+      if (d.svc === id) out.push(d.ifindex);
+    }
+    return out;
+  }
+
+  /**
+   * Deletes service id `id`'s lb_svc_devs entries whose device is not in `keep`; with
+   * `unlessInUse`, none while a service in lb_services still has the id (looked for only when
+   * there is something to delete: services without devices cost no scan of lb_services).
+   */
+  #removeDevices(
+    id: number,
+    keep: ReadonlySet<number>,
+    what: string,
+    options: { unlessInUse?: boolean } = {},
+  ): void {
+    const stale = this.#devicesOf(id).filter((ifindex) => !keep.has(ifindex));
+    if (!stale.length || (options.unlessInUse && this.#idInUse(id))) return;
+    access('lb_svc_devs', what, () => {
+      for (const ifindex of stale) this.#maps.lb_svc_devs.delete(encodeSvcDevKey(id, ifindex));
+    });
+  }
+
+  /** Whether a service in lb_services has id `id`. */
+  #idInUse(id: number): boolean {
+    for (const [, raw] of this.#maps.lb_services.entries()) {
+      if (decodeSvc(raw as Buffer).id === id) return true;
+    }
+    return false;
+  }
+
+  /** Every service in the map, with the devices of those restricted to some. */
   listServices(): { key: LbServiceKey; service: LbService }[] {
     const out: { key: LbServiceKey; service: LbService }[] = [];
+    const devices = new Map<number, number[]>();
+    for (const raw of this.#maps.lb_svc_devs.keys()) {
+      const d = decodeSvcDevKey(raw);
+      const list = devices.get(d.svc) ?? [];
+      list.push(d.ifindex);
+      devices.set(d.svc, list);
+    }
     for (const [rawKey, rawValue] of this.#maps.lb_services.entries()) {
       const k = decodeSvcKey(rawKey);
       const s = decodeSvc(rawValue as Buffer);
+      const restricted =
+        s.flags & LB_SVC_DEVICES
+          ? { devices: [...(devices.get(s.id) ?? [])].sort((a, b) => a - b) }
+          : {};
       out.push({
         key: {
           vip: formatBytes(k.family, k.addr),
@@ -449,6 +560,7 @@ export class LbMaps {
           forwardMode: (Object.keys(LB_FWD) as LbForwardMode[])[s.fwdMode] ?? 'dsr',
           udpTimeoutSeconds: s.udpTimeoutS,
           tcpTimeoutSeconds: s.tcpTimeoutS,
+          ...restricted,
         },
       });
     }
@@ -516,7 +628,8 @@ export class LbMaps {
       );
     }
     for (let i = 0; i < m; i++) {
-      if (table[i] >= LB_MAX_BACKENDS) {
+      // 0xffffffff (MAGLEV_NO_BACKEND): no backend takes new flows there (LB_EV_NO_BACKEND).
+      if (table[i] >= LB_MAX_BACKENDS && table[i] !== 0xffffffff) {
         throw invalid(
           'table',
           `table slot ${i} names backend ${table[i]}, past the last id ${LB_MAX_BACKENDS - 1}`,
@@ -549,6 +662,35 @@ export class LbMaps {
     } finally {
       inner.close();
     }
+  }
+
+  /** Service `serviceId`'s installed Maglev table, read back from the kernel; null when none. */
+  async readMaglevTable(serviceId: number): Promise<Uint32Array | null> {
+    checkInt('service id', serviceId, 0, LB_MAX_SERVICES - 1);
+    const raw = this.#maps.lb_maglev.lookup(u32Key(serviceId));
+    if (!raw) return null;
+    const inner = access('lb_maglev', `open the table of service ${serviceId}`, () =>
+      getMapById(raw.readUInt32LE(0)),
+    );
+    try {
+      const { keys, values, count } = await accessAsync(
+        'lb_maglev',
+        `read the table of service ${serviceId}`,
+        () => inner.lookupBatch(),
+      );
+      const table = new Uint32Array(inner.maxEntries);
+      for (let i = 0; i < count; i++) table[keys.readUInt32LE(i * 4)] = values.readUInt32LE(i * 4);
+      return table;
+    } finally {
+      inner.close();
+    }
+  }
+
+  /** Zeroes the counters of service `id` and backend `ids` (an id taken by someone new). */
+  resetCounters(serviceIds: readonly number[], backendIds: readonly number[]): void {
+    const zero = Array.from({ length: possibleCpus() }, () => Buffer.alloc(COUNTER_SIZE));
+    for (const id of serviceIds) this.#maps.lb_svc_stats.update(u32Key(id), zero);
+    for (const id of backendIds) this.#maps.lb_be_stats.update(u32Key(id), zero);
   }
 
   /** Removes service `serviceId`'s table (its packets then pass: LB_EV_NO_TABLE); false if none. */
@@ -731,6 +873,26 @@ export class LbMaps {
     return removed;
   }
 
+  /**
+   * Deletes the flow-table entries `doomed` picks by service id and backend id (a service or
+   * backend that went); returns how many went.
+   */
+  async deleteFlows(doomed: (service: number, backend: number) => boolean): Promise<number> {
+    const map = this.#flowMap();
+    const { keys, values, count } = await accessAsync(map.name, 'read the flows', () =>
+      map.lookupBatch(),
+    );
+    const valueSize = map.perCpu ? values.length / Math.max(count, 1) : FLOW_SIZE;
+    let removed = 0;
+    for (let i = 0; i < count; i++) {
+      const key = keys.subarray(i * FLOW_TKEY_SIZE, (i + 1) * FLOW_TKEY_SIZE);
+      const svc = key.readUInt32LE(40);
+      const backend = values.readUInt32LE(i * valueSize);
+      if (doomed(svc, backend) && map.delete(key)) removed++;
+    }
+    return removed;
+  }
+
   /** Every reverse-NAT entry, decoded. */
   async readNat(): Promise<LbNatEntry[]> {
     const { keys, values, count } = await accessAsync('lb_nat', 'read the NAT entries', () =>
@@ -786,7 +948,10 @@ export class LbDecapMaps {
     return new LbDecapMaps(opened[0], opened[1], opened[2]);
   }
 
-  /** Decapsulates IPIP packets to `address` from now on. Throws LbMapInvalidError, LbMapAccessError. */
+  /**
+   * Decapsulates IPIP and GUE packets to `address` from now on. Throws LbMapInvalidError,
+   * LbMapAccessError.
+   */
   addLocalAddress(address: string): void {
     const k = encodeAddrKey(parseAddress('address', address));
     access('lb_decap_dst', `add local address ${address}`, () =>
@@ -800,7 +965,7 @@ export class LbDecapMaps {
     return access('lb_decap_dst', `remove local address ${address}`, () => this.#dst.delete(k));
   }
 
-  /** true: decapsulate every IPIP packet whatever its outer destination. */
+  /** true: decapsulate every IPIP and GUE packet whatever its outer destination. */
   setDecapAny(any: boolean): void {
     access('lb_decap_cfg', 'write the config', () =>
       this.#cfg.update(u32Key(0), encodeDecapCfg(any ? LB_DECAP_ANY : 0)),

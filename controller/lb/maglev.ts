@@ -26,7 +26,29 @@
 // Disruption. Because a permutation depends only on its id, adding or removing one backend leaves
 // the others' preferences alone; the slots the change frees or takes are refilled from those
 // preferences, with a small cascade (the paper's "minimal disruption" is close to, not exactly,
-// the change's own share). test/unit/lb/maglev.test.ts measures it.
+// the change's own share: removing one of 4 equal backends can move 27% of the slots, not 25%).
+// test/unit/lb/maglev.test.ts measures it.
+//
+// Rebuilds. Given the table now installed (`previous`, same size), a build moves only what the
+// change forces. Each backend's quota is its slot count in the plain build above of the same
+// backends and size, so the balance is exactly Maglev's. A backend present with weight > 0 keeps
+// its previous slots up to its quota; one over it (its weight went down, or others came) keeps
+// first the slots the plain table also gives it, then its others in slot order. The free slots
+// (those of backends gone or drained, the excess, MAGLEV_NO_BACKEND) go by the plain procedure:
+// the same credit rounds from round 1 and the same permutations, each backend walking from its
+// offset past taken slots, and a backend leaves the rounds when it reaches its quota. So removing
+// a backend moves exactly its slots, adding one moves exactly the slots it takes, and in general
+// the slots that move are those a key held beyond its new quota (all of them for a key gone or
+// drained) and those of MAGLEV_NO_BACKEND: the least any table with these counts can move. An
+// empty previous, or the plain table itself, gives the plain table. A rebuild costs the plain
+// build, three passes over the slots and the turns still owed (rounds or the heap, as above).
+//
+// The price is that the table depends on history, not only on the backends: two builders agree
+// only when they start from the same table. So the caller passes the live table, the one it
+// installed or, after a restart, the one read back from the kernel. Previous slots are matched by
+// key, as the kernel knows them: a key now given to another backend keeps its slots for that
+// backend. A size change has no previous (a slot of one size is not a slot of another): a
+// previous of another size is ignored and the table built fresh.
 import type { LbFlow, LbHashMode } from './flow-hash.js';
 import { flowHash, jhash2 } from './flow-hash.js';
 import { BackendInvalidError, TableSizeError } from './errors.js';
@@ -124,17 +146,32 @@ function checkBackends(backends: readonly MaglevBackend[]): void {
   });
 }
 
+/** Options of `buildMaglevTable`. */
+export interface MaglevBuildOptions {
+  /**
+   * The table now installed (read back from the kernel after a restart), for a rebuild that
+   * moves as few slots as the new quotas allow: see "Rebuilds" at the top of this file. Its slots
+   * hold backend keys or MAGLEV_NO_BACKEND; a key no given backend has (or only a drained one)
+   * frees its slot. A table of another size is ignored: a size change rebuilds fresh.
+   */
+  previous?: Uint32Array;
+}
+
 /**
  * Builds the Maglev table of `size` slots for `backends` (population and permutations at the
- * top of this file): a Uint32Array whose slots hold backend keys. The result depends only on the
- * set of (id, weight, key), not on the order given. With no backend of weight > 0 every slot is
- * MAGLEV_NO_BACKEND. Throws `TableSizeError` (LB_TABLE_SIZE) for a size not in MAGLEV_SIZES and
- * `BackendInvalidError` (LB_BACKEND_INVALID) for an empty or repeated id, a weight that is not an
- * integer from 0 to MAGLEV_MAX_WEIGHT, or a key that is not a u32 below 0xffffffff or is repeated.
+ * top of this file): a Uint32Array whose slots hold backend keys. Without `options.previous` the
+ * result depends only on the set of (id, weight, key), not on the order given. With it (and of
+ * the same size) each backend gets exactly as many slots as without it, keeping as many of its
+ * previous slots as that count allows; the result then also depends on `previous`. With no
+ * backend of weight > 0 every slot is MAGLEV_NO_BACKEND. Throws `TableSizeError`
+ * (LB_TABLE_SIZE) for a size not in MAGLEV_SIZES and `BackendInvalidError` (LB_BACKEND_INVALID)
+ * for an empty or repeated id, a weight that is not an integer from 0 to MAGLEV_MAX_WEIGHT, or a
+ * key that is not a u32 below 0xffffffff or is repeated.
  */
 export function buildMaglevTable(
   backends: readonly MaglevBackend[],
   size: number = MAGLEV_DEFAULT_SIZE,
+  options: MaglevBuildOptions = {},
 ): Uint32Array {
   checkTableSize(size);
   checkBackends(backends);
@@ -145,38 +182,174 @@ export function buildMaglevTable(
   const n = active.length;
   if (n === 0) return slots;
 
-  const next = new Uint32Array(n);
+  const offset = new Uint32Array(n);
   const skip = new Uint32Array(n);
   const key = new Uint32Array(n);
   const weight = new Int32Array(n);
-  const credit = new Int32Array(n);
   let maxWeight = 0;
   for (let i = 0; i < n; i++) {
     const p = permutationOf(active[i].id, size);
-    next[i] = p.offset;
+    offset[i] = p.offset;
     skip[i] = p.skip;
     key[i] = active[i].key;
     weight[i] = active[i].weight;
     maxWeight = Math.max(maxWeight, weight[i]);
   }
+  const plain = populate(slots, offset.slice(), skip, key, weight, maxWeight);
+  const { previous } = options;
+  if (previous === undefined || previous.length !== size) return plain;
+  return rebuild(previous, plain, offset, skip, key, weight, maxWeight);
+}
 
+/** The plain population of the empty `slots`: credit rounds, or the heap where those are slow. */
+function populate(
+  slots: Uint32Array,
+  next: Uint32Array,
+  skip: Uint32Array,
+  key: Uint32Array,
+  weight: Int32Array,
+  maxWeight: number,
+): Uint32Array {
+  const n = next.length;
+  const size = slots.length;
   // Rounds until the table is full, about: the backends of weight maxWeight take a turn each.
   let totalWeight = 0;
   for (let i = 0; i < n; i++) totalWeight += weight[i];
   const rounds = Math.ceil((size * maxWeight) / totalWeight) + 1;
-  if (n * rounds <= HEAP_THRESHOLD * size) {
-    let filled = 0;
-    for (;;) {
-      for (let i = 0; i < n; i++) {
-        credit[i] += weight[i];
-        if (credit[i] < maxWeight) continue;
-        credit[i] -= maxWeight;
-        take(slots, i, next, skip, key);
-        if (++filled === size) return slots;
-      }
+  if (n * rounds > HEAP_THRESHOLD * size)
+    return populateByHeap(slots, next, skip, key, weight, maxWeight);
+  const credit = new Int32Array(n);
+  let filled = 0;
+  for (;;) {
+    for (let i = 0; i < n; i++) {
+      credit[i] += weight[i];
+      if (credit[i] < maxWeight) continue;
+      credit[i] -= maxWeight;
+      take(slots, i, next, skip, key);
+      if (++filled === size) return slots;
     }
   }
-  return populateByHeap(slots, next, skip, key, weight, maxWeight);
+}
+
+/**
+ * The rebuild from `previous` (see "Rebuilds" at the top): each backend's quota is its slot
+ * count in `plain`; it keeps its previous slots up to the quota (those `plain` also gives it
+ * first, then the others in slot order), and the free slots are filled by the plain turns of the
+ * backends still under quota. Backend i is key[i], in id order, as in `plain`.
+ */
+function rebuild(
+  previous: Uint32Array,
+  plain: Uint32Array,
+  offset: Uint32Array,
+  skip: Uint32Array,
+  key: Uint32Array,
+  weight: Int32Array,
+  maxWeight: number,
+): Uint32Array {
+  const n = key.length;
+  const size = plain.length;
+  const indexOf = keyIndex(key);
+  const quota = new Int32Array(n);
+  const had = new Int32Array(n);
+  // owner[s]: the backend previous[s] holds, -1 for none (a key gone, drained or MAGLEV_NO_BACKEND)
+  const owner = new Int32Array(size);
+  for (let s = 0; s < size; s++) {
+    const p = plain[s];
+    const q = indexOf(p);
+    quota[q]++;
+    const o = previous[s] === p ? q : indexOf(previous[s]);
+    owner[s] = o;
+    if (o >= 0) had[o]++;
+  }
+  const slots = new Uint32Array(size).fill(MAGLEV_NO_BACKEND);
+  const left = quota.slice();
+  // Within its quota a backend keeps every previous slot. Over it (its weight went down or
+  // others came), the slots the plain table also gives it come first: there are at most quota.
+  for (let s = 0; s < size; s++) {
+    const o = owner[s];
+    if (o < 0 || (had[o] > quota[o] && previous[s] !== plain[s])) continue;
+    slots[s] = key[o];
+    left[o]--;
+  }
+  // Then its other previous slots, in slot order, up to the quota.
+  for (let s = 0; s < size; s++) {
+    const o = owner[s];
+    if (o < 0 || left[o] <= 0 || slots[s] !== MAGLEV_NO_BACKEND) continue;
+    slots[s] = key[o];
+    left[o]--;
+  }
+  // The quotas add up to size, so the free slots are exactly the turns still owed.
+  return fill(slots, offset.slice(), skip, key, weight, maxWeight, left);
+}
+
+/**
+ * Backend index by key, -1 for a key no backend has: open addressing (a multiplicative hash,
+ * linear probing) in a table at least twice the backends, a few times faster than a Map here.
+ */
+function keyIndex(key: Uint32Array): (k: number) => number {
+  let bits = 1;
+  while (1 << bits < 2 * key.length) bits++;
+  const mask = (1 << bits) - 1;
+  const keys = new Uint32Array(mask + 1);
+  const index = new Int32Array(mask + 1).fill(-1);
+  const home = (k: number): number => Math.imul(k, 0x9e3779b1) >>> (32 - bits);
+  for (let i = 0; i < key.length; i++) {
+    let h = home(key[i]);
+    while (index[h] >= 0) h = (h + 1) & mask;
+    keys[h] = key[i];
+    index[h] = i;
+  }
+  return (k: number): number => {
+    for (let h = home(k); index[h] >= 0; h = (h + 1) & mask) if (keys[h] === k) return index[h];
+    return -1;
+  };
+}
+
+/**
+ * The rebuild's turns: backend i takes left[i] more turns of the credit rounds (from round 1, in
+ * index order within a round) and then leaves; left counts down to 0. The free slots must be as
+ * many as the turns owed. Rounds cost a check per backend still owing and round, and the last
+ * backend's last turn comes in round max(ceil(left[i] · maxWeight / weight[i])); past
+ * HEAP_THRESHOLD checks per turn owed, `populateByHeap` orders the same turns.
+ */
+function fill(
+  slots: Uint32Array,
+  next: Uint32Array,
+  skip: Uint32Array,
+  key: Uint32Array,
+  weight: Int32Array,
+  maxWeight: number,
+  left: Int32Array,
+): Uint32Array {
+  const owing: number[] = [];
+  let owed = 0;
+  let rounds = 0;
+  for (let i = 0; i < left.length; i++) {
+    if (left[i] <= 0) continue;
+    owing.push(i);
+    owed += left[i];
+    rounds = Math.max(rounds, Math.ceil((left[i] * maxWeight) / weight[i]));
+  }
+  if (owing.length * rounds > HEAP_THRESHOLD * owed)
+    return populateByHeap(slots, next, skip, key, weight, maxWeight, left);
+  const credit = new Int32Array(left.length);
+  let m = owing.length;
+  while (m > 0) {
+    // one round; a backend whose last turn it was drops out, the others keep their order
+    let kept = 0;
+    for (let r = 0; r < m; r++) {
+      const i = owing[r];
+      credit[i] += weight[i];
+      if (credit[i] >= maxWeight) {
+        credit[i] -= maxWeight;
+        take(slots, i, next, skip, key);
+        if (--left[i] === 0) continue;
+      }
+      owing[kept++] = i;
+    }
+    m = kept;
+  }
+  return slots;
 }
 
 /**
@@ -209,7 +382,9 @@ function take(
  * The same turns as the credit rounds, in the same order, from a binary heap: backend i takes its
  * j-th turn in round ceil(j · maxWeight / weight[i]) (the first round its credit reaches 1), and
  * turns of one round go in index (id) order. Costs M · log N instead of a check per backend
- * and round.
+ * and round. Without `left` the backends take turns until every slot is taken; with it backend i
+ * takes left[i] turns and then leaves (the rebuild's quotas; left counts down), and the free
+ * slots must be as many as the turns owed.
  */
 function populateByHeap(
   slots: Uint32Array,
@@ -218,12 +393,23 @@ function populateByHeap(
   key: Uint32Array,
   weight: Int32Array,
   maxWeight: number,
+  left?: Int32Array,
 ): Uint32Array {
-  const n = next.length;
   // Rounds reach M · maxWeight (about 7e10 at most): beyond int32, exact in a double.
-  const round = new Float64Array(n);
-  const turns = new Float64Array(n);
-  const heap = new Int32Array(n);
+  const round = new Float64Array(next.length);
+  const turns = new Float64Array(next.length);
+  const heap = new Int32Array(next.length);
+  let n = 0;
+  let owed = left === undefined ? slots.length : 0;
+  for (let i = 0; i < next.length; i++) {
+    if (left !== undefined) {
+      if (left[i] <= 0) continue;
+      owed += left[i];
+    }
+    turns[i] = 1;
+    round[i] = Math.ceil(maxWeight / weight[i]);
+    heap[n++] = i;
+  }
   const before = (x: number, y: number): boolean =>
     round[x] < round[y] || (round[x] === round[y] && x < y);
   const siftDown = (at: number): void => {
@@ -238,15 +424,16 @@ function populateByHeap(
     }
     heap[at] = item;
   };
-  for (let i = 0; i < n; i++) {
-    turns[i] = 1;
-    round[i] = Math.ceil(maxWeight / weight[i]);
-    heap[i] = i;
-  }
   for (let at = (n >>> 1) - 1; at >= 0; at--) siftDown(at);
-  for (let filled = 0; filled < slots.length; filled++) {
+  for (; owed > 0; owed--) {
     const i = heap[0];
     take(slots, i, next, skip, key);
+    if (left !== undefined && --left[i] === 0) {
+      // its quota reached: the last of the heap takes its place
+      heap[0] = heap[--n];
+      siftDown(0);
+      continue;
+    }
     turns[i]++;
     // integers below 2^53 and a divisor below 2^16: the quotient is never misrounded across an integer
     round[i] = Math.ceil((turns[i] * maxWeight) / weight[i]);

@@ -1,6 +1,8 @@
 // An in-memory Controller for API-layer tests: keeps the desired state, validates it with the
 // document schema and the data plane's own validators, and throws the controller's typed errors.
-// Nothing touches the kernel; counters are whatever a test sets.
+// Nothing touches the kernel; counters are whatever a test sets. Load-balanced services live in the
+// document like the rest; their views are computed from it (a backend's table share is its share
+// of the weights that take new flows), with counters, health and flow counts a test may set.
 import { EventEmitter } from 'node:events';
 
 import { Value } from 'typebox/value';
@@ -14,6 +16,10 @@ import type {
   ControllerEvent,
   ControllerStatus,
   DeviceInfo,
+  LbBackendView,
+  LbMovePrediction,
+  LbServiceView,
+  LbStats,
   ReplayReport,
   Stats,
 } from '../../controller/contract.js';
@@ -21,10 +27,12 @@ import {
   ConfigSchema,
   DOCUMENT_VERSION,
   type AttachmentDoc,
+  type BackendDoc,
   type ConfigDoc,
   type HookName,
   type NormalConfig,
   type RuleDoc,
+  type ServiceDoc,
   type SetDoc,
 } from '../../controller/document.js';
 import {
@@ -37,6 +45,16 @@ import { SetInvalidError } from '../../controller/dataplane/errors.js';
 import { validateRuleSet, type RuleSpec } from '../../controller/dataplane/model.js';
 import { prefixKeys } from '../../controller/dataplane/prefix-keys.js';
 import type { AttachmentCounters, PacketCount } from '../../controller/dataplane/counters.js';
+import { CheckSpecInvalidError } from '../../controller/lb/health-errors.js';
+import { parseCheckSpec } from '../../controller/lb/health-spec.js';
+import { MAGLEV_DEFAULT_SIZE, MAGLEV_SIZES } from '../../controller/lb/maglev.js';
+import {
+  backendKey,
+  canonicalAddress,
+  parseBackendRef,
+  parseServiceKey,
+  serviceKey,
+} from '../../controller/lb/service-key.js';
 
 const SET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
@@ -69,6 +87,11 @@ export function diffConfigs(before: NormalConfig, after: NormalConfig): ConfigDi
     for (const p of old) if (!now.has(p)) removed++;
     if (added > 0 || removed > 0) changed.push({ name, added, removed });
   }
+  const services = named(
+    byKey(before.services ?? [], serviceKey),
+    byKey(after.services ?? [], serviceKey),
+    json,
+  );
   return {
     attachments: named(byKey(before.attachments, keyOf), byKey(after.attachments, keyOf), json),
     sets: {
@@ -81,7 +104,26 @@ export function diffConfigs(before: NormalConfig, after: NormalConfig): ConfigDi
       byKey(after.rules, (r) => r.id),
       json,
     ),
+    // Present when services changed, as the contract says.
+    ...(services.added.length + services.removed.length + services.changed.length > 0
+      ? { services }
+      : {}),
   };
+}
+
+/** Figures of a service or backend a test may set (zero by default). */
+export interface LbFigures {
+  packets: number;
+  bytes: number;
+  newFlows: number;
+  activeFlows: number;
+}
+
+type Health = LbBackendView['health'];
+
+/** "10.0.0.100:80/tcp 10.1.0.11": how the LB maps of MemoryController name a backend. */
+export function lbBackendId(service: string, backend: string): string {
+  return `${service} ${backend}`;
 }
 
 /** An attachment's action counters: those given, and zero packets and bytes for the others. */
@@ -145,6 +187,22 @@ export class MemoryController implements Controller {
   applied = 0;
   /** Thrown by the next mutating call, once (to test 5xx mapping). */
   failNext: Error | undefined;
+  /** LB counters a test set: by service key, and by lbBackendId(service, backend). */
+  lbCounters = new Map<string, Partial<LbFigures>>();
+  /** Health verdicts a test set, by lbBackendId; default "unknown" with a check, else "unchecked". */
+  lbHealth = new Map<string, Exclude<Health, 'unchecked'>>();
+  /** The balancer's events and FIB failures lbStats() reports. */
+  lbEvents: Record<string, number> = {
+    flowHit: 0,
+    flowMiss: 0,
+    nonSynMiss: 0,
+    insertCap: 0,
+    noBackend: 0,
+    fibFail: 0,
+  };
+  lbFibFailures: Record<string, number> = {};
+  /** Live flow-table entries per service key, for the predictions of changes (default 0). */
+  lbFlows = new Map<string, number>();
 
   private doc: NormalConfig = { version: DOCUMENT_VERSION, attachments: [], sets: [], rules: [] };
   private generation = 0;
@@ -179,6 +237,10 @@ export class MemoryController implements Controller {
       attachments: clone(doc.attachments ?? []),
       sets: clone(doc.sets ?? []),
       rules: (doc.rules ?? []).map((r) => ({ ...clone(r), id: r.id ?? '' })),
+      ...(doc.services !== undefined && doc.services.length > 0
+        ? { services: clone(doc.services).map(canonicalService) }
+        : {}),
+      ...(doc.lb !== undefined ? { lb: clone(doc.lb) } : {}),
     };
     return this.apply(next, options);
   }
@@ -281,6 +343,88 @@ export class MemoryController implements Controller {
     return this.apply(next, options);
   }
 
+  async addService(service: ServiceDoc, options: ChangeOptions = {}): Promise<ChangeResult> {
+    const next = this.draft();
+    const key = serviceKey(service);
+    const services = next.services ?? [];
+    if (services.some((s) => serviceKey(s) === key))
+      throw new ConflictError(`add service "${key}": the service exists`);
+    next.services = [...services, canonicalService(clone(service))];
+    return this.apply(next, options);
+  }
+
+  async removeService(key: string, options: ChangeOptions = {}): Promise<ChangeResult> {
+    const next = this.draft();
+    const { index } = this.serviceIn(next, key, 'remove service');
+    next.services = next.services!.filter((_, i) => i !== index);
+    if (next.services.length === 0) delete next.services;
+    return this.apply(next, options);
+  }
+
+  async addBackend(
+    service: string,
+    backend: BackendDoc,
+    options: ChangeOptions = {},
+  ): Promise<ChangeResult> {
+    const next = this.draft();
+    const { index, key } = this.serviceIn(next, service, 'add backend');
+    const svc = next.services![index];
+    const id = backendKey(backend);
+    if ((svc.backends ?? []).some((b) => backendKey(b) === id))
+      throw new ConflictError(`add backend "${id}" to service "${key}": the backend exists`);
+    svc.backends = [...(svc.backends ?? []), canonicalBackend(clone(backend))];
+    return this.apply(next, options);
+  }
+
+  async setBackend(
+    service: string,
+    backend: string,
+    patch: { weight?: number; drain?: boolean; check?: string | null },
+    options: ChangeOptions = {},
+  ): Promise<ChangeResult> {
+    const next = this.draft();
+    const { index, key } = this.serviceIn(next, service, 'set backend');
+    const svc = next.services![index];
+    const b = svc.backends![this.backendIn(svc, key, backend, 'set backend')];
+    if (patch.weight !== undefined) b.weight = patch.weight;
+    if (patch.drain !== undefined) {
+      if (patch.drain) b.drain = true;
+      else delete b.drain;
+    }
+    if (patch.check === null) delete b.check;
+    else if (patch.check !== undefined) b.check = patch.check;
+    return this.apply(next, options);
+  }
+
+  async removeBackend(
+    service: string,
+    backend: string,
+    options: ChangeOptions = {},
+  ): Promise<ChangeResult> {
+    const next = this.draft();
+    const { index, key } = this.serviceIn(next, service, 'remove backend');
+    const svc = next.services![index];
+    const at = this.backendIn(svc, key, backend, 'remove backend');
+    svc.backends = svc.backends!.filter((_, i) => i !== at);
+    return this.apply(next, options);
+  }
+
+  async lbServices(key?: string): Promise<LbServiceView[]> {
+    const services = this.doc.services ?? [];
+    if (key === undefined) return services.map((s) => this.serviceView(s));
+    const { index } = this.serviceIn(this.doc, key, 'service');
+    return [this.serviceView(services[index])];
+  }
+
+  async lbStats(): Promise<LbStats | null> {
+    if ((this.doc.services ?? []).length === 0) return null;
+    return {
+      events: { ...this.lbEvents },
+      fibFailures: { ...this.lbFibFailures },
+      services: await this.lbServices(),
+    };
+  }
+
   async devices(): Promise<DeviceInfo[]> {
     return clone(this.deviceList);
   }
@@ -353,7 +497,138 @@ export class MemoryController implements Controller {
       // Prefix arrays are shared, not copied: they are replaced, never changed in place.
       sets: this.doc.sets.map((s) => ({ name: s.name, prefixes: s.prefixes })),
       rules: clone(this.doc.rules),
+      ...(this.doc.services !== undefined ? { services: clone(this.doc.services) } : {}),
+      ...(this.doc.lb !== undefined ? { lb: clone(this.doc.lb) } : {}),
     };
+  }
+
+  /** The index and canonical key of the service `key` names; NotFoundError when there is none. */
+  private serviceIn(doc: NormalConfig, key: string, what: string): { index: number; key: string } {
+    const canonical = serviceKey(parseServiceKey(key));
+    const index = (doc.services ?? []).findIndex((s) => serviceKey(s) === canonical);
+    if (index < 0)
+      throw new NotFoundError(
+        `${what === 'service' ? '' : `${what}: `}service "${canonical}" does not exist`,
+      );
+    return { index, key: canonical };
+  }
+
+  /**
+   * The index of the backend `ref` names in `service`: by its key, or by address alone when one
+   * backend has that address. NotFoundError when there is none.
+   */
+  private backendIn(service: ServiceDoc, key: string, ref: string, what: string): number {
+    const wanted = parseBackendRef(ref);
+    const id = backendKey(wanted);
+    const backends = service.backends ?? [];
+    let index = backends.findIndex((b) => backendKey(b) === id);
+    if (index < 0 && wanted.port === undefined) {
+      const same = backends.flatMap((b, i) => (b.address === wanted.address ? [i] : []));
+      if (same.length === 1) index = same[0];
+    }
+    if (index < 0)
+      throw new NotFoundError(`${what}: backend "${id}" of service "${key}" does not exist`);
+    return index;
+  }
+
+  private health(key: string, backend: BackendDoc): Health {
+    return (
+      this.lbHealth.get(lbBackendId(key, backendKey(backend))) ??
+      (backend.check === undefined ? 'unchecked' : 'unknown')
+    );
+  }
+
+  /** Each backend's share of the table: its weight among those taking new flows. */
+  private tableShares(key: string, service: ServiceDoc): Map<string, number> {
+    const weights = (service.backends ?? []).map((b) =>
+      b.drain === true || this.health(key, b) === 'down' ? 0 : (b.weight ?? 1),
+    );
+    const total = weights.reduce((a, b) => a + b, 0);
+    return new Map(
+      (service.backends ?? []).map((b, i) => [backendKey(b), total === 0 ? 0 : weights[i] / total]),
+    );
+  }
+
+  private serviceView(service: ServiceDoc): LbServiceView {
+    const key = serviceKey(service);
+    const shares = this.tableShares(key, service);
+    const figures = (id: string): LbFigures => ({
+      packets: 0,
+      bytes: 0,
+      newFlows: 0,
+      activeFlows: 0,
+      ...this.lbCounters.get(id),
+    });
+    const backends = (service.backends ?? []).map((b) => {
+      const id = backendKey(b);
+      const health = this.health(key, b);
+      return {
+        backend: b,
+        health,
+        figures: figures(lbBackendId(key, id)),
+        share: shares.get(id) ?? 0,
+      };
+    });
+    const sum = (field: keyof LbFigures) =>
+      backends.reduce((total, b) => total + b.figures[field], 0);
+    const own = this.lbCounters.get(key) ?? {};
+    const total = {
+      packets: own.packets ?? sum('packets'),
+      bytes: own.bytes ?? sum('bytes'),
+      newFlows: own.newFlows ?? sum('newFlows'),
+      activeFlows: own.activeFlows ?? sum('activeFlows'),
+    };
+    const backendPackets = sum('packets');
+    return {
+      key,
+      vip: canonicalAddress(service.vip) ?? service.vip,
+      port: service.port,
+      proto: service.proto ?? 'tcp',
+      mode: service.mode ?? 'dsr',
+      hash: service.hash ?? '5tuple',
+      tableSize: service.tableSize ?? MAGLEV_DEFAULT_SIZE,
+      devices: this.doc.attachments
+        .filter((a) => (a.hook ?? 'xdp') === 'xdp')
+        .map((a) => `${a.device}@xdp`),
+      ...total,
+      backends: backends.map(({ backend: b, health, figures: f, share }) => ({
+        address: canonicalAddress(b.address) ?? b.address,
+        port: b.port ?? service.port,
+        weight: b.weight ?? 1,
+        drain: b.drain ?? false,
+        check: b.check ?? null,
+        health,
+        state: b.drain === true ? 'draining' : health === 'down' ? 'down' : 'active',
+        tableShare: share,
+        trafficShare: backendPackets === 0 ? 0 : f.packets / backendPackets,
+        ...f,
+      })),
+    };
+  }
+
+  /**
+   * What moves in each service kept by a change whose table changes: the share of slots that go
+   * elsewhere, taken as half the summed change of the backends' shares (what an ideal consistent
+   * hash moves), and that share of the service's live flows (lbFlows).
+   */
+  private predict(before: NormalConfig, after: NormalConfig): LbMovePrediction[] {
+    const old = new Map((before.services ?? []).map((s) => [serviceKey(s), s]));
+    const out: LbMovePrediction[] = [];
+    for (const service of after.services ?? []) {
+      const key = serviceKey(service);
+      const was = old.get(key);
+      if (was === undefined) continue;
+      const a = this.tableShares(key, was);
+      const b = this.tableShares(key, service);
+      let moved = 0;
+      for (const id of new Set([...a.keys(), ...b.keys()]))
+        moved += Math.abs((b.get(id) ?? 0) - (a.get(id) ?? 0));
+      const movedShare = Math.round((moved / 2) * 1e6) / 1e6;
+      if (movedShare === 0) continue;
+      const flows = this.lbFlows.get(key) ?? 0;
+      out.push({ service: key, movedShare, flows, flowsMoved: Math.round(flows * movedShare) });
+    }
+    return out;
   }
 
   private setIn(doc: NormalConfig, name: string): SetDoc {
@@ -371,14 +646,16 @@ export class MemoryController implements Controller {
     }
     this.validate(next);
     const diff = diffConfigs(this.doc, next);
+    const moves = this.predict(this.doc, next);
+    const lb = moves.length > 0 ? { lb: moves } : {};
     this.lastValidated = next;
-    if (options.dryRun) return { generation: this.generation, diff, applied: false };
+    if (options.dryRun) return { generation: this.generation, diff, applied: false, ...lb };
     this.doc = next;
     this.generation++;
     this.applied++;
     this.emit({ type: 'config', generation: this.generation, diff });
     this.emit({ type: 'reconcile', generation: this.generation, ok: true });
-    return { generation: this.generation, diff, applied: true };
+    return { generation: this.generation, diff, applied: true, ...lb };
   }
 
   private validate(doc: NormalConfig): void {
@@ -413,6 +690,7 @@ export class MemoryController implements Controller {
           { pointer: `/rules/${i}/device` },
         );
     });
+    this.validateServices(doc.services ?? []);
     for (const a of doc.attachments) {
       const members = doc.rules.flatMap((r, i) => (keyOf(r) === keyOf(a) ? [i] : []));
       const specs = members.map((i) => {
@@ -440,4 +718,66 @@ export class MemoryController implements Controller {
       }
     }
   }
+
+  /** What the controller refuses of services: bad addresses, sizes and checks, keys given twice. */
+  private validateServices(services: ServiceDoc[]): void {
+    const keys = new Set<string>();
+    services.forEach((service, i) => {
+      const at = `/services/${i}`;
+      if (canonicalAddress(service.vip) === null)
+        throw new ConfigInvalidError(`${at}/vip: "${service.vip}" is not an IPv4 or IPv6 address`, {
+          pointer: `${at}/vip`,
+        });
+      const key = serviceKey(service);
+      if (keys.has(key))
+        throw new ConfigInvalidError(`${at}: service "${key}" is given twice`, { pointer: at });
+      keys.add(key);
+      if (service.tableSize !== undefined && !MAGLEV_SIZES.includes(service.tableSize))
+        throw new ConfigInvalidError(
+          `${at}/tableSize: service "${key}": table size ${service.tableSize} is not one of ${MAGLEV_SIZES.join(', ')}`,
+          { pointer: `${at}/tableSize` },
+        );
+      const backends = new Set<string>();
+      (service.backends ?? []).forEach((backend, j) => {
+        const bat = `${at}/backends/${j}`;
+        if (canonicalAddress(backend.address) === null)
+          throw new ConfigInvalidError(
+            `${bat}/address: service "${key}": "${backend.address}" is not an IPv4 or IPv6 address`,
+            { pointer: `${bat}/address` },
+          );
+        const id = backendKey(backend);
+        if (backends.has(id))
+          throw new ConfigInvalidError(`${bat}: service "${key}": backend "${id}" is given twice`, {
+            pointer: bat,
+          });
+        backends.add(id);
+        if (backend.check !== undefined) {
+          try {
+            parseCheckSpec(backend.check);
+          } catch (error: unknown) {
+            if (!(error instanceof CheckSpecInvalidError)) throw error;
+            throw new ConfigInvalidError(`${bat}/check: ${error.message}`, {
+              pointer: `${bat}/check`,
+              cause: error,
+            });
+          }
+        }
+      });
+    });
+  }
+}
+
+/** A service with its addresses in canonical form, as the controller keeps it. */
+function canonicalService(service: ServiceDoc): ServiceDoc {
+  const vip = canonicalAddress(service.vip);
+  return {
+    ...service,
+    ...(vip !== null ? { vip } : {}),
+    ...(service.backends !== undefined ? { backends: service.backends.map(canonicalBackend) } : {}),
+  };
+}
+
+function canonicalBackend(backend: BackendDoc): BackendDoc {
+  const address = canonicalAddress(backend.address);
+  return address === null ? backend : { ...backend, address };
 }

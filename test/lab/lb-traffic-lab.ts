@@ -16,9 +16,9 @@
 // both families, no link-local addresses and tx checksum offload off (a frame XDP forwards past
 // the sender's stack would otherwise carry an unfinished checksum). A veth drops frames
 // XDP-redirected into it unless its peer runs an XDP program: the backends run lb_decap_xdp
-// (which passes what is not IPIP), the client a do-nothing XDP_PASS. Replies go back through the
-// balancer's kernel forwarding: DSR and IPIP from the VIP, NAT from the backend's address, turned
-// back into the VIP's by lb_nat_tc.
+// (which passes what is neither IPIP nor GUE), the client a do-nothing XDP_PASS. Replies go back
+// through the balancer's kernel forwarding: DSR, IPIP and GUE from the VIP, NAT from the
+// backend's address, turned back into the VIP's by lb_nat_tc.
 //
 // Servers (`node --import tsx lb-traffic-lab.ts server NAME TCP-PORTS UDP-PORTS`, one per backend)
 // answer each TCP line with "NAME line" and record the source of every UDP datagram. The client
@@ -26,7 +26,7 @@
 // one JSON request a line on stdin and answer one JSON line on stdout.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -55,14 +55,14 @@ const XDP_PASS_INSNS = Uint8Array.from([0xb7, 0, 0, 0, 2, 0, 0, 0, 0x95, 0, 0, 0
 export const VIP4 = '203.0.113.200';
 export const VIP6 = '2001:db8:f::100';
 
-/** The IPIP outer source prefixes written to lb_config. */
+/** The IPIP and GUE outer source prefixes written to lb_config. */
 export const BASE_CONFIG: LbConfig = {
   ipipSource4: '203.0.113.128/26',
   ipipSource6: '2001:db8:e::/96',
 };
 
 /** The TCP ports every server listens on, and the UDP ports it records datagrams on. */
-export const TCP_PORTS = [80, 81, 82, 83, 8080];
+export const TCP_PORTS = [80, 81, 82, 83, 84, 8080];
 export const UDP_PORTS = [5001, 5002, 5003];
 
 /** One backend namespace. */
@@ -108,7 +108,9 @@ type Request =
   | { op: 'open'; tag: string; vip: string; port: number; sources: string[]; text: string }
   | { op: 'again'; tag: string; text: string }
   | { op: 'close'; tag: string }
-  | { op: 'flows'; port: number };
+  | { op: 'flows'; port: number }
+  | { op: 'stop'; port: number }
+  | { op: 'start'; port: number };
 
 interface Answer {
   id: number;
@@ -266,6 +268,16 @@ export class LbServer {
   flows(port: number) {
     return this.#peer.request<{ datagrams: number; flows: UdpFlowSeen[] }>({ op: 'flows', port });
   }
+
+  /** Stops listening on TCP `port` (new connections are refused; established ones go on). */
+  stop(port: number) {
+    return this.#peer.request<void>({ op: 'stop', port });
+  }
+
+  /** Listens on TCP `port` again. */
+  start(port: number) {
+    return this.#peer.request<void>({ op: 'start', port });
+  }
 }
 
 /** Everything the lab built, and teardown. */
@@ -301,20 +313,32 @@ export class LbTrafficLab {
    * them natively, and starts the servers and the client. What was built is removed when a
    * step fails; otherwise by destroy(). Throws LabCommandError, or the bpf area's errors.
    */
-  static async create(options: { flowEntries?: number } = {}): Promise<LbTrafficLab> {
+  static async create(
+    options: { flowEntries?: number; balancer?: 'programs' | 'daemon' } = {},
+  ): Promise<LbTrafficLab> {
     const lab = new Lab();
     const close: (() => void)[] = [];
     // Handles go before the namespaces, also from the lab's exit hook.
     lab.addCleanup(() => closeAll(close));
     try {
-      return await LbTrafficLab.#build(lab, close, options.flowEntries ?? 1 << 18);
+      return await LbTrafficLab.#build(
+        lab,
+        close,
+        options.flowEntries ?? 1 << 18,
+        options.balancer ?? 'programs',
+      );
     } catch (error: unknown) {
       await lab.destroy();
       throw error;
     }
   }
 
-  static async #build(lab: Lab, close: (() => void)[], flowEntries: number): Promise<LbTrafficLab> {
+  static async #build(
+    lab: Lab,
+    close: (() => void)[],
+    flowEntries: number,
+    balancer: 'programs' | 'daemon',
+  ): Promise<LbTrafficLab> {
     const id = lab.id;
     // allSettled: no namespace is still being added when a failure makes create() destroy the lab.
     const made = await Promise.allSettled(
@@ -466,9 +490,13 @@ export class LbTrafficLab {
     keep(attachXdp(pass, `${id}c`, { netns: clientNs, mode: 'native' }));
     for (const [k, h] of hosts.entries()) {
       keep(attachXdp(decapXdp, h.device, { netns: h.netns, mode: 'native' }));
-      keep(attachTc(natTc, `${id}l${k + 1}`, { netns: balancerNs, direction: 'ingress' }));
+      if (balancer === 'programs')
+        keep(attachTc(natTc, `${id}l${k + 1}`, { netns: balancerNs, direction: 'ingress' }));
     }
-    keep(attachXdp(lbXdp, `${id}lc`, { netns: balancerNs, mode: 'native' }));
+    // 'daemon': the balancer's devices are left to a `sluice serve` in its namespace (the lab's
+    // own lb.o is then loaded but runs nowhere).
+    if (balancer === 'programs')
+      keep(attachXdp(lbXdp, `${id}lc`, { netns: balancerNs, mode: 'native' }));
 
     // Scripts.
     const serverPeers = hosts.map(
@@ -741,7 +769,8 @@ async function runClient(): Promise<void> {
 
 async function runServer(name: string, tcpPorts: number[], udpPorts: number[]): Promise<void> {
   const listening: Promise<void>[] = [];
-  for (const port of tcpPorts) {
+  const servers = new Map<number, Server>();
+  const listen = (port: number): Promise<void> => {
     const server = createServer((socket) => {
       let text = '';
       socket.setEncoding('utf8');
@@ -755,8 +784,10 @@ async function runServer(name: string, tcpPorts: number[], udpPorts: number[]): 
       socket.on('end', () => socket.end());
       socket.on('error', () => socket.destroy());
     });
-    listening.push(new Promise((done) => server.listen({ host: '::', port }, done)));
-  }
+    servers.set(port, server);
+    return new Promise((done) => server.listen({ host: '::', port }, done));
+  };
+  for (const port of tcpPorts) listening.push(listen(port));
   const seen = new Map<number, { datagrams: number; flows: Map<string, UdpFlowSeen> }>();
   for (const port of udpPorts) {
     const record = { datagrams: 0, flows: new Map<string, UdpFlowSeen>() };
@@ -782,6 +813,14 @@ async function runServer(name: string, tcpPorts: number[], udpPorts: number[]): 
       answer(r.id, { datagrams: record.datagrams, flows: [...record.flows.values()] });
       record.datagrams = 0;
       record.flows.clear();
+    } else if (r.op === 'stop') {
+      // close() stops accepting; established connections are left alone
+      servers.get(r.port)?.close();
+      servers.delete(r.port);
+      answer(r.id, null);
+    } else if (r.op === 'start') {
+      if (!servers.has(r.port)) await listen(r.port);
+      answer(r.id, null);
     } else {
       answer(r.id, undefined, new Error(`the server has no "${r.op}"`));
     }

@@ -12,6 +12,9 @@
  *   lb_services    HASH  struct lb_svc_key -> struct lb_svc; user space -> lb_xdp.
  *                  A service matches (VIP, port, proto); port 0 matches every port and is
  *                  tried after the exact port.
+ *   lb_svc_devs    HASH  struct lb_svc_dev_key -> u8 (unused, 1): the devices a service with
+ *                  LB_SVC_DEVICES applies on; user space (entries added before the flag is
+ *                  set, removed after it is cleared) -> lb_xdp.
  *   lb_maglev      ARRAY_OF_MAPS  u32 service id -> inner ARRAY (flags BPF_F_INNER_MAP) of
  *                  u32 backend ids; the inner map's max_entries is the table size M (a prime
  *                  up to LB_MAGLEV_MAX), read by the program from the map itself, so one
@@ -36,7 +39,7 @@
  *
  * Maps of lb_decap.bpf.c:
  *   lb_decap_dst   HASH  struct lb_addr_key -> u32 (unused, 0): the local addresses whose
- *                  IPIP packets are decapsulated; user space -> lb_decap_xdp.
+ *                  IPIP and GUE packets are decapsulated; user space -> lb_decap_xdp.
  *   lb_decap_cfg   ARRAY[1]  struct lb_decap_cfg; user space -> lb_decap_xdp.
  *   lb_decap_stats PERCPU_ARRAY[LB_DX_EVENTS]  u64 by enum lb_decap_event; program -> user.
  */
@@ -61,6 +64,23 @@
 #define LB_FWD_DSR 0 /* L2 direct server return: MACs rewritten */
 #define LB_FWD_IPIP 1 /* IP-in-IP (IPv4 proto 4 / IPv6 next header 41) */
 #define LB_FWD_NAT 2 /* destination address and port rewritten, reverse at lb_nat_tc */
+#define LB_FWD_GUE 3 /* outer IP, UDP to LB_GUE_PORT, a 4-byte GUE variant 0 header */
+
+/*
+ * GUE (draft-ietf-intarea-gue, variant 0): the outer UDP destination port, the port Katran and
+ * Linux's fou examples use. lb_xdp sends to it; lb_decap_xdp takes only UDP to it as GUE.
+ */
+#define LB_GUE_PORT 6080
+/* The GUE header lb_xdp writes and lb_decap_xdp accepts (4 bytes): version 0, C 0, Hlen 0 in
+ * the first byte (so the byte is 0), the inner protocol (4: IPv4, 41: IPv6), flags 0. */
+struct lb_gue_hdr {
+	__u8 vch; /* version (2 bits), C (1), Hlen (5): 0 */
+	__u8 proto; /* 4 or 41 */
+	__be16 flags; /* 0 */
+};
+
+/* lb_svc.flags */
+#define LB_SVC_DEVICES (1U << 0) /* applies only on the devices lb_svc_devs lists for its id */
 
 /* lb_backend.flags */
 #define LB_BE_ACTIVE (1U << 0) /* the backend exists; cleared: removed, its flows re-select */
@@ -73,8 +93,8 @@
 /* lb_config.flags */
 #define LB_CFG_INSERT_CAP (1U << 0) /* cap flow-table inserts by insert_rate / insert_burst */
 #define LB_CFG_NO_COMMON_LRU (1U << 1) /* the flow table is lb_flows_pc, not lb_flows */
-#define LB_CFG_SRC4 (1U << 2) /* src4/src4_len hold the IPIP outer IPv4 source prefix */
-#define LB_CFG_SRC6 (1U << 3) /* src6/src6_len hold the IPIP outer IPv6 source prefix */
+#define LB_CFG_SRC4 (1U << 2) /* src4/src4_len hold the IPIP/GUE outer IPv4 source prefix */
+#define LB_CFG_SRC6 (1U << 3) /* src6/src6_len hold the IPIP/GUE outer IPv6 source prefix */
 
 /* lb_decap_cfg.flags */
 #define LB_DECAP_ANY (1U << 0) /* decapsulate whatever the outer destination */
@@ -93,9 +113,15 @@ struct lb_svc {
 	__u32 seed; /* jhash2 initval of this service's flow hash */
 	__u8 hash_mode; /* LB_HASH_* */
 	__u8 fwd_mode; /* LB_FWD_* */
-	__u16 flags; /* 0 (reserved) */
+	__u16 flags; /* LB_SVC_* */
 	__u32 udp_timeout_s; /* non-TCP flows idle out after this; 0: never (LRU only) */
 	__u32 tcp_timeout_s; /* TCP flows idle out after this; 0: never (LRU only) */
+};
+
+/* lb_svc_devs key (8 bytes) */
+struct lb_svc_dev_key {
+	__u32 svc; /* lb_svc.id */
+	__u32 ifindex; /* the ingress device (xdp_md.ingress_ifindex) */
 };
 
 /* lb_backends value (20 bytes). The address of a live id never changes (ids are not reused
@@ -128,7 +154,7 @@ struct lb_flow_tkey {
 /* lb_flows / lb_flows_pc value (24 bytes) */
 struct lb_flow {
 	__u32 backend; /* backend id */
-	__u32 hash; /* the flow hash that chose it (IPIP outer source bits) */
+	__u32 hash; /* the flow hash that chose it (IPIP/GUE outer source and UDP port bits) */
 	__u64 ts_ns; /* bpf_ktime_get_coarse_ns() when last refreshed (at most once a second),
 		      * or when marked closing */
 	__u32 state; /* LB_FLOW_* */
@@ -160,7 +186,7 @@ struct lb_config {
 	__u64 insert_burst; /* bucket depth in entries (0 with rate 0: never insert) */
 	__u32 flags; /* LB_CFG_* */
 	__u32 closing_timeout_s; /* a TCP entry marked closing ages out after this; 0: LRU only */
-	__u8 src4[4]; /* IPIP outer IPv4 source prefix: the host bits come from the flow hash */
+	__u8 src4[4]; /* IPIP/GUE outer IPv4 source prefix: the host bits come from the flow hash */
 	__u8 src4_len; /* prefix length, 0 .. 32 */
 	__u8 src6_len; /* prefix length, 0 .. 128 (at most the last 32 bits vary) */
 	__u8 pad[2];
@@ -193,7 +219,7 @@ enum lb_event {
 	LB_EV_NO_TABLE = 7, /* the service has no Maglev table: passed */
 	LB_EV_NO_BACKEND = 8, /* the table names a backend that does not exist: passed */
 	LB_EV_FAMILY = 9, /* DSR or NAT to a backend of the other family: passed */
-	LB_EV_NO_SOURCE = 10, /* IPIP without an outer source prefix of the backend's family */
+	LB_EV_NO_SOURCE = 10, /* IPIP/GUE without an outer source prefix of the backend's family */
 	LB_EV_FIB_FAIL = 11, /* bpf_fib_lookup failed: passed (reason in lb_fib_stats) */
 	LB_EV_TX = 12, /* forwarded out of the ingress device (XDP_TX) */
 	LB_EV_REDIRECT = 13, /* forwarded out of another device (bpf_redirect) */
@@ -202,7 +228,9 @@ enum lb_event {
 	LB_EV_NAT_INSERT_FAIL = 16, /* the NAT entry could not be written: forwarded anyway */
 	LB_EV_FLOW_CLOSING = 17, /* FIN or RST marked an entry closing */
 	LB_EV_INSERT_FAIL = 18, /* the flow-table update failed: forwarded, not inserted */
-	LB_EVENTS = 19,
+	LB_EV_OTHER_DEVICE = 19, /* only services (LB_SVC_DEVICES) that do not apply on the ingress
+				  * device matched: passed, not counted in lb_svc_stats */
+	LB_EVENTS = 20,
 };
 
 /* lb_decap_dst key (20 bytes) */
@@ -220,11 +248,14 @@ struct lb_decap_cfg {
 
 /* lb_decap_stats index */
 enum lb_decap_event {
-	LB_DX_DECAPPED = 0, /* outer header stripped, inner packet passed to the stack */
-	LB_DX_NOT_LOCAL = 1, /* IPIP to an address not in lb_decap_dst: passed untouched */
-	LB_DX_MALFORMED = 2, /* inner header cut short or of the wrong version: passed untouched */
+	LB_DX_DECAPPED = 0, /* outer headers stripped (IPIP or GUE), inner packet passed up */
+	LB_DX_NOT_LOCAL = 1, /* IPIP or GUE to an address not in lb_decap_dst: passed untouched */
+	LB_DX_MALFORMED = 2, /* inner header cut short or of the wrong version, or a GUE header
+			      * other than lb_gue_hdr's (version, C, Hlen or flags not 0, proto
+			      * not 4 or 41): passed untouched */
 	LB_DX_FRAGMENT = 3, /* a fragmented outer IPv4 packet: passed untouched */
-	LB_DX_EVENTS = 4,
+	LB_DX_GUE_DECAPPED = 4, /* the GUE ones among LB_DX_DECAPPED (counted in both) */
+	LB_DX_EVENTS = 5,
 };
 
 #endif

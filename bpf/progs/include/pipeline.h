@@ -264,6 +264,7 @@ struct sl_scratch {
 #define SL_PROG_BANK0 0 /* filter bank of generation 0 */
 #define SL_PROG_BANK1 1 /* filter bank of generation 1 */
 #define SL_PROG_RESUME 2 /* resume_xdp / resume_tc of the same object */
+#define SL_PROG_LB 3 /* the load balancer (lb_xdp, lb_nat_tc), run on what the rules pass */
 #define SL_PROG_SLOTS 4
 
 /* Offsets the generated filter bank writes (it has no BTF). */

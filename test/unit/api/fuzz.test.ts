@@ -58,6 +58,10 @@ const value = fc.oneof(
     '',
     '~x',
     'a/b',
+    '10.0.0.100',
+    '2001:db8::1',
+    'http:/healthz',
+    'nat',
   ),
   fc.string(),
   fc.integer({ min: -70000, max: 70000 }),
@@ -83,7 +87,20 @@ function bodyFor(properties: string[]) {
 }
 
 const segment = fc.oneof(
-  fc.constantFrom('veth0', 'blk', 'r1', 'lim', 'flt', 'nosuch', '..', '%2F', '~x'),
+  fc.constantFrom(
+    'veth0',
+    'blk',
+    'r1',
+    'lim',
+    'flt',
+    'nosuch',
+    '..',
+    '%2F',
+    '~x',
+    '10.0.0.100%3A80%2Ftcp',
+    '%5B2001%3Adb8%3A%3A1%5D%3A443',
+    '10.1.0.11',
+  ),
   fc.string({ minLength: 1, maxLength: 70 }).map(encodeURIComponent),
 );
 const query = fc.oneof(
@@ -104,13 +121,18 @@ describe('fuzzing the write routes', () => {
       [
         "DELETE /v1/attachments/{device}",
         "DELETE /v1/filters/{id}",
+        "DELETE /v1/lb/services/{service}",
+        "DELETE /v1/lb/services/{service}/backends/{backend}",
         "DELETE /v1/limits/{id}",
         "DELETE /v1/rules/{id}",
         "DELETE /v1/sets/{name}",
         "DELETE /v1/sets/{name}/prefixes",
+        "PATCH /v1/lb/services/{service}/backends/{backend}",
         "POST /v1/attachments",
         "POST /v1/compile",
         "POST /v1/filters",
+        "POST /v1/lb/services",
+        "POST /v1/lb/services/{service}/backends",
         "POST /v1/limits",
         "POST /v1/replay",
         "POST /v1/rules",

@@ -1,4 +1,4 @@
-// Maglev tables with weights (controller/lb/maglev.ts): sizes, permutations, evenness, weights, draining, disruption on change, the dry run over pinned flows, and build time.
+// Maglev tables with weights (controller/lb/maglev.ts): sizes, permutations, evenness, weights, draining, disruption on change, rebuilds from the previous table, the dry run over pinned flows, and build time.
 import { describe, expect, it } from 'vitest';
 import { BackendInvalidError, TableSizeError } from '../../../controller/lb/errors.js';
 import { flowHash, type LbFlow } from '../../../controller/lb/flow-hash.js';
@@ -450,5 +450,197 @@ describe('tableShares and movedShare', () => {
     ).toThrowErrorMatchingInlineSnapshot(
       `[TableSizeError: compare maglev tables: sizes differ (251 and 509): a slot of one is not a slot of the other]`,
     );
+  });
+});
+
+describe('rebuilds from the previous table', () => {
+  // With `previous`, each backend gets its plain-build slot count (its quota), keeps its previous
+  // slots up to it, and only the free slots are refilled: nothing cascades.
+
+  /** Four equal backends 10.1.0.11 … 10.1.0.14, keys 11 … 14. */
+  const four: MaglevBackend[] = [11, 12, 13, 14].map((k) => ({
+    id: `10.1.0.${k}`,
+    weight: 1,
+    key: k,
+  }));
+
+  /** The least share any table with `after`'s quotas can move from `before`: Σ max(0, old − quota) / M. */
+  function minimalShare(before: Uint32Array, after: readonly MaglevBackend[]): number {
+    const quota = counts(buildMaglevTable(after, before.length));
+    let excess = 0;
+    for (const [k, old] of counts(before))
+      excess += Math.max(0, old - (k === MAGLEV_NO_BACKEND ? 0 : (quota.get(k) ?? 0)));
+    return excess / before.length;
+  }
+
+  /** Slot counts by key, as a sorted list of [key, count] for toEqual. */
+  function countList(table: Uint32Array): [number, number][] {
+    return [...counts(table)].sort((a, b) => a[0] - b[0]);
+  }
+
+  /** The largest slot count over its weight's share of the table: 1 is perfectly even. */
+  function maxOverFair(table: Uint32Array, list: readonly MaglevBackend[]): number {
+    const total = list.reduce((sum, b) => sum + b.weight, 0);
+    const have = counts(table);
+    let worst = 0;
+    for (const b of list)
+      if (b.weight > 0)
+        worst = Math.max(worst, (have.get(b.key) ?? 0) / ((table.length * b.weight) / total));
+    return worst;
+  }
+
+  it('moves exactly the slots of the backend that goes, for each one of 4 equal backends', () => {
+    const before = buildMaglevTable(four);
+    for (const gone of four) {
+      const rest = four.filter((b) => b !== gone);
+      const after = buildMaglevTable(rest, M, { previous: before });
+      const moved = movedShare(before, after);
+      console.log(
+        `remove ${gone.id} of 4 with previous: moved ${pct(moved)} (its share ${pct((counts(before).get(gone.key) ?? 0) / M)}); fresh build ${pct(movedShare(before, buildMaglevTable(rest)))}`,
+      );
+      expect(counts(after).has(gone.key)).toBe(false);
+      // no slot of another backend moves: the cascade is nil
+      expect(cascadeShare(before, after, gone.key)).toBe(0);
+      expect(moved).toBe((counts(before).get(gone.key) ?? 0) / M);
+      expect(moved).toBeLessThanOrEqual(1 / 4 + 0.01);
+    }
+  });
+
+  it('moves only the slots a 5th backend takes when it joins 4', () => {
+    const before = buildMaglevTable(four);
+    const joined: MaglevBackend = { id: '10.1.0.15', weight: 1, key: 15 };
+    const after = buildMaglevTable([...four, joined], M, { previous: before });
+    const moved = movedShare(before, after);
+    console.log(`add a 5th to 4 with previous: moved ${pct(moved)} (1/5 = ${pct(1 / 5)})`);
+    expect(cascadeShare(before, after, joined.key)).toBe(0);
+    expect(moved).toBe((counts(after).get(joined.key) ?? 0) / M);
+    expect(moved).toBeLessThanOrEqual(1 / 5 + 0.01);
+  });
+
+  it("gives weights 1:1:1:1 → 1:1:2:4 the plain build's slot counts, moving the least it can", () => {
+    const before = buildMaglevTable(four);
+    const reweighted = four.map((b, i) => ({ ...b, weight: [1, 1, 2, 4][i] }));
+    const after = buildMaglevTable(reweighted, M, { previous: before });
+    expect(countList(after)).toEqual(countList(buildMaglevTable(reweighted)));
+    const moved = movedShare(before, after);
+    console.log(
+      `1:1:1:1 → 1:1:2:4 with previous: moved ${pct(moved)}, the least possible ${pct(minimalShare(before, reweighted))}; fresh build ${pct(movedShare(before, buildMaglevTable(reweighted)))}`,
+    );
+    expect(moved).toBe(minimalShare(before, reweighted));
+  });
+
+  it('gives every backend the slot count of the plain build, whatever the previous table', () => {
+    const rng = new Prng(0x1b_0004);
+    const previousOf: [string, Uint32Array][] = [
+      [
+        'other backends',
+        buildMaglevTable(
+          backends(7, (i) => i + 1),
+          4093,
+        ),
+      ],
+      ['no backend', new Uint32Array(4093).fill(MAGLEV_NO_BACKEND)],
+      ['random keys', Uint32Array.from({ length: 4093 }, () => rng.pick([0, 1, 2, 7, 42]))],
+    ];
+    const lists = [
+      backends(4),
+      backends(10, (i) => [1, 100, 7, 0, 2][i % 5]),
+      backends(300, (i) => (i % 7 === 0 ? 65535 : (i * 37) % 50)),
+    ];
+    for (const list of lists)
+      for (const [name, previous] of previousOf) {
+        const after = buildMaglevTable(list, 4093, { previous });
+        expect(after.includes(MAGLEV_NO_BACKEND), name).toBe(false);
+        expect(countList(after), name).toEqual(countList(buildMaglevTable(list, 4093)));
+      }
+  });
+
+  it('gives the plain table from the plain table itself and from an empty previous', () => {
+    const list = backends(50, (i) => [1, 2, 4, 100, 7][i % 5]);
+    const plain = buildMaglevTable(list);
+    expect(firstDifference(buildMaglevTable(list, M, { previous: plain.slice() }), plain)).toBe(-1);
+    const empty = new Uint32Array(M).fill(MAGLEV_NO_BACKEND);
+    expect(firstDifference(buildMaglevTable(list, M, { previous: empty }), plain)).toBe(-1);
+  });
+
+  it('ignores a previous table of another size: a size change builds fresh', () => {
+    const list = backends(5);
+    const previous = buildMaglevTable(backends(3), 509);
+    expect(
+      firstDifference(buildMaglevTable(list, 251, { previous }), buildMaglevTable(list, 251)),
+    ).toBe(-1);
+    expect(firstDifference(buildMaglevTable(list, M, { previous }), buildMaglevTable(list))).toBe(
+      -1,
+    );
+  });
+
+  it("keeps Maglev's evenness and moves the least it can over 50 random adds, removals and weight changes", () => {
+    const rng = new Prng(0x1b_0005);
+    let nextHost = 0;
+    const fresh = (): MaglevBackend => {
+      nextHost++;
+      return {
+        id: `10.2.${nextHost >> 8}.${nextHost & 255}`,
+        weight: rng.range(1, 4),
+        key: 100 + nextHost,
+      };
+    };
+    let list = Array.from({ length: 6 }, fresh);
+    let table = buildMaglevTable(list);
+    let worstExtra = 0;
+    let movedTotal = 0;
+    let freshTotal = 0;
+    for (let step = 0; step < 50; step++) {
+      const change = list.length <= 2 ? 'add' : rng.pick(['add', 'remove', 'reweight'] as const);
+      let next: MaglevBackend[];
+      if (change === 'add') next = [...list, fresh()];
+      else if (change === 'remove') {
+        const gone = rng.pick(list);
+        next = list.filter((b) => b !== gone);
+      } else {
+        const which = rng.pick(list);
+        next = list.map((b) => (b === which ? { ...b, weight: rng.range(0, 6) } : b));
+      }
+      if (next.every((b) => b.weight === 0)) next[0] = { ...next[0], weight: 1 };
+      const plain = buildMaglevTable(next);
+      const after = buildMaglevTable(next, M, { previous: table });
+      const moved = movedShare(table, after);
+      const least = minimalShare(table, next);
+      expect(countList(after), `step ${step} (${change})`).toEqual(countList(plain));
+      expect(maxOverFair(after, next)).toBeLessThanOrEqual(maxOverFair(plain, next) + 0.001);
+      expect(moved, `step ${step} (${change})`).toBeLessThanOrEqual(least + 0.01);
+      worstExtra = Math.max(worstExtra, moved - least);
+      movedTotal += moved;
+      freshTotal += movedShare(table, plain);
+      list = next;
+      table = after;
+    }
+    console.log(
+      `50 random steps with previous: worst moved beyond the least possible ${pct(worstExtra)}; moved in all ${pct(movedTotal)} (fresh builds: ${pct(freshTotal)})`,
+    );
+  });
+
+  it('rebuilds M=65537 with 1,000 backends from the previous table in under 20 ms (the best of 5 after a warm-up)', () => {
+    const list = backends(1000);
+    const previous = buildMaglevTable(list);
+    const cases: [string, MaglevBackend[]][] = [
+      ['one removed', list.filter((b) => b.key !== 500)],
+      ['one added', [...list, { id: '10.9.0.1', weight: 1, key: 9999 }]],
+      ['every 7th weight 3', list.map((b) => (b.key % 7 === 0 ? { ...b, weight: 3 } : b))],
+    ];
+    for (const [name, next] of cases) {
+      for (let i = 0; i < 3; i++) buildMaglevTable(next, M, { previous });
+      const times: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const started = performance.now();
+        buildMaglevTable(next, M, { previous });
+        times.push(performance.now() - started);
+      }
+      times.sort((a, b) => a - b);
+      console.log(
+        `rebuild M=65537, 1,000 backends, ${name}: median ${times[2].toFixed(2)} ms [${times.map((t) => t.toFixed(2)).join(', ')}]`,
+      );
+      expect(times[0]).toBeLessThan(20);
+    }
   });
 });
