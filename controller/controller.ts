@@ -596,7 +596,11 @@ export class SluiceController implements Controller {
         mode: plan.mode,
         hash: plan.hash,
         tableSize: plan.tableSize,
-        devices: l ? devices : [],
+        devices: !l
+          ? []
+          : plan.devices
+            ? devices.filter((d) => plan.devices!.includes(d.slice(0, d.lastIndexOf('@'))))
+            : devices,
         packets: sc.packets,
         bytes: sc.bytes,
         newFlows: sc.newFlows,

@@ -221,6 +221,13 @@ export const ServiceSchema = Type.Object(
         description: 'seconds a removed backend keeps its established flows; default 30',
       }),
     ),
+    devices: Type.Optional(
+      Type.Array(DeviceNameSchema, {
+        maxItems: 64,
+        description:
+          'the devices whose XDP attachment runs it; absent: every XDP attachment (a device that does not exist takes nothing)',
+      }),
+    ),
     backends: Type.Optional(Type.Array(BackendSchema)),
   },
   { additionalProperties: false },

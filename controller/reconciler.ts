@@ -86,7 +86,7 @@ export class Reconciler extends EventEmitter {
   /** Backend health as the checks last said, by healthKey(service, backend). */
   readonly #health = new Map<string, HealthState>();
   /** The services and settings objects the load balancer last applied. */
-  #lbApplied: { services: unknown; lb: unknown } | null = null;
+  #lbApplied: { services: unknown; lb: unknown; devices: string } | null = null;
   #removalTimer: NodeJS.Timeout | undefined;
 
   constructor(options: ReconcilerOptions) {
@@ -130,14 +130,18 @@ export class Reconciler extends EventEmitter {
   /** Applies the services of `config` (when they changed, or `force`) and hooks the balancer in. */
   async #applyLb(config: NormalConfig, force: boolean): Promise<void> {
     const services = config.services ?? null;
+    // Services restricted to devices follow those devices' ifindexes (a re-created device).
+    const restricted = (services ?? []).flatMap((s) => s.devices ?? []);
+    const devicesSig = restricted.map((d) => `${d}=${this.#ifindex(d)}`).join(',');
     if (
       force ||
       !this.#lbApplied ||
       this.#lbApplied.services !== services ||
-      this.#lbApplied.lb !== config.lb
+      this.#lbApplied.lb !== config.lb ||
+      this.#lbApplied.devices !== devicesSig
     ) {
-      await this.lb.apply(planServices(config), config.lb, this.#health);
-      this.#lbApplied = { services, lb: config.lb };
+      await this.lb.apply(planServices(config), config.lb, this.#health, (d) => this.#ifindex(d));
+      this.#lbApplied = { services, lb: config.lb, devices: devicesSig };
       this.#scheduleRemoval();
     }
     const decapping = new Set<string>();
@@ -250,6 +254,8 @@ export class Reconciler extends EventEmitter {
     const names = new Set<string>();
     for (const att of config.attachments) names.add(att.device);
     for (const rule of config.rules) if (rule.to) names.add(rule.to);
+    for (const service of config.services ?? [])
+      for (const d of service.devices ?? []) names.add(d);
     const found = new Map<string, number>();
     for (const name of names) {
       const ifindex = this.#ifindex(name);

@@ -107,6 +107,7 @@ interface ServiceAddOptions extends WriteOptions {
   udpTimeout?: number;
   tcpTimeout?: number;
   drainTimeout?: number;
+  dev?: string[];
 }
 
 function serviceAddCommand(context: CommandContext): Command {
@@ -144,6 +145,10 @@ function serviceAddCommand(context: CommandContext): Command {
       '--drain-timeout <s>',
       'seconds a removed backend keeps its established flows (default 30)',
       seconds,
+    )
+    .option(
+      '--dev <device...>',
+      'run it only on these devices (their XDP attachments); default every XDP attachment',
     );
   writeOptions(command).action(async function (
     this: Command,
@@ -167,6 +172,7 @@ function serviceAddCommand(context: CommandContext): Command {
       ...(options.udpTimeout !== undefined ? { udpTimeout: options.udpTimeout } : {}),
       ...(options.tcpTimeout !== undefined ? { tcpTimeout: options.tcpTimeout } : {}),
       ...(options.drainTimeout !== undefined ? { drainTimeout: options.drainTimeout } : {}),
+      ...(options.dev !== undefined ? { devices: options.dev } : {}),
     };
     const result = await withClient(this, context, (client) =>
       client.call<ChangeResult>('POST', '/v1/lb/services', {
@@ -180,6 +186,7 @@ function serviceAddCommand(context: CommandContext): Command {
     command,
     'sluice lb service add 10.0.0.100:80 --proto tcp --mode dsr',
     'sluice lb service add [2001:db8::100]:53/udp --hash src --udp-timeout 10',
+    'sluice lb service add 10.0.0.100:443 --mode ipip --dev veth1',
   );
 }
 

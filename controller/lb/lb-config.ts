@@ -27,6 +27,8 @@ export interface ServicePlan {
   udpTimeout: number;
   tcpTimeout: number;
   drainTimeout: number;
+  /** The devices it is restricted to; null: every XDP attachment. */
+  devices: string[] | null;
   backends: BackendPlan[];
 }
 
@@ -58,6 +60,7 @@ export function planService(s: ServiceDoc): ServicePlan {
     udpTimeout: s.udpTimeout ?? UDP_TIMEOUT_DEFAULT,
     tcpTimeout: s.tcpTimeout ?? 0,
     drainTimeout: s.drainTimeout ?? DRAIN_TIMEOUT_DEFAULT,
+    devices: s.devices ? [...new Set(s.devices)].sort() : null,
     backends: (s.backends ?? []).map(planBackend),
   };
 }
@@ -94,6 +97,8 @@ export function validateServices(config: NormalConfig): void {
     );
   const seen = new Map<string, number>();
   let backendCount = 0;
+  /** NAT backends' address:port → the service that has it: replies are told apart by it. */
+  const natBackends = new Map<string, string>();
   services.forEach((s, i) => {
     const at = `/services/${i}`;
     const vip = canonicalAddress(s.vip);
@@ -128,6 +133,18 @@ export function validateServices(config: NormalConfig): void {
           `${bat}/address`,
           `service ${key}: ${mode} forwards within one address family, and backend ${address} is not IPv${familyOf(vip)} (ipip and gue can cross families)`,
         );
+      if (mode === 'nat') {
+        // lb_nat_tc finds a reply's VIP by backend address:port and client address:port: two
+        // services sending to the same backend address:port could not be told apart.
+        const target = backendKey({ address, port: b.port ?? s.port });
+        const other = natBackends.get(target);
+        if (other !== undefined && other !== key)
+          throw fail(
+            `${bat}`,
+            `service ${key}: backend ${target} is also a backend of NAT service ${other}; replies could not be told apart (give one of them another port)`,
+          );
+        natBackends.set(target, key);
+      }
       if (b.port !== undefined && mode !== 'nat')
         throw fail(
           `${bat}/port`,

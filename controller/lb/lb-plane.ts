@@ -67,6 +67,8 @@ export interface LiveService {
   seed: number;
   table: Uint32Array | null;
   backends: Map<string, LiveBackend>;
+  /** The ifindexes it is restricted to, as written; null: every device. */
+  devices: number[] | null;
 }
 
 /** Health by `${service key} ${backend key}`. */
@@ -84,6 +86,22 @@ function seedOf(key: string): number {
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   return h >>> 0;
+}
+
+/**
+ * An ifindex no device has (ifindexes are small positive numbers): a restricted service whose
+ * devices do not exist is restricted to it, and so runs nowhere rather than everywhere.
+ */
+const NO_DEVICE = 0x7fffffff;
+
+/** The ifindexes of `devices` (sorted); null for null (every device). */
+function resolveDevices(
+  devices: readonly string[] | null,
+  ifindexOf: (device: string) => number,
+): number[] | null {
+  if (devices === null) return null;
+  const found = devices.map(ifindexOf).filter((i) => i > 0);
+  return found.length > 0 ? [...new Set(found)].sort((a, b) => a - b) : [NO_DEVICE];
 }
 
 function stateOf(b: BackendPlan, health: HealthState | undefined): LbBackendState {
@@ -158,6 +176,7 @@ export class LbPlane {
     services: readonly ServicePlan[],
     settings: LbSettingsDoc | undefined,
     health: HealthMap,
+    ifindexOf: (device: string) => number = () => 0,
   ): Promise<void> {
     if (services.length === 0 && !this.loaded && !this.#pinned()) return;
     this.#health = health;
@@ -170,7 +189,7 @@ export class LbPlane {
     }
     const wanted = new Set(services.map((s) => s.key));
     for (const [key, live] of this.#services) if (!wanted.has(key)) await this.#removeService(live);
-    for (const plan of services) await this.#applyService(plan, health);
+    for (const plan of services) await this.#applyService(plan, health, ifindexOf);
     if (services.length === 0) this.unload();
   }
 
@@ -410,12 +429,14 @@ export class LbPlane {
           udpTimeout: service.udpTimeoutSeconds ?? 0,
           tcpTimeout: service.tcpTimeoutSeconds ?? 0,
           drainTimeout: 0,
+          devices: null,
           backends: [],
         },
         id: service.id,
         seed: service.seed,
         table: null,
         backends: new Map(),
+        devices: service.devices?.length ? service.devices : null,
       };
       this.#services.set(k, live);
       this.#serviceIds.add(service.id);
@@ -458,13 +479,24 @@ export class LbPlane {
     throw new Error(`no free id left of ${max}`);
   }
 
-  async #applyService(plan: ServicePlan, health: HealthMap): Promise<void> {
+  async #applyService(
+    plan: ServicePlan,
+    health: HealthMap,
+    ifindexOf: (device: string) => number,
+  ): Promise<void> {
     const maps = this.#maps!;
     let live = this.#services.get(plan.key);
     const fresh = !live;
     if (!live) {
       const id = this.#allocate(this.#serviceIds, LB_MAX_SERVICES, false);
-      live = { plan, id, seed: seedOf(plan.key), table: null, backends: new Map() };
+      live = {
+        plan,
+        id,
+        seed: seedOf(plan.key),
+        table: null,
+        backends: new Map(),
+        devices: null,
+      };
       this.#services.set(plan.key, live);
       maps.resetCounters([id], []);
       // Flows of an earlier service of this id (removed before a restart) must not match.
@@ -472,12 +504,14 @@ export class LbPlane {
     }
     const before = live.plan;
     live.plan = plan;
+    const devices = resolveDevices(plan.devices, ifindexOf);
     if (
       fresh ||
       before.mode !== plan.mode ||
       before.hash !== plan.hash ||
       before.udpTimeout !== plan.udpTimeout ||
-      before.tcpTimeout !== plan.tcpTimeout
+      before.tcpTimeout !== plan.tcpTimeout ||
+      String(devices ?? '') !== String(live.devices ?? '')
     ) {
       maps.setService(
         { vip: plan.vip, port: plan.port, proto: plan.proto },
@@ -488,8 +522,10 @@ export class LbPlane {
           forwardMode: plan.mode,
           udpTimeoutSeconds: plan.udpTimeout,
           tcpTimeoutSeconds: plan.tcpTimeout,
+          ...(devices ? { devices } : {}),
         },
       );
+      live.devices = devices;
     }
     const previous = live.table ?? (fresh ? null : await this.#liveTable(live));
     const { table, states } = this.#tableFor(live, plan, health, previous);

@@ -136,6 +136,34 @@ await describeKernel('load-balanced services through the controller', () => {
     expect(b.map((x) => x.state)).toEqual(['active', 'active', 'active']);
   });
 
+  it('runs a service restricted to devices only there, and nowhere when none of them exists', async () => {
+    const c = controller!;
+    await c.addService({
+      vip: '10.0.0.100',
+      port: 443,
+      devices: [dev],
+      backends: [{ address: '10.1.0.11' }],
+    });
+    await c.addService({ vip: '10.0.0.100', port: 444, devices: ['sl-nosuchdev'] });
+    const views = await c.lbServices();
+    expect(views.map((v) => [v.key, v.devices])).toEqual([
+      ['10.0.0.100:80/tcp', [`${dev}@xdp`]],
+      ['10.0.0.100:443/tcp', [`${dev}@xdp`]],
+      ['10.0.0.100:444/tcp', []],
+    ]);
+    const pinned = openPinned(join(pinDir, 'lb', 'lb_svc_devs'));
+    if (pinned.kind !== 'map') throw new Error('lb_svc_devs is not a map');
+    const ifindexes = [...pinned.map.keys()].map((k) => k.readUInt32LE(4)).sort((a, b) => a - b);
+    pinned.map.close();
+    const ifindex = Number(
+      (await lab.exec(net.right.netns, ['cat', `/sys/class/net/${dev}/ifindex`])).trim(),
+    );
+    // The missing device's service is bound to an ifindex no device has.
+    expect(ifindexes).toEqual([ifindex, 0x7fffffff]);
+    await c.removeService('10.0.0.100:443');
+    await c.removeService('10.0.0.100:444');
+  });
+
   it('refuses what it cannot run, naming the place', async () => {
     const c = controller!;
     await expect(c.addService({ vip: '10.0.0.100', port: 80 })).rejects.toThrow(ConflictError);

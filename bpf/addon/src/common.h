@@ -11,6 +11,8 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 namespace sluice {
@@ -69,6 +71,26 @@ class NetnsGuard {
   Fd original_;
   bool entered_ = false;
   const char* failedCall_ = "";
+};
+
+// Holds SIGPROF off the calling thread until destroyed. The verifier gives up with EAGAIN when
+// a signal is pending, and libbpf retries only a few times: under a profiler (node --cpu-prof
+// signals the JavaScript thread every millisecond or so) a load that takes longer than that
+// never finishes. Blocked, the signal waits until the load is over; the profiler loses a sample.
+class ProfilerSignalGuard {
+ public:
+  ProfilerSignalGuard() {
+    sigset_t prof;
+    sigemptyset(&prof);
+    sigaddset(&prof, SIGPROF);
+    pthread_sigmask(SIG_BLOCK, &prof, &old_);
+  }
+  ~ProfilerSignalGuard() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  ProfilerSignalGuard(const ProfilerSignalGuard&) = delete;
+  ProfilerSignalGuard& operator=(const ProfilerSignalGuard&) = delete;
+
+ private:
+  sigset_t old_;
 };
 
 // Per-environment state: error classes registered by the TS facade and the wrapped classes.

@@ -172,7 +172,11 @@ Napi::Value BpfObject::Load(const Napi::CallbackInfo& info) {
   std::string what = "load object " + Quote(name_);
   if (loaded_) ThrowState(env, what + ": already loaded");
   uint64_t mark = LogMark();
-  int r = bpf_object__load(obj);
+  int r;
+  {
+    ProfilerSignalGuard quiet;
+    r = bpf_object__load(obj);
+  }
   if (r < 0) {
     std::vector<std::string> log = LogSince(mark);
     std::vector<std::string> verifier;

@@ -404,6 +404,7 @@ Napi::Value LoadProgram(const Napi::CallbackInfo& info) {
   }
 
   LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = static_cast<bpf_attach_type>(attachType));
+  ProfilerSignalGuard quiet;
   // Fast path without a log; on failure load again with a log big enough to hold all of it.
   int fd = bpf_prog_load(static_cast<bpf_prog_type>(type), name.empty() ? nullptr : name.c_str(), license.c_str(),
                          insns.data(), count, &opts);

@@ -163,6 +163,9 @@ describe('lb service add', () => {
       '600',
       '--drain-timeout',
       '0',
+      '--dev',
+      'veth1',
+      'veth2',
     );
     expect(last().json).toEqual({
       vip: '2001:db8::53',
@@ -174,6 +177,7 @@ describe('lb service add', () => {
       udpTimeout: 10,
       tcpTimeout: 600,
       drainTimeout: 0,
+      devices: ['veth1', 'veth2'],
     });
   });
 

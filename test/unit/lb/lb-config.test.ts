@@ -87,6 +87,7 @@ describe('services in the desired state', () => {
         udpTimeout: 30,
         tcpTimeout: 0,
         drainTimeout: 30,
+        devices: null,
         backends: [
           {
             key: '10.1.0.11',
@@ -182,6 +183,20 @@ describe('services in the desired state', () => {
     expect(refusal(withServices([], { ipipSource6: '2001:db8::/64' })).pointer).toBe(
       '/lb/ipipSource6',
     );
+    // Two NAT services to one backend address and port: replies could not be told apart.
+    const nat = (vip: string, port: number, backendPort?: number): ServiceDoc => ({
+      vip,
+      port,
+      mode: 'nat',
+      backends: [{ address: '10.1.0.11', ...(backendPort ? { port: backendPort } : {}) }],
+    });
+    expect(refusal(withServices([nat('10.0.0.1', 80, 8080), nat('10.0.0.2', 443, 8080)]))).toEqual({
+      pointer: '/services/1/backends/0',
+      message: expect.stringContaining('also a backend of NAT service 10.0.0.1:80/tcp'),
+    });
+    expect(() =>
+      validateConfig(withServices([nat('10.0.0.1', 80, 8080), nat('10.0.0.2', 443, 8443)])),
+    ).not.toThrow();
   });
 
   it('reports services added, removed and changed by key, and the settings as "lb"', () => {
