@@ -68,6 +68,7 @@ import { HealthChecker, type HealthTarget } from './lb/health.js';
 import { parseCheckSpec } from './lb/health-spec.js';
 import { planServices } from './lb/lb-config.js';
 import { healthKey } from './lb/lb-plane.js';
+import { NeighbourKeeper } from './lb/neighbours.js';
 import { tableShares } from './lb/maglev.js';
 import { backendKey, parseBackendRef, parseServiceKey, serviceKey } from './lb/service-key.js';
 import { openDeviceWatcher, type DeviceChange, type DeviceWatcher } from './netlink/devices.js';
@@ -140,6 +141,8 @@ export class SluiceController implements Controller {
   readonly #onDevice: (change: DeviceChange) => void;
   /** Health checks of the load balancer's backends (daemon-run, in the devices' namespace). */
   readonly #health: HealthChecker;
+  /** Keeps the backends' neighbour entries resolved (lb_xdp reads them through the FIB). */
+  readonly #neighbours: NeighbourKeeper;
 
   private constructor(
     readonly stateDir: string,
@@ -149,9 +152,16 @@ export class SluiceController implements Controller {
     private readonly reconciler: Reconciler,
     private readonly watcher: DeviceWatcher,
     committed: Committed,
+    /**
+     * False when the devices are in another namespace than this process (OpenControllerOptions
+     * `netns`, for tests): probes from here would leave through this namespace's routes, so
+     * health checks and neighbour probes do not run (backends count as up).
+     */
+    private readonly probing: boolean,
   ) {
     this.#committed = committed;
     this.#health = new HealthChecker({ logger });
+    this.#neighbours = new NeighbourKeeper(logger);
     this.#health.on('transition', (t) => {
       const cut = t.key.indexOf(' ');
       const service = t.key.slice(0, cut);
@@ -209,6 +219,7 @@ export class SluiceController implements Controller {
         reconciler,
         watcher,
         loaded,
+        options.netns === undefined,
       );
       watcher.on('change', controller.#onDevice);
       phase('devicesListed');
@@ -253,6 +264,7 @@ export class SluiceController implements Controller {
       .catch((error: unknown) => this.logger.warn({ err: error }, 'compacting the state failed'));
     this.watcher.close();
     await this.#health.close();
+    this.#neighbours.close();
     this.reconciler.close();
     this.reconciler.dataplane.close();
     this.store.close();
@@ -268,6 +280,7 @@ export class SluiceController implements Controller {
     await this.#serial(async () => undefined);
     this.watcher.close();
     await this.#health.close();
+    this.#neighbours.close();
     this.reconciler.close();
     this.reconciler.lb.unload();
     await this.reconciler.dataplane.destroy();
@@ -622,11 +635,14 @@ export class SluiceController implements Controller {
     };
   }
 
-  /** Health checks for every backend of `config` that has one. */
+  /** Health checks for every backend of `config` that has one; neighbour probes for all. */
   #syncHealth(config: NormalConfig): void {
+    if (!this.probing) return;
     const targets: HealthTarget[] = [];
+    const addresses = new Set<string>();
     for (const plan of planServices(config)) {
       for (const b of plan.backends) {
+        addresses.add(b.address);
         if (b.check === undefined) continue;
         targets.push({
           key: healthKey(plan.key, b.key),
@@ -637,6 +653,7 @@ export class SluiceController implements Controller {
       }
     }
     this.#health.set(targets);
+    this.#neighbours.set(addresses);
   }
 
   devices(): Promise<DeviceInfo[]> {

@@ -68,6 +68,7 @@ await describeKernel('the load balancer driven by the daemon, with real traffic'
   const modes = [
     ['dsr', 80],
     ['ipip', 81],
+    ['gue', 84],
     ['nat', 82],
   ] as const;
   for (const [mode, port] of modes) {
@@ -214,6 +215,51 @@ await describeKernel('the load balancer driven by the daemon, with real traffic'
     }
   });
 
+  it("resolves its backends' neighbours itself: no MAC typed, none known before", async () => {
+    const id = x.lab.id;
+    const links = x.servers.map((s, k) => ({ address: s.host.ipv4, device: `${id}l${k + 1}` }));
+    const neighbours = async (): Promise<string[]> =>
+      (
+        await x.lab.exec(x.balancer, [
+          'ip',
+          '-4',
+          'neigh',
+          'show',
+          'nud',
+          'reachable',
+          'nud',
+          'stale',
+          'nud',
+          'delay',
+          'nud',
+          'probe',
+        ])
+      )
+        .split('\n')
+        .map((line) => line.split(' ')[0])
+        .filter((a) => links.some((l) => l.address === a));
+    for (const l of links)
+      await x.lab.exec(x.balancer, ['ip', 'neigh', 'del', l.address, 'dev', l.device]);
+    const key = `${VIP4}:80/tcp`;
+    try {
+      expect(await neighbours()).toEqual([]);
+      await api('POST', '/v1/lb/services', {
+        vip: VIP4,
+        port: 80,
+        backends: links.map((l) => ({ address: l.address })),
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await neighbours()).sort()).toEqual(links.map((l) => l.address).sort());
+      const sources = Array.from({ length: 16 }, (_, i) => source4(230 + i));
+      const replies = await x.client.open('neigh', VIP4, 80, sources, 'hello');
+      await x.client.close('neigh');
+      expect(replies.filter((r) => r.error !== undefined)).toEqual([]);
+      expect(new Set(replies.map(serverOf)).size).toBeGreaterThan(1);
+    } finally {
+      await api('DELETE', svcPath(key)).catch(() => undefined);
+    }
+  });
+
   it('takes a backend whose server stops out within fall × interval + 1 s, and back when it starts', async () => {
     const key = `${VIP4}:8080/tcp`;
     await api('POST', '/v1/lb/services', {
@@ -246,11 +292,12 @@ await describeKernel('the load balancer driven by the daemon, with real traffic'
       );
       const b2 = x.servers[1];
       await b2.stop(8080);
-      const tookMs = await waitFor(
-        'b2 down',
-        async () => (await health())[address4.b2] === 'down',
-        3 * 200 + 1000,
-      );
+      // Out means out of the kernel's table, not only marked down by the checker.
+      const out = async (): Promise<boolean> => {
+        const b = (await view(key)).backends.find((x) => x.address === address4.b2);
+        return b?.health === 'down' && b.state === 'down' && b.tableShare === 0;
+      };
+      const tookMs = await waitFor('b2 out of the table', out, 3 * 200 + 1000);
       const sources = Array.from({ length: 200 }, (_, i) => source4(1 + i));
       const replies = await x.client.open('health', VIP4, 8080, sources, 'hello');
       await x.client.close('health');
@@ -259,11 +306,18 @@ await describeKernel('the load balancer driven by the daemon, with real traffic'
       const share = (await view(key)).backends.find((b) => b.address === address4.b2)?.tableShare;
       expect(share).toBe(0);
       await b2.start(8080);
-      await waitFor('b2 up again', async () => (await health())[address4.b2] === 'up', 3000);
+      await waitFor(
+        'b2 back in the table',
+        async () => {
+          const b = (await view(key)).backends.find((x) => x.address === address4.b2);
+          return b?.health === 'up' && b.state === 'active' && b.tableShare > 0;
+        },
+        3000,
+      );
       const back = await x.client.open('health2', VIP4, 8080, sources, 'hello');
       await x.client.close('health2');
       expect(back.some((r) => serverOf(r) === 'b2')).toBe(true);
-      console.log(`health: b2 marked down ${Math.round(tookMs)} ms after its server stopped`);
+      console.log(`health: b2 out of the table ${Math.round(tookMs)} ms after its server stopped`);
     } finally {
       await api('DELETE', svcPath(key));
     }
