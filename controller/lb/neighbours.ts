@@ -16,14 +16,17 @@ const DISCARD_PORT = 9;
 export class NeighbourKeeper {
   readonly #logger: Logger;
   readonly #intervalMs: number;
+  readonly #port: number;
   #addresses = new Set<string>();
   #sockets: { v4: Socket; v6: Socket } | null = null;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
-  constructor(logger: Logger, intervalMs = 30_000) {
+  /** `port`: where the datagrams go (the discard port; tests listen elsewhere). */
+  constructor(logger: Logger, intervalMs = 30_000, port = DISCARD_PORT) {
     this.#logger = logger;
     this.#intervalMs = intervalMs;
+    this.#port = port;
   }
 
   /** The backend addresses to keep resolved; new ones are probed at once. */
@@ -69,7 +72,7 @@ export class NeighbourKeeper {
     }
     for (const address of addresses) {
       const socket = address.includes(':') ? this.#sockets.v6 : this.#sockets.v4;
-      socket.send(Buffer.alloc(0), DISCARD_PORT, address, (error) => {
+      socket.send(Buffer.alloc(0), this.#port, address, (error) => {
         if (error) this.#logger.debug({ err: error, address }, 'neighbour probe not sent');
       });
     }
