@@ -205,7 +205,7 @@ export function formatChange(result: ChangeResult, sizes?: SetSizes): string {
   const tail = result.applied
     ? `applied: generation ${result.generation}\n`
     : `dry run: nothing applied (generation stays ${result.generation})\n`;
-  return formatDiff(result.diff, sizes) + tail;
+  return formatDiff(result.diff, sizes) + formatMoves(result.lb) + tail;
 }
 
 const SIZE_UNITS = ['', 'K', 'M', 'G'];
