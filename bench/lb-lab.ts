@@ -44,7 +44,6 @@
 // Rounds: ROUNDS, the contenders' order rotating each round; in the first, each contender's runs
 // follow an unmeasured WARMUP_MS run of each workload. Every figure is the median of its rounds.
 // A quiet machine is assumed; the load average before and after is printed.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { cpus, loadavg } from 'node:os';
@@ -54,8 +53,8 @@ import { fileURLToPath } from 'node:url';
 
 import type { LabDaemon } from '../netns-lab/daemon.js';
 import { run } from '../netns-lab/exec.js';
-import type { Lab } from '../netns-lab/lab.js';
 import type { LbTrafficLab } from '../test/lab/lb-traffic-lab.js';
+import { NetnsScript, writeAnswer } from '../test/helpers/netns-script.js';
 import { formatTable, type BenchTable } from './table.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
@@ -89,12 +88,6 @@ interface LoadResult {
   errors: Record<string, number>;
   /** Replies by the server that gave them ("b1" …). */
   backends: Record<string, number>;
-}
-
-interface LoadAnswer {
-  id: number;
-  result?: unknown;
-  error?: string;
 }
 
 /** The client's n-th source, as the lab's source4() (not imported: the generator stays light). */
@@ -266,17 +259,16 @@ async function connects(r: Extract<LoadRequest, { op: 'connects' }>): Promise<Lo
 
 async function runLoadScript(): Promise<void> {
   let conns: PingConn[] = [];
-  const reply = (line: LoadAnswer): boolean => process.stdout.write(`${JSON.stringify(line)}\n`);
-  reply({ id: -1, result: 'ready' });
+  writeAnswer(-1, 'ready');
   for await (const line of createInterface({ input: process.stdin })) {
     const r = JSON.parse(line) as LoadRequest & { id: number };
     try {
       if (r.op === 'open') {
         const opened = await openConns(r);
         conns = opened.conns;
-        reply({ id: r.id, result: opened.result });
+        writeAnswer(r.id, opened.result);
       } else if (r.op === 'pingpong') {
-        reply({ id: r.id, result: await pingPong(conns, r.durationMs) });
+        writeAnswer(r.id, await pingPong(conns, r.durationMs));
       } else if (r.op === 'close') {
         await Promise.all(
           conns.map(
@@ -292,93 +284,23 @@ async function runLoadScript(): Promise<void> {
               }),
           ),
         );
-        reply({ id: r.id, result: conns.length });
+        writeAnswer(r.id, conns.length);
         conns = [];
       } else if (r.op === 'connects') {
-        reply({ id: r.id, result: await connects(r) });
+        writeAnswer(r.id, await connects(r));
       }
     } catch (error: unknown) {
-      reply({ id: r.id, error: errorKey(error) });
+      writeAnswer(r.id, undefined, errorKey(error));
     }
   }
   process.exit(0);
 }
 
-/** The load generator in the client namespace, one JSON request a line. */
-class LoadClient {
-  readonly #child: ChildProcessWithoutNullStreams;
-  readonly #waiting = new Map<number, (a: LoadAnswer) => void>();
-  #next = 0;
-  #stderr = '';
+/** The load generator in the client namespace: this file, `load`. */
+type LoadClient = NetnsScript<LoadRequest>;
 
-  constructor(lab: Lab, netns: string) {
-    this.#child = spawn(
-      'ip',
-      ['netns', 'exec', netns, process.execPath, '--import', 'tsx', SCRIPT, 'load'],
-      { stdio: ['pipe', 'pipe', 'pipe'] },
-    );
-    const pid = this.#child.pid;
-    lab.addCleanup(() => {
-      try {
-        if (pid !== undefined) process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    });
-    createInterface({ input: this.#child.stdout }).on('line', (line) => {
-      let answer: LoadAnswer;
-      try {
-        answer = JSON.parse(line) as LoadAnswer;
-      } catch {
-        return; // not ours: a runtime warning, say
-      }
-      const done = this.#waiting.get(answer.id);
-      this.#waiting.delete(answer.id);
-      done?.(answer);
-    });
-    this.#child.stderr.on('data', (chunk: Buffer) => {
-      this.#stderr = (this.#stderr + chunk.toString()).slice(-4000);
-    });
-    this.#child.stdin.on('error', () => undefined);
-    this.#child.on('exit', () => {
-      for (const [id, done] of this.#waiting)
-        done({ id, error: `the load generator exited: ${this.#stderr.trim()}` });
-      this.#waiting.clear();
-    });
-  }
-
-  /** Resolves once the generator reads requests. */
-  ready(): Promise<void> {
-    return this.#ask(-1, undefined, 30_000).then(() => undefined);
-  }
-
-  /** Sends one request; rejects with the generator's error or after `timeoutMs`. */
-  request<T>(request: LoadRequest, timeoutMs = 60_000): Promise<T> {
-    return this.#ask(this.#next++, request, timeoutMs) as Promise<T>;
-  }
-
-  async #ask(id: number, request: LoadRequest | undefined, timeoutMs: number): Promise<unknown> {
-    const answer = await new Promise<LoadAnswer>((done) => {
-      const timer = setTimeout(() => {
-        this.#waiting.delete(id);
-        done({ id, error: `no answer in ${timeoutMs} ms: ${this.#stderr.trim()}` });
-      }, timeoutMs);
-      this.#waiting.set(id, (a) => {
-        clearTimeout(timer);
-        done(a);
-      });
-      if (request) this.#child.stdin.write(`${JSON.stringify({ id, ...request })}\n`);
-    });
-    if (answer.error !== undefined)
-      throw new Error(`bench lb-lab: load generator: ${answer.error}`);
-    return answer.result;
-  }
-
-  stop(): void {
-    this.#child.stdin.end();
-    this.#child.kill('SIGKILL');
-  }
-}
+/** How long the bench waits for the generator's answer to a request. */
+const ANSWER_MS = 60_000;
 
 // ---------------------------------------------------------------------------------------------
 // Measurements
@@ -525,8 +447,14 @@ export async function runLbLabBench(
       return res.body as T;
     };
 
-    load = new LoadClient(x.lab, clientNs);
-    await load.ready();
+    load = new NetnsScript<LoadRequest>(
+      x.lab,
+      clientNs,
+      SCRIPT,
+      ['load'],
+      'bench lb-lab: load generator',
+    );
+    await load.ready(30_000);
 
     const backends = x.servers.map((s) => s.host);
     const sluice = (mode: 'nat' | 'dsr'): Contender => ({
@@ -629,12 +557,10 @@ export async function runLbLabBench(
       const port = 80;
       let opened: LoadResult | undefined;
       if (workload === 'requests')
-        opened = await load!.request<LoadResult>({
-          op: 'open',
-          vip: VIP4,
-          port,
-          count: CONCURRENCY,
-        });
+        opened = await load!.request<LoadResult>(
+          { op: 'open', vip: VIP4, port, count: CONCURRENCY },
+          ANSWER_MS,
+        );
       const packets0 = await frontPackets();
       const pids = [...(await labPids()), ...softirqThreads];
       const daemonPid = d.proc?.pid ?? 0;
@@ -643,19 +569,16 @@ export async function runLbLabBench(
       const cpu0 = cpuTimes();
       const result =
         workload === 'requests'
-          ? await load!.request<LoadResult>({ op: 'pingpong', durationMs: ms })
-          : await load!.request<LoadResult>({
-              op: 'connects',
-              vip: VIP4,
-              port,
-              concurrency: CONCURRENCY,
-              durationMs: ms,
-            });
+          ? await load!.request<LoadResult>({ op: 'pingpong', durationMs: ms }, ANSWER_MS)
+          : await load!.request<LoadResult>(
+              { op: 'connects', vip: VIP4, port, concurrency: CONCURRENCY, durationMs: ms },
+              ANSWER_MS,
+            );
       const cpu1 = cpuTimes();
       const daemon1 = processTicks(daemonPid);
       const lab1 = ticksOf(pids);
       const packets = (await frontPackets()) - packets0;
-      if (workload === 'requests') await load!.request<number>({ op: 'close' });
+      if (workload === 'requests') await load!.request<number>({ op: 'close' }, ANSWER_MS);
       for (const [k, n] of Object.entries(opened?.errors ?? {})) count(result.errors, k, n);
       const tick = 1e6 / USER_HZ; // µs
       const sysSoft = (cpu1.system - cpu0.system + cpu1.softirq - cpu0.softirq) * tick;

@@ -8,19 +8,21 @@
  * include/lb.h is the contract with user space (every map, struct and constant);
  * controller/lb/lb-maps.ts writes and reads the maps.
  *
- * Parsing: include/parse.h's Ethernet (at most two VLAN tags, kept as received), IPv4
- * (options) and L4 helpers, and its IPv6 walk (at most SL_IPV6_MAX_EXT hop-by-hop, routing,
- * destination-options and fragment headers) restated here to note fragment headers. Only
- * TCP, UDP and SCTP are balanced. Traffic it cannot parse (truncated, malformed, not IP, other
- * protocols) and traffic to no service passes untouched and uncounted (XDP_PASS).
+ * Parsing: include/parse.h's rules, restated here (lb_parse) for the fields the balancer reads:
+ * Ethernet (at most two VLAN tags, kept as received), IPv4 (options), IPv6 (at most
+ * SL_IPV6_MAX_EXT hop-by-hop, routing, destination-options and fragment headers, noting
+ * fragment headers), and the ports (and TCP flags) of TCP, UDP and SCTP, the only protocols
+ * balanced. Traffic it cannot parse (truncated, malformed, not IP, other protocols) and traffic
+ * to no service passes untouched and uncounted (XDP_PASS).
  *
  * Per packet (lb_xdp):
- *  1. Service: lb_services[{dst address, dst port, proto, family}], then the same with port 0
- *     (an all-ports service). A service with LB_SVC_DEVICES in its flags applies only on the
- *     devices lb_svc_devs lists for its id ({id, ingress ifindex} present): elsewhere it is
- *     skipped as if absent (so an all-ports service may still match). Miss: XDP_PASS untouched
- *     (LB_EV_OTHER_DEVICE when a service was skipped for the device, else uncounted). Counted
- *     in lb_svc_stats[id] (packets, bytes = frame length) whatever happens next.
+ *  1. Service: lb_services4 or lb_services6 (by family)[{dst port, proto, dst address}], then
+ *     the same with port 0 (an all-ports service). A service with LB_SVC_DEVICES in its flags
+ *     applies only on the devices lb_svc_devs lists for its id ({id, ingress ifindex}
+ *     present): elsewhere it is skipped as if absent (so an all-ports service may still
+ *     match). Miss: XDP_PASS untouched (LB_EV_OTHER_DEVICE when a service was skipped for the
+ *     device, else uncounted). Counted in lb_svc_stats[id] (packets, bytes = frame length)
+ *     whatever happens next.
  *  2. Fragments (IPv4 with MF set or a fragment offset; IPv6 with a fragment header that has
  *     M set or an offset) are all treated alike, first fragment included: they are looked up
  *     with port 0 only, hashed with both ports 0, and forwarded statelessly (no flow-table
@@ -28,13 +30,15 @@
  *     service and backend, while the later pieces carry no ports. A fragment with no all-ports
  *     service passes untouched (a first fragment that would have matched an exact-port service
  *     counts LB_EV_FRAGMENT_PASS; its later pieces cannot be told apart from other traffic).
- *  3. Flow key (struct lb_flow_key): addresses, ports (network order), proto, family. The
- *     hash is Linux's jhash2 over its 10 u32 words as loaded (little-endian), initval the
- *     service's seed, after the service's hash mode zeroed fields ('src': dst, ports, proto;
- *     'src-port': dst, dport, proto). Maglev: slot = hash % M, backend = lb_maglev[svc.id][slot],
- *     M the inner map's max_entries (read through CO-RE from struct bpf_map; BPF_F_INNER_MAP
- *     lets the inner arrays differ in size, Linux >= 5.10).
- *  4. Flow table (lb_flows, or lb_flows_pc with LB_CFG_NO_COMMON_LRU), key {flow key, svc id}:
+ *  3. Flow key, one per family (struct lb_flow4_key, lb_flow6_key): addresses, ports (network
+ *     order), proto and the service id. The hash is Linux's jhash2 over the key's address and
+ *     port words as loaded (little-endian): 3 for IPv4 (jhash_3words), 9 for IPv6, initval the
+ *     service's seed plus proto, after the service's hash mode zeroed fields ('src': dst,
+ *     ports, proto; 'src-port': dst, dport, proto). Maglev: slot = hash % M, backend =
+ *     lb_maglev[svc.id][slot], M the inner map's max_entries (read through CO-RE from struct
+ *     bpf_map; BPF_F_INNER_MAP lets the inner arrays differ in size, Linux >= 5.10).
+ *  4. Flow table of the family (lb_flows4 or lb_flows6; lb_flows4_pc or lb_flows6_pc with
+ *     LB_CFG_NO_COMMON_LRU), key the flow key:
  *     - hit, backend still LB_BE_ACTIVE, not timed out, and not (a TCP SYN with the backend
  *       LB_BE_DOWN): that backend (LB_EV_FLOW_HIT). The timestamp is refreshed at most once a
  *       second (so an entry may idle out up to a second early). FIN or RST marks the entry
@@ -87,9 +91,9 @@
  *       by hand: bpf_l3/l4_csum_replace are TC-only); an IPv4 UDP checksum of 0 stays 0 and a
  *       result of 0 is sent as 0xffff. SCTP: the address only (its CRC32c covers no
  *       address; a port rewrite would need the whole CRC recomputed, so the VIP's port is
- *       kept). Then lb_nat[{backend, client, ports, proto, family}] = {VIP, VIP port, svc}
- *       is written when missing or different, for every NAT packet (insert cap or not: a
- *       reply without it could not be turned back). Same family only. Fragments (of an
+ *       kept). Then lb_nat4 or lb_nat6 (by family)[{backend, client, ports, proto}] = {VIP,
+ *       VIP port, svc} is written when missing or different, for every NAT packet (insert cap
+ *       or not: a reply without it could not be turned back). Same family only. Fragments (of an
  *       all-ports service): every piece gets the new address (and IPv4 header checksum), the
  *       first also its L4 checksum and the reverse entry; no piece gets a new port, since
  *       the later ones carry none.
@@ -98,15 +102,26 @@
  *     lb_be_stats[backend] counts each packet sent.
  *
  * lb_nat_tc: a reply parsed the same way (at TC, headers beyond the linear data are pulled
- * first) whose {source, destination, ports, proto, family} is in lb_nat gets its source
+ * first) whose {source, destination, ports, proto} is in lb_nat4/6 gets its source
  * address and port turned back into the VIP's, checksums through bpf_l3_csum_replace /
  * bpf_l4_csum_replace (which also keep a CHECKSUM_COMPLETE skb->csum right), and
  * TC_ACT_OK; everything else passes untouched (TC_ACT_OK). Fragments are not rewritten.
  *
+ * Counters: lb_events is one per-CPU value holding every event's count: lb_xdp looks it up once
+ * per packet and hands the pointer (`ev`) to the functions that count. lb_svc_stats and
+ * lb_be_stats are per-CPU arrays by id, one lookup each per packet.
+ *
+ * Cost (bench/lb-cost.ts compares lb_xdp with a minimal C balancer, bench/c/lb_min.bpf.c): the
+ * kernel hashes and compares whole keys on every lookup, so every map a packet looks up by key
+ * has a key of its family (lb_services4/6, lb_flows4/6, lb_nat4/6: an IPv4 key 8 or 16 bytes,
+ * not 20 or 40), and the IPv4 flow hash is jhash_3words; the rest is instructions on the path:
+ * copies by words rather than bytes (their alignment is said where it is relied on), no
+ * zeroing of what is written anyway, a map-value pointer kept rather than its value copied.
+ *
  * Code shaped by the verifier:
- *  - Parsing, service lookup, selection and forwarding are global functions: each is checked
- *    once, and the caller sees only scalars back, so the parse's outcomes do not multiply
- *    the paths through selection and forwarding (the same plan as pipeline.bpf.c).
+ *  - Parsing, selection (service and backend) and forwarding are global functions: each is
+ *    checked once, and the caller sees only scalars back, so the parse's outcomes do not
+ *    multiply the paths through selection and forwarding (the same plan as pipeline.bpf.c).
  *  - Offsets from the parse (l3_off, l4_off) are unknown to the global functions: each is
  *    bounded (LB_MAX_L3_OFF, LB_MAX_L4_OFF) before it addresses the packet, and every
  *    access is preceded by a check of the pointer it uses (the verifier rejects a negative
@@ -185,9 +200,17 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC); /* replaced values are freed after RCU, never reused
 					       * under a reader */
 	__uint(max_entries, LB_MAX_SERVICES);
-	__type(key, struct lb_svc_key);
+	__type(key, struct lb_svc4_key);
 	__type(value, struct lb_svc);
-} lb_services SEC(".maps");
+} lb_services4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* as lb_services4 */
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, struct lb_svc6_key);
+	__type(value, struct lb_svc);
+} lb_services6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -222,24 +245,46 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, LB_FLOWS_DEFAULT);
-	__type(key, struct lb_flow_tkey);
+	__type(key, struct lb_flow4_key);
 	__type(value, struct lb_flow);
-} lb_flows SEC(".maps");
+} lb_flows4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LB_FLOWS_DEFAULT);
+	__type(key, struct lb_flow6_key);
+	__type(value, struct lb_flow);
+} lb_flows6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, LB_FLOWS_DEFAULT);
-	__type(key, struct lb_flow_tkey);
+	__type(key, struct lb_flow4_key);
 	__type(value, struct lb_flow);
-} lb_flows_pc SEC(".maps");
+} lb_flows4_pc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__uint(max_entries, LB_FLOWS_DEFAULT);
+	__type(key, struct lb_flow6_key);
+	__type(value, struct lb_flow);
+} lb_flows6_pc SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, LB_NAT_DEFAULT);
-	__type(key, struct lb_nat_key);
-	__type(value, struct lb_nat);
-} lb_nat SEC(".maps");
+	__type(key, struct lb_nat4_key);
+	__type(value, struct lb_nat4);
+} lb_nat4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LB_NAT_DEFAULT);
+	__type(key, struct lb_nat6_key);
+	__type(value, struct lb_nat6);
+} lb_nat6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -271,9 +316,9 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LB_EVENTS);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct lb_events);
 } lb_events SEC(".maps");
 
 struct {
@@ -285,112 +330,194 @@ struct {
 
 /* ---- parse ---- */
 
-/* The parse, plus what the balancer needs beyond struct sl_pkt (96 bytes, on the stack). */
+/*
+ * The parse (56 bytes, on the stack): what the balancer reads of a packet, written by lb_parse
+ * over a zeroed struct. Addresses and flowinfo in network order, ports and lengths host order.
+ */
 struct lb_pkt {
-	struct sl_pkt p;
-	__u16 l4_off; /* offset of the L4 header in the frame (not for later fragments) */
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes, the rest zero */
+	__u8 daddr[16];
+	__be32 flowinfo; /* IPv6: traffic class and flow label (the version bits cleared) */
+	__u16 sport; /* with ports */
+	__u16 dport;
+	__u16 tot_len; /* IPv4 total length, IPv6 payload length + 40: for the FIB's MTU check */
+	__u16 l3_off; /* offset of the IP header in the frame */
+	__u16 l4_off; /* offset of the L4 header (past the IP headers for a later fragment) */
+	__u8 family; /* 4 or 6 */
+	__u8 proto; /* IPv6: the one after the extension headers */
+	__u8 tcp_flags; /* 0 unless TCP */
+	__u8 tos; /* IPv4 */
+	__u8 ports; /* 1: sport and dport were read (not a later fragment) */
 	__u8 frag; /* 1: a fragment, first or later */
-	__u8 pad[5];
+	__u8 status; /* SL_PARSE_*: why the parse failed (TC pulls on SL_PARSE_TRUNCATED) */
+	__u8 pad[3];
 };
 
-/* What selection chose (32 bytes). */
+/* What selection chose (36 bytes): all that forwarding and the counters need. */
 struct lb_sel {
 	struct lb_backend be;
 	__u32 backend; /* id */
 	__u32 hash; /* the flow hash (IPIP/GUE outer source, flow label, GUE source port) */
-	__u32 new_flow; /* 1: a flow-table entry was written */
+	__u32 svc; /* the service's id */
+	__u8 fwd_mode; /* the service's LB_FWD_* */
+	__u8 new_flow; /* 1: a flow-table entry was written */
+	__u8 pad[2];
 };
 
-/*
- * parse.h's sl_parse_ipv6 with one addition: a fragment header with an offset or with M set
- * makes lp->frag (parse.h notes only later fragments). Returns the L4 protocol or -1.
- */
-static __always_inline int lb_parse_ipv6(struct sl_cursor *c, struct lb_pkt *lp)
+static __always_inline int lb_parse_fail(struct lb_pkt *lp, __u8 status)
 {
-	struct sl_pkt *pkt = &lp->p;
-	struct ipv6hdr *ip6 = c->pos;
+	lp->status = status;
+	return -1;
+}
+
+/*
+ * IPv6 and its extension headers at *pos, parse.h's rules (sl_parse_ipv6) with one addition: a
+ * fragment header with an offset or with M set makes lp->frag. Returns the L4 protocol, *pos
+ * past the headers and *later 1 for a later fragment (no L4 header); or -1.
+ */
+static __always_inline int lb_parse_ipv6(__u8 **pos, void *end, struct lb_pkt *lp, __u32 *later)
+{
+	struct ipv6hdr *ip6 = (void *)*pos;
 	__u32 next;
 
-	if ((void *)(ip6 + 1) > c->end)
-		return sl_parse_fail(pkt, SL_PARSE_TRUNCATED);
+	if ((void *)(ip6 + 1) > end)
+		return lb_parse_fail(lp, SL_PARSE_TRUNCATED);
 	if (ip6->version != 6)
-		return sl_parse_fail(pkt, SL_PARSE_MALFORMED);
+		return lb_parse_fail(lp, SL_PARSE_MALFORMED);
 
-	pkt->family = 6;
-	pkt->ttl = ip6->hop_limit;
-	pkt->tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
-	pkt->flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
-	__builtin_memcpy(pkt->saddr, &ip6->saddr, 16);
-	__builtin_memcpy(pkt->daddr, &ip6->daddr, 16);
+	lp->family = 6;
+	lp->tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+	lp->flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
+	__builtin_memcpy(lp->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(lp->daddr, &ip6->daddr, 16);
 	next = ip6->nexthdr;
-	c->pos = ip6 + 1;
+	*pos = (void *)(ip6 + 1);
 
 #pragma unroll
 	for (int i = 0; i < SL_IPV6_MAX_EXT; i++) {
-		__u8 *ext = c->pos;
+		__u8 *ext = *pos;
 
 		if (!sl_is_ipv6_ext(next))
 			break;
-		if ((void *)(ext + 8) > c->end)
-			return sl_parse_fail(pkt, SL_PARSE_TRUNCATED);
+		if ((void *)(ext + 8) > end)
+			return lb_parse_fail(lp, SL_PARSE_TRUNCATED);
 		if (next == SL_IPPROTO_FRAGMENT) {
 			__be16 field = *(__be16 *)(ext + 2);
 
 			next = ext[0];
-			c->pos = ext + 8;
+			*pos = ext + 8;
 			/* offset (top 13 bits) or M (bit 0): a piece of a fragmented datagram */
 			if (field & bpf_htons(0xfff9))
 				lp->frag = 1;
 			if (field & bpf_htons(0xfff8)) {
-				pkt->l4 |= SL_L4_LATER_FRAGMENT;
+				*later = 1;
 				break;
 			}
 		} else {
 			__u32 len = ((__u32)ext[1] + 1) * 8;
 
-			if ((void *)ext + len > c->end)
-				return sl_parse_fail(pkt, SL_PARSE_TRUNCATED);
+			if ((void *)ext + len > end)
+				return lb_parse_fail(lp, SL_PARSE_TRUNCATED);
 			next = ext[0];
-			c->pos = (void *)ext + len;
+			*pos = (void *)ext + len;
 		}
 	}
-	if (!(pkt->l4 & SL_L4_LATER_FRAGMENT) && sl_is_ipv6_ext(next))
-		return sl_parse_fail(pkt, SL_PARSE_MALFORMED);
-	pkt->proto = next;
+	if (!*later && sl_is_ipv6_ext(next))
+		return lb_parse_fail(lp, SL_PARSE_MALFORMED);
 	return next;
 }
 
-/* The whole parse over [data, end). Returns 0 for TCP, UDP or SCTP over IP, else -1. */
-static __always_inline int lb_parse(void *data, void *end, __u32 offloaded, __u32 tci,
-				    struct lb_pkt *lp)
+/*
+ * The whole parse of [data, end) into *lp (zeroed by the caller), by parse.h's rules for the
+ * part the balancer reads: Ethernet and at most two VLAN tags (`tags` of them offloaded: TC),
+ * IPv4 with options or IPv6 with extension headers, then the first bytes of TCP, UDP or SCTP.
+ * Returns 0 for TCP, UDP or SCTP over IP, else -1 (lp->status says why when it failed).
+ * Written for the balancer rather than through parse.h's struct sl_pkt: it keeps only the
+ * fields used here, and the frame's EtherType is read as one halfword, not two bytes.
+ */
+static __always_inline int lb_parse(void *data, void *end, __u32 tags, struct lb_pkt *lp)
 {
-	struct sl_cursor c = { .pos = data, .end = end };
-	int type = sl_parse_eth(&c, &lp->p, offloaded, tci);
+	__u8 *pos = data, *l4;
+	__u32 later = 0;
+	__be16 type;
+	int proto;
 
-	if (type == ETH_P_IP) {
-		struct iphdr *ip = c.pos;
+	if (pos + ETH_HLEN > (__u8 *)end)
+		return lb_parse_fail(lp, SL_PARSE_TRUNCATED);
+	type = *(__be16 *)(pos + 12);
+	pos += ETH_HLEN;
+#pragma unroll
+	for (int i = 0; i < SL_VLAN_MAX_TAGS; i++) {
+		if ((type != bpf_htons(ETH_P_8021Q) && type != bpf_htons(ETH_P_8021AD)) ||
+		    tags >= SL_VLAN_MAX_TAGS)
+			break;
+		if (pos + 4 > (__u8 *)end)
+			return lb_parse_fail(lp, SL_PARSE_TRUNCATED);
+		type = *(__be16 *)(pos + 2);
+		pos += 4;
+		tags++;
+	}
+	lp->l3_off = pos - (__u8 *)data;
+	if (type == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)pos;
+		__u32 hlen;
 
-		lp->p.l3_off = c.pos - data;
-		if (sl_parse_ipv4(&c, &lp->p) < 0)
-			return -1;
-		/* proven again here: the check in sl_parse_ipv4 was on another register */
 		if ((void *)(ip + 1) > end)
-			return -1;
+			return lb_parse_fail(lp, SL_PARSE_TRUNCATED);
+		if (ip->version != 4 || ip->ihl < 5)
+			return lb_parse_fail(lp, SL_PARSE_MALFORMED);
+		hlen = ip->ihl * 4;
+		if (pos + hlen > (__u8 *)end)
+			return lb_parse_fail(lp, SL_PARSE_TRUNCATED);
+		lp->family = 4;
+		lp->tos = ip->tos;
+		lp->tot_len = bpf_ntohs(ip->tot_len);
+		__builtin_memcpy(lp->saddr, &ip->saddr, 4);
+		__builtin_memcpy(lp->daddr, &ip->daddr, 4);
+		/* MF or an offset: a fragment; an offset: a later one */
 		if (ip->frag_off & bpf_htons(0x3fff))
 			lp->frag = 1;
-	} else if (type == ETH_P_IPV6) {
-		lp->p.l3_off = c.pos - data;
-		if (lb_parse_ipv6(&c, lp) < 0)
+		later = (ip->frag_off & bpf_htons(0x1fff)) != 0;
+		proto = ip->protocol;
+		pos += hlen;
+	} else if (type == bpf_htons(ETH_P_IPV6)) {
+		proto = lb_parse_ipv6(&pos, end, lp, &later);
+		if (proto < 0)
 			return -1;
 	} else {
 		return -1;
 	}
-	if (sl_parse_l4(&c, &lp->p) < 0)
+	lp->proto = proto;
+	lp->l4_off = pos - (__u8 *)data;
+	/* each case checks its own constant length (one check of a variable length would leave
+	 * the verifier with the smallest as the pointer's range) */
+	l4 = pos;
+	switch (proto) {
+	case SL_IPPROTO_TCP:
+		if (later)
+			return 0;
+		if (l4 + 20 > (__u8 *)end)
+			return lb_parse_fail(lp, SL_PARSE_TRUNCATED);
+		lp->tcp_flags = l4[13];
+		break;
+	case SL_IPPROTO_UDP:
+		if (later)
+			return 0;
+		if (l4 + 8 > (__u8 *)end)
+			return lb_parse_fail(lp, SL_PARSE_TRUNCATED);
+		break;
+	case SL_IPPROTO_SCTP:
+		if (later)
+			return 0;
+		if (l4 + 12 > (__u8 *)end)
+			return lb_parse_fail(lp, SL_PARSE_TRUNCATED);
+		break;
+	default:
 		return -1;
-	lp->l4_off = c.pos - data;
-	if (lp->p.proto != SL_IPPROTO_TCP && lp->p.proto != SL_IPPROTO_UDP &&
-	    lp->p.proto != SL_IPPROTO_SCTP)
-		return -1;
+	}
+	lp->sport = bpf_ntohs(*(__be16 *)l4);
+	lp->dport = bpf_ntohs(*(__be16 *)(l4 + 2));
+	lp->ports = 1;
 	return 0;
 }
 
@@ -398,25 +525,34 @@ __noinline int lb_parse_xdp(struct xdp_md *ctx, struct lb_pkt *lp)
 {
 	if (!lp)
 		return -1;
-	return lb_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, 0, 0, lp);
+	return lb_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, 0, lp);
 }
 
 __noinline int lb_parse_tc(struct __sk_buff *skb, struct lb_pkt *lp)
 {
 	if (!lp)
 		return -1;
-	return lb_parse((void *)(long)skb->data, (void *)(long)skb->data_end, skb->vlan_present,
-			skb->vlan_tci, lp);
+	/* a tag the NIC took out of the frame counts as one of the two */
+	return lb_parse((void *)(long)skb->data, (void *)(long)skb->data_end,
+			skb->vlan_present ? 1 : 0, lp);
 }
 
 /* ---- counters ---- */
 
-static __always_inline void lb_event(__u32 event)
+/* This CPU's event counters: looked up once per packet, then passed along as `ev`. */
+static __always_inline struct lb_events *lb_events_here(void)
 {
-	__u64 *n = bpf_map_lookup_elem(&lb_events, &event);
+	__u32 zero = 0;
 
-	if (n)
-		*n += 1;
+	return bpf_map_lookup_elem(&lb_events, &zero);
+}
+
+/* Counts event (a constant everywhere: the bound check compiles away, and would satisfy the
+ * verifier otherwise). */
+static __always_inline void lb_event(struct lb_events *ev, __u32 event)
+{
+	if (event < LB_EVENTS)
+		ev->n[event] += 1;
 }
 
 static __always_inline void lb_count(void *map, __u32 index, __u64 len, __u32 new_flow)
@@ -426,7 +562,8 @@ static __always_inline void lb_count(void *map, __u32 index, __u64 len, __u32 ne
 	if (c) {
 		c->packets += 1;
 		c->bytes += len;
-		c->new_flows += new_flow;
+		if (new_flow)
+			c->new_flows += 1;
 	}
 }
 
@@ -478,105 +615,175 @@ static __always_inline __u32 lb_rol32(__u32 word, __u32 shift)
 		c -= lb_rol32(b, 24);                                                              \
 	}
 
-/* jhash2(k, 10, seed) of include/linux/jhash.h: three rounds of three words, then the tenth. */
-static __always_inline __u32 lb_jhash2_10(const __u32 *k, __u32 seed)
+/* jhash_3words(a, b, c, initval) of include/linux/jhash.h, which is jhash2 over the 3 words. */
+static __always_inline __u32 lb_jhash_3words(__u32 a, __u32 b, __u32 c, __u32 initval)
+{
+	initval += 0xdeadbeef + (3 << 2);
+	a += initval;
+	b += initval;
+	c += initval;
+	LB_JHASH_FINAL(a, b, c);
+	return c;
+}
+
+/* jhash2(k, 9, initval) of include/linux/jhash.h: two rounds of three words, then the last 3. */
+static __always_inline __u32 lb_jhash2_9(const __u32 *k, __u32 initval)
 {
 	__u32 a, b, c;
 
-	a = b = c = 0xdeadbeef + (10 << 2) + seed;
+	a = b = c = 0xdeadbeef + (9 << 2) + initval;
 #pragma unroll
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 2; i++) {
 		a += k[3 * i];
 		b += k[3 * i + 1];
 		c += k[3 * i + 2];
 		LB_JHASH_MIX(a, b, c);
 	}
-	a += k[9];
+	c += k[8];
+	b += k[7];
+	a += k[6];
 	LB_JHASH_FINAL(a, b, c);
 	return c;
 }
 
-/* The service's flow hash of *flow (header, step 3). */
-static __always_inline __u32 lb_flow_hash(const struct lb_flow_key *flow, const struct lb_svc *svc)
-{
-	struct lb_flow_key k = *flow;
+/* A flow-table key of either family; w: its words as the hash reads them (header, step 3). */
+union lb_fkey {
+	struct lb_flow4_key v4;
+	struct lb_flow6_key v6;
+	__u32 w[10];
+};
 
-	if (svc->hash_mode == LB_HASH_SRC || svc->hash_mode == LB_HASH_SRC_PORT) {
-		__builtin_memset(k.dst, 0, sizeof(k.dst));
-		k.dport = 0;
-		k.proto = 0;
-		if (svc->hash_mode == LB_HASH_SRC)
-			k.sport = 0;
+/*
+ * The service's flow hash of key k of family 4 or 6 (header, step 3). The port word as loaded
+ * holds sport in its low half (x86 is little-endian).
+ */
+static __always_inline __u32 lb_flow_hash(const union lb_fkey *k, __u8 family,
+					  const struct lb_svc *svc)
+{
+	__u32 mode = svc->hash_mode, seed = svc->seed;
+	__u32 sport = mode == LB_HASH_SRC_PORT ? 0xffff : 0;
+
+	if (family == 4) {
+		if (mode != LB_HASH_SRC && mode != LB_HASH_SRC_PORT)
+			return lb_jhash_3words(k->w[0], k->w[1], k->w[2], seed + k->v4.proto);
+		return lb_jhash_3words(k->w[0], 0, k->w[2] & sport, seed);
 	}
-	return lb_jhash2_10((const __u32 *)&k, svc->seed);
+	if (mode != LB_HASH_SRC && mode != LB_HASH_SRC_PORT)
+		return lb_jhash2_9(k->w, seed + k->v6.proto);
+	{
+		__u32 w[9] = {};
+
+		__builtin_memcpy(w, k->v6.src, 16);
+		w[8] = k->w[8] & sport;
+		return lb_jhash2_9(w, seed);
+	}
 }
 
 /* ---- service and backend selection ---- */
 
 /*
- * Whether service s applies on device ifindex (header, step 1): always without LB_SVC_DEVICES,
- * so a service without the flag pays one test of a field it has already loaded.
+ * Whether service s applies on ctx's ingress device (header, step 1): always without
+ * LB_SVC_DEVICES, so a service without the flag pays one test of a field it has already loaded
+ * (and the device is not even read: three dependent loads in XDP).
  */
-static __always_inline int lb_on_device(const struct lb_svc *s, __u32 ifindex)
+static __always_inline int lb_on_device(const struct lb_svc *s, struct xdp_md *ctx)
 {
 	struct lb_svc_dev_key k;
 
 	if (!(s->flags & LB_SVC_DEVICES))
 		return 1;
 	k.svc = s->id;
-	k.ifindex = ifindex;
+	k.ifindex = ctx->ingress_ifindex;
 	return bpf_map_lookup_elem(&lb_svc_devs, &k) != 0;
 }
 
+/* A service key of either family: port and proto at the same offsets in both. */
+union lb_skey {
+	struct lb_svc4_key v4;
+	struct lb_svc6_key v6;
+};
+
 /*
- * Copies the service of lp arriving on device ifindex (header, steps 1-2) to *svc. Returns 0,
- * or -1 for none.
+ * The service map of the family, each at its own call site (the empty asm keeps clang from
+ * merging the two calls into one with a map chosen at run time: see lb_flow_lookup).
  */
-__noinline int lb_find_service(struct lb_pkt *lp, struct lb_svc *svc, __u32 ifindex)
+static __always_inline struct lb_svc *lb_svc_lookup(__u8 family, union lb_skey *k)
 {
-	struct lb_svc_key k = {};
+	struct lb_svc *s;
+
+	if (family == 4) {
+		s = bpf_map_lookup_elem(&lb_services4, &k->v4);
+		asm volatile("");
+		return s;
+	}
+	return bpf_map_lookup_elem(&lb_services6, &k->v6);
+}
+
+/*
+ * The service of lp arriving on ctx's device (header, steps 1-2), or NULL (LB_EV_OTHER_DEVICE,
+ * LB_EV_FRAGMENT_PASS counted). Its pointer stays valid for the program's run: lb_services4/6
+ * free replaced values only after an RCU grace period.
+ */
+static __always_inline struct lb_svc *lb_find_service(struct xdp_md *ctx, const struct lb_pkt *lp,
+						      struct lb_events *ev)
+{
+	union lb_skey k;
 	struct lb_svc *s;
 	__u32 elsewhere = 0;
+	__u8 family = lp->family;
 
-	if (!lp || !svc)
-		return -1;
-	__builtin_memcpy(k.addr, lp->p.daddr, 16);
-	k.proto = lp->p.proto;
-	k.family = lp->p.family;
+	if (family == 4)
+		__builtin_memcpy(&k.v4.addr, lp->daddr, 4);
+	else
+		__builtin_memcpy(k.v6.addr, lp->daddr, 16);
+	k.v4.proto = lp->proto;
+	k.v4.pad = 0;
 	if (!lp->frag) {
-		k.port = bpf_htons(lp->p.dport);
-		s = bpf_map_lookup_elem(&lb_services, &k);
+		k.v4.port = bpf_htons(lp->dport);
+		s = lb_svc_lookup(family, &k);
 		if (s) {
-			if (lb_on_device(s, ifindex))
-				goto found;
+			if (lb_on_device(s, ctx))
+				return s;
 			elsewhere = 1;
 		}
 	}
-	k.port = 0;
-	s = bpf_map_lookup_elem(&lb_services, &k);
+	k.v4.port = 0;
+	s = lb_svc_lookup(family, &k);
 	if (s) {
-		if (lb_on_device(s, ifindex))
-			goto found;
+		if (lb_on_device(s, ctx))
+			return s;
 		elsewhere = 1;
 	}
 	if (elsewhere) {
-		lb_event(LB_EV_OTHER_DEVICE);
-		return -1;
+		lb_event(ev, LB_EV_OTHER_DEVICE);
+		return NULL;
 	}
-	if (lp->frag && (lp->p.l4 & SL_L4_PORTS)) {
-		k.port = bpf_htons(lp->p.dport);
-		if (bpf_map_lookup_elem(&lb_services, &k))
-			lb_event(LB_EV_FRAGMENT_PASS);
+	if (lp->frag && (lp->ports)) {
+		k.v4.port = bpf_htons(lp->dport);
+		if (lb_svc_lookup(family, &k))
+			lb_event(ev, LB_EV_FRAGMENT_PASS);
 	}
-	return -1;
-found:
-	__builtin_memcpy(svc, s, sizeof(*svc));
-	return 0;
+	return NULL;
+}
+
+/*
+ * sel->be = *be, word by word: struct lb_backend is 2-byte aligned (its fields are bytes and a
+ * __be16), so clang would copy it by halfwords; both sides are 4-byte aligned (a map value,
+ * struct lb_sel).
+ */
+static __always_inline void lb_copy_backend(struct lb_sel *sel, const struct lb_backend *be)
+{
+	const __u32 *from = (const void *)be;
+	__u32 *to = (void *)&sel->be;
+
+#pragma unroll
+	for (int i = 0; i < sizeof(*be) / 4; i++)
+		to[i] = from[i];
 }
 
 /* Maglev: the backend of flow's slot in the service's table, into *sel. 0, or -1 (counted). */
-static __always_inline int lb_pick(const struct lb_flow_key *flow, const struct lb_svc *svc,
-				     struct lb_sel *sel)
+static __always_inline int lb_pick(const union lb_fkey *k, __u8 family, const struct lb_svc *svc,
+				   struct lb_sel *sel, struct lb_events *ev)
 {
 	struct bpf_map___lb *table;
 	struct lb_backend *be;
@@ -584,28 +791,28 @@ static __always_inline int lb_pick(const struct lb_flow_key *flow, const struct 
 
 	table = bpf_map_lookup_elem(&lb_maglev, &id);
 	if (!table) {
-		lb_event(LB_EV_NO_TABLE);
+		lb_event(ev, LB_EV_NO_TABLE);
 		return -1;
 	}
-	hash = lb_flow_hash(flow, svc);
+	hash = lb_flow_hash(k, family, svc);
 	slot = table->max_entries;
 	if (!slot) {
-		lb_event(LB_EV_NO_TABLE);
+		lb_event(ev, LB_EV_NO_TABLE);
 		return -1;
 	}
 	slot = hash % slot;
 	backend = bpf_map_lookup_elem(table, &slot);
 	if (!backend) {
-		lb_event(LB_EV_NO_TABLE);
+		lb_event(ev, LB_EV_NO_TABLE);
 		return -1;
 	}
 	id = *backend;
 	be = bpf_map_lookup_elem(&lb_backends, &id);
 	if (!be || !(be->flags & LB_BE_ACTIVE)) {
-		lb_event(LB_EV_NO_BACKEND);
+		lb_event(ev, LB_EV_NO_BACKEND);
 		return -1;
 	}
-	__builtin_memcpy(&sel->be, be, sizeof(sel->be));
+	lb_copy_backend(sel, be);
 	sel->backend = id;
 	sel->hash = hash;
 	return 0;
@@ -649,31 +856,54 @@ static __always_inline int lb_insert_allowed(const struct lb_config *cfg, __u64 
 }
 
 /*
- * The flow table of either kind, each map at its own call site. Without the empty asm, clang
- * merges the two calls into one whose map is chosen at run time; the verifier can then neither
- * inline the lookup nor call the map's own function, and every packet pays an indirect call
- * (a retpoline on hosts that need one): 5 to 19 ns measured (bench lb-cost).
+ * The flow table of the family and kind, each map at its own call site. Without the empty
+ * asms, clang merges calls into one whose map is chosen at run time; the verifier can then
+ * neither inline the lookup nor call the map's own function, and every packet pays an indirect
+ * call (a retpoline on hosts that need one): 5 to 19 ns measured (bench lb-cost).
  */
-static __always_inline struct lb_flow *lb_flow_lookup(__u32 flags, struct lb_flow_tkey *k)
+static __always_inline struct lb_flow *lb_flow_lookup(__u32 flags, __u8 family, union lb_fkey *k)
 {
-	if (flags & LB_CFG_NO_COMMON_LRU) {
-		struct lb_flow *f = bpf_map_lookup_elem(&lb_flows_pc, k);
+	struct lb_flow *f;
 
+	if (family == 4) {
+		if (flags & LB_CFG_NO_COMMON_LRU) {
+			f = bpf_map_lookup_elem(&lb_flows4_pc, &k->v4);
+			asm volatile("");
+			return f;
+		}
+		f = bpf_map_lookup_elem(&lb_flows4, &k->v4);
+		asm volatile("" ::: "memory");
+		return f;
+	}
+	if (flags & LB_CFG_NO_COMMON_LRU) {
+		f = bpf_map_lookup_elem(&lb_flows6_pc, &k->v6);
 		asm volatile("");
 		return f;
 	}
-	return bpf_map_lookup_elem(&lb_flows, k);
+	return bpf_map_lookup_elem(&lb_flows6, &k->v6);
 }
 
-static __always_inline long lb_flow_update(__u32 flags, struct lb_flow_tkey *k, struct lb_flow *f)
+static __always_inline long lb_flow_update(__u32 flags, __u8 family, union lb_fkey *k,
+					   struct lb_flow *f)
 {
-	if (flags & LB_CFG_NO_COMMON_LRU) {
-		long err = bpf_map_update_elem(&lb_flows_pc, k, f, BPF_ANY);
+	long err;
 
+	if (family == 4) {
+		if (flags & LB_CFG_NO_COMMON_LRU) {
+			err = bpf_map_update_elem(&lb_flows4_pc, &k->v4, f, BPF_ANY);
+			asm volatile("");
+			return err;
+		}
+		err = bpf_map_update_elem(&lb_flows4, &k->v4, f, BPF_ANY);
+		asm volatile("" ::: "memory");
+		return err;
+	}
+	if (flags & LB_CFG_NO_COMMON_LRU) {
+		err = bpf_map_update_elem(&lb_flows6_pc, &k->v6, f, BPF_ANY);
 		asm volatile("");
 		return err;
 	}
-	return bpf_map_update_elem(&lb_flows, k, f, BPF_ANY);
+	return bpf_map_update_elem(&lb_flows6, &k->v6, f, BPF_ANY);
 }
 
 /* Whether entry f has idled out (header, step 4). */
@@ -689,58 +919,87 @@ static __always_inline int lb_flow_expired(const struct lb_flow *f, const struct
 	return timeout && now > f->ts_ns && now - f->ts_ns > timeout * LB_NSEC;
 }
 
-/* Chooses the backend of lp for service svc into *sel (header, steps 2-4). 0, or -1 (counted). */
-__noinline int lb_select(struct lb_pkt *lp, struct lb_svc *svc, struct lb_sel *sel)
+/*
+ * Chooses the service and backend of lp, arriving on ctx's device, into *sel (header, steps
+ * 1-4). Returns 0 (sel filled), -1 when no service applies, or -2 when the service's packet
+ * passes (no table or no backend: counted in ev; sel->svc is set).
+ */
+__noinline int lb_select(struct xdp_md *ctx, struct lb_pkt *lp, struct lb_sel *sel,
+			 struct lb_events *ev)
 {
-	struct lb_flow_tkey tk = {};
-	struct lb_flow entry = {};
+	union lb_fkey k;
 	struct lb_config *cfg;
+	struct lb_svc *svc;
 	struct lb_flow *f;
 	__u32 zero = 0, tcp, syn, fin_rst, flags;
+	__u8 family;
 	__u64 now;
 
-	if (!lp || !svc || !sel)
+	if (!lp || !sel || !ev)
 		return -1;
+	svc = lb_find_service(ctx, lp, ev);
+	if (!svc)
+		return -1;
+	sel->svc = svc->id;
+	sel->fwd_mode = svc->fwd_mode;
+	sel->new_flow = 0;
 	cfg = bpf_map_lookup_elem(&lb_config, &zero);
 	if (!cfg)
-		return -1;
-	__builtin_memcpy(tk.flow.src, lp->p.saddr, 16);
-	__builtin_memcpy(tk.flow.dst, lp->p.daddr, 16);
-	tk.flow.proto = lp->p.proto;
-	tk.flow.family = lp->p.family;
-	tk.svc = svc->id;
-	sel->new_flow = 0;
+		return -2;
+	/* the flow key, IPv4's 16 bytes or IPv6's 40, every byte written (pad, unset ports) */
+	family = lp->family;
+	if (family == 4) {
+		__builtin_memcpy(&k.v4.src, lp->saddr, 4);
+		__builtin_memcpy(&k.v4.dst, lp->daddr, 4);
+		k.w[2] = 0;
+		k.v4.proto = lp->proto;
+		k.v4.pad = 0;
+		k.v4.svc = svc->id;
+	} else {
+		__builtin_memcpy(k.v6.src, lp->saddr, 16);
+		__builtin_memcpy(k.v6.dst, lp->daddr, 16);
+		k.w[8] = 0;
+		k.v6.proto = lp->proto;
+		k.v6.pad = 0;
+		k.v6.svc = svc->id;
+	}
 	if (lp->frag) {
 		/* ports stay 0: every piece of the datagram hashes alike, statelessly */
-		if (lb_pick(&tk.flow, svc, sel) < 0)
-			return -1;
-		lb_event(LB_EV_FRAGMENT);
+		if (lb_pick(&k, family, svc, sel, ev) < 0)
+			return -2;
+		lb_event(ev, LB_EV_FRAGMENT);
 		return 0;
 	}
-	tk.flow.sport = bpf_htons(lp->p.sport);
-	tk.flow.dport = bpf_htons(lp->p.dport);
+	if (family == 4) {
+		k.v4.sport = bpf_htons(lp->sport);
+		k.v4.dport = bpf_htons(lp->dport);
+	} else {
+		k.v6.sport = bpf_htons(lp->sport);
+		k.v6.dport = bpf_htons(lp->dport);
+	}
 
 	flags = cfg->flags;
 	now = bpf_ktime_get_coarse_ns();
-	tcp = lp->p.proto == SL_IPPROTO_TCP;
-	syn = tcp && (lp->p.tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
-	fin_rst = tcp && (lp->p.tcp_flags & (LB_TCP_FIN | LB_TCP_RST));
+	/* tcp_flags is 0 unless TCP */
+	tcp = lp->proto == SL_IPPROTO_TCP;
+	syn = (lp->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
+	fin_rst = lp->tcp_flags & (LB_TCP_FIN | LB_TCP_RST);
 
-	f = lb_flow_lookup(flags, &tk);
+	f = lb_flow_lookup(flags, family, &k);
 	if (f) {
 		__u32 id = f->backend;
 		struct lb_backend *be = bpf_map_lookup_elem(&lb_backends, &id);
 
 		if (be && (be->flags & LB_BE_ACTIVE) && !(syn && (be->flags & LB_BE_DOWN)) &&
 		    !lb_flow_expired(f, svc, cfg, tcp, now)) {
-			__builtin_memcpy(&sel->be, be, sizeof(sel->be));
+			lb_copy_backend(sel, be);
 			sel->backend = id;
 			sel->hash = f->hash;
 			if (fin_rst) {
 				if (!(f->state & LB_FLOW_CLOSING)) {
 					f->state |= LB_FLOW_CLOSING;
 					f->ts_ns = now;
-					lb_event(LB_EV_FLOW_CLOSING);
+					lb_event(ev, LB_EV_FLOW_CLOSING);
 				}
 			} else if (syn && (f->state & LB_FLOW_CLOSING)) {
 				f->state &= ~LB_FLOW_CLOSING;
@@ -748,28 +1007,34 @@ __noinline int lb_select(struct lb_pkt *lp, struct lb_svc *svc, struct lb_sel *s
 			} else if (!(f->state & LB_FLOW_CLOSING) && now > f->ts_ns + LB_REFRESH_NS) {
 				f->ts_ns = now;
 			}
-			lb_event(LB_EV_FLOW_HIT);
+			lb_event(ev, LB_EV_FLOW_HIT);
 			return 0;
 		}
-		lb_event(LB_EV_FLOW_STALE);
+		lb_event(ev, LB_EV_FLOW_STALE);
 	} else {
-		lb_event(LB_EV_FLOW_MISS);
+		lb_event(ev, LB_EV_FLOW_MISS);
 	}
 	if (tcp && !syn)
-		lb_event(LB_EV_NON_SYN_MISS);
-	if (lb_pick(&tk.flow, svc, sel) < 0)
-		return -1;
+		lb_event(ev, LB_EV_NON_SYN_MISS);
+	if (lb_pick(&k, family, svc, sel, ev) < 0)
+		return -2;
 	if (!lb_insert_allowed(cfg, now)) {
-		lb_event(LB_EV_INSERT_CAP);
+		lb_event(ev, LB_EV_INSERT_CAP);
 		return 0;
 	}
-	entry.backend = sel->backend;
-	entry.hash = sel->hash;
-	entry.ts_ns = now;
-	entry.state = fin_rst ? LB_FLOW_CLOSING : 0;
-	if (lb_flow_update(flags, &tk, &entry)) {
-		lb_event(LB_EV_INSERT_FAIL);
-		return 0;
+	{
+		/* built here, not zeroed up front: a hit never needs it */
+		struct lb_flow entry = {
+			.backend = sel->backend,
+			.hash = sel->hash,
+			.ts_ns = now,
+			.state = fin_rst ? LB_FLOW_CLOSING : 0,
+		};
+
+		if (lb_flow_update(flags, family, &k, &entry)) {
+			lb_event(ev, LB_EV_INSERT_FAIL);
+			return 0;
+		}
 	}
 	sel->new_flow = 1;
 	return 0;
@@ -783,7 +1048,8 @@ __noinline int lb_select(struct lb_pkt *lp, struct lb_svc *svc, struct lb_sel *s
  */
 static __always_inline long lb_fib(struct xdp_md *ctx, struct bpf_fib_lookup *fib, __u8 family,
 				   const __u8 *src, const __u8 *dst, __u8 proto, __be16 sport,
-				   __be16 dport, __u32 tot_len, __u8 tos, __be32 flowinfo)
+				   __be16 dport, __u32 tot_len, __u8 tos, __be32 flowinfo,
+				   struct lb_events *ev)
 {
 	__u32 reason;
 	long rc;
@@ -795,6 +1061,10 @@ static __always_inline long lb_fib(struct xdp_md *ctx, struct bpf_fib_lookup *fi
 	fib->dport = dport;
 	fib->tot_len = tot_len;
 	fib->ifindex = ctx->ingress_ifindex;
+	/* every caller's addresses are 4-byte aligned (struct lb_pkt, struct lb_sel, an aligned
+	 * local): copied by words, not byte by byte */
+	src = __builtin_assume_aligned(src, 4);
+	dst = __builtin_assume_aligned(dst, 4);
 	if (family == 4) {
 		fib->tos = tos;
 		__builtin_memcpy(&fib->ipv4_src, src, 4);
@@ -808,7 +1078,7 @@ static __always_inline long lb_fib(struct xdp_md *ctx, struct bpf_fib_lookup *fi
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
 		return 0;
 	reason = rc > 0 && rc < LB_FIB_REASONS ? rc : 0;
-	lb_event(LB_EV_FIB_FAIL);
+	lb_event(ev, LB_EV_FIB_FAIL);
 	{
 		__u64 *n = bpf_map_lookup_elem(&lb_fib_stats, &reason);
 
@@ -819,73 +1089,86 @@ static __always_inline long lb_fib(struct xdp_md *ctx, struct bpf_fib_lookup *fi
 }
 
 /* The FIB's MACs into the frame, then out: XDP_TX or bpf_redirect (header, step 5). */
-static __always_inline int lb_xmit(struct xdp_md *ctx, const struct bpf_fib_lookup *fib)
+static __always_inline int lb_xmit(struct xdp_md *ctx, const struct bpf_fib_lookup *fib,
+				   struct lb_events *ev)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 
+	const __u16 *dmac = (const void *)fib->dmac, *smac = (const void *)fib->smac;
+	__u16 *to = data;
+
 	if ((void *)(eth + 1) > end)
 		return XDP_DROP;
-	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	/* by halfwords, not bytes: dmac and smac are 2-byte aligned in the struct, and stores to
+	 * the packet may be unaligned */
+	to[0] = dmac[0];
+	to[1] = dmac[1];
+	to[2] = dmac[2];
+	to[3] = smac[0];
+	to[4] = smac[1];
+	to[5] = smac[2];
 	if (fib->ifindex == ctx->ingress_ifindex) {
-		lb_event(LB_EV_TX);
+		lb_event(ev, LB_EV_TX);
 		return XDP_TX;
 	}
-	lb_event(LB_EV_REDIRECT);
+	lb_event(ev, LB_EV_REDIRECT);
 	return bpf_redirect(fib->ifindex, 0);
 }
 
 /* The inner TOS byte: IPv4's, or IPv6's traffic class. */
-static __always_inline __u8 lb_tos(const struct sl_pkt *p)
+static __always_inline __u8 lb_tos(const struct lb_pkt *p)
 {
 	return p->family == 4 ? p->tos : (__u8)(bpf_ntohl(p->flowinfo) >> 20);
 }
 
 /* L2 DSR: only the MACs change. */
 static __always_inline int lb_fwd_dsr(struct xdp_md *ctx, const struct lb_pkt *lp,
-				      const struct lb_sel *sel)
+				      const struct lb_sel *sel, struct lb_events *ev)
 {
-	struct bpf_fib_lookup fib;
+	struct bpf_fib_lookup fib __attribute__((aligned(8))); /* zeroed by words of 8 */
 
-	if (sel->be.family != lp->p.family) {
-		lb_event(LB_EV_FAMILY);
+	if (sel->be.family != lp->family) {
+		lb_event(ev, LB_EV_FAMILY);
 		return XDP_PASS;
 	}
-	if (lb_fib(ctx, &fib, lp->p.family, lp->p.saddr, sel->be.addr, lp->p.proto,
-		   bpf_htons(lp->p.sport), bpf_htons(lp->p.dport), lp->p.tot_len, lp->p.tos,
-		   lp->p.flowinfo))
+	if (lb_fib(ctx, &fib, lp->family, lp->saddr, sel->be.addr, lp->proto,
+		   bpf_htons(lp->sport), bpf_htons(lp->dport), lp->tot_len, lp->tos,
+		   lp->flowinfo, ev))
 		return XDP_PASS;
-	return lb_xmit(ctx, &fib);
+	return lb_xmit(ctx, &fib, ev);
 }
 
-/* The IPIP/GUE outer source for a backend of `family` (header, step 5), into src. 0, or -1. */
+/*
+ * The IPIP/GUE outer source for a backend of `family` (header, step 5), into src (words, network
+ * order; IPv4 in src[0]). 0, or -1. lb_config's prefixes sit at 4-byte aligned offsets of the
+ * map value: read by words.
+ */
 static __always_inline int lb_outer_src(const struct lb_config *cfg, __u8 family, __u32 hash,
-					__u8 *src)
+					__be32 *src)
 {
-	__u32 len, host, word;
+	const __be32 *prefix;
+	__u32 len, host;
 
 	if (family == 4) {
 		if (!(cfg->flags & LB_CFG_SRC4))
 			return -1;
 		len = cfg->src4_len;
 		host = len >= 32 ? 0 : 0xffffffffU >> len;
-		__builtin_memcpy(&word, cfg->src4, 4);
-		word = (bpf_ntohl(word) & ~host) | (hash & host);
-		word = bpf_htonl(word);
-		__builtin_memcpy(src, &word, 4);
+		prefix = __builtin_assume_aligned(cfg->src4, 4);
+		src[0] = bpf_htonl((bpf_ntohl(prefix[0]) & ~host) | (hash & host));
 		return 0;
 	}
 	if (!(cfg->flags & LB_CFG_SRC6))
 		return -1;
 	len = cfg->src6_len;
 	host = len >= 128 ? 0 : len <= 96 ? 0xffffffffU : 0xffffffffU >> (len - 96);
-	__builtin_memcpy(src, cfg->src6, 16);
-	__builtin_memcpy(&word, cfg->src6 + 12, 4);
-	word = (bpf_ntohl(word) & ~host) | (hash & host);
-	word = bpf_htonl(word);
-	__builtin_memcpy(src + 12, &word, 4);
+	prefix = __builtin_assume_aligned(cfg->src6, 4);
+	src[0] = prefix[0];
+	src[1] = prefix[1];
+	src[2] = prefix[2];
+	src[3] = bpf_htonl((bpf_ntohl(prefix[3]) & ~host) | (hash & host));
 	return 0;
 }
 
@@ -970,13 +1253,13 @@ __noinline int lb_csum_frame(struct xdp_md *ctx, __u32 off, __u32 len)
  */
 static __always_inline int lb_fwd_encap(struct xdp_md *ctx, const struct lb_pkt *lp,
 					const struct lb_sel *sel, const struct lb_config *cfg,
-					__u32 gue)
+					__u32 gue, struct lb_events *ev)
 {
-	struct bpf_fib_lookup fib;
-	__u8 src[16] = {};
-	__u32 l3 = lp->p.l3_off, inner_len = lp->p.tot_len, hdr, tos = lb_tos(&lp->p);
+	struct bpf_fib_lookup fib __attribute__((aligned(8))); /* zeroed by words of 8 */
+	__be32 src[4] = {};
+	__u32 l3 = lp->l3_off, inner_len = lp->tot_len, hdr, tos = lb_tos(lp);
 	__u8 outer = sel->be.family;
-	__u8 inner_proto = lp->p.family == 4 ? LB_IPPROTO_IPIP : LB_IPPROTO_IPV6;
+	__u8 inner_proto = lp->family == 4 ? LB_IPPROTO_IPIP : LB_IPPROTO_IPV6;
 	__u8 proto = gue ? SL_IPPROTO_UDP : inner_proto;
 	__be16 sport = gue ? bpf_htons(LB_GUE_SPORT(sel->hash)) : 0;
 	__be16 dport = gue ? bpf_htons(LB_GUE_PORT) : 0;
@@ -991,24 +1274,24 @@ static __always_inline int lb_fwd_encap(struct xdp_md *ctx, const struct lb_pkt 
 	hdr = (outer == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr)) +
 	      (gue ? LB_GUE_HLEN : 0);
 	if (inner_len + hdr > 0xffff) {
-		lb_event(LB_EV_ENCAP_FAIL);
+		lb_event(ev, LB_EV_ENCAP_FAIL);
 		return XDP_PASS;
 	}
 	/* GUE over IPv6 sums the inner packet for the UDP checksum: it must all be there */
 	if (gue && outer == 6 &&
 	    (udp_len > LB_CSUM_MAX || ctx->data_end - ctx->data < l3 + inner_len)) {
-		lb_event(LB_EV_ENCAP_FAIL);
+		lb_event(ev, LB_EV_ENCAP_FAIL);
 		return XDP_PASS;
 	}
 	if (lb_outer_src(cfg, outer, sel->hash, src)) {
-		lb_event(LB_EV_NO_SOURCE);
+		lb_event(ev, LB_EV_NO_SOURCE);
 		return XDP_PASS;
 	}
-	if (lb_fib(ctx, &fib, outer, src, sel->be.addr, proto, sport, dport, inner_len + hdr, tos,
-		   bpf_htonl((tos << 20) | (sel->hash & 0xfffff))))
+	if (lb_fib(ctx, &fib, outer, (const __u8 *)src, sel->be.addr, proto, sport, dport,
+		   inner_len + hdr, tos, bpf_htonl((tos << 20) | (sel->hash & 0xfffff)), ev))
 		return XDP_PASS;
 	if (bpf_xdp_adjust_head(ctx, -(int)hdr)) {
-		lb_event(LB_EV_ENCAP_FAIL);
+		lb_event(ev, LB_EV_ENCAP_FAIL);
 		return XDP_PASS;
 	}
 	data = (void *)(long)ctx->data;
@@ -1030,35 +1313,38 @@ static __always_inline int lb_fwd_encap(struct xdp_md *ctx, const struct lb_pkt 
 
 	o = data + l3;
 	if (outer == 4) {
-		struct iphdr *ip = (void *)o;
-		__u16 *w = (void *)o;
-		__u32 sum = 0;
+		/*
+		 * The header as its five words, as a little-endian machine loads them, summed
+		 * for the checksum before they are stored (a sum of halfwords does not depend on
+		 * the byte order): version and IHL, TOS, total length; id 0 and DF; TTL,
+		 * protocol and the checksum; the addresses. Stores to the packet may be
+		 * unaligned.
+		 */
+		__u32 w[5], sum = 0, *to = (void *)o;
+		__be16 df = bpf_htons(0x4000); /* set for IPv6 inside */
 
-		if ((void *)(ip + 1) > end)
+		if (o + sizeof(struct iphdr) > (__u8 *)end)
 			goto broken;
-		ip->version = 4;
-		ip->ihl = 5;
-		ip->tos = tos;
-		ip->tot_len = bpf_htons(inner_len + hdr);
-		ip->id = 0;
-		ip->frag_off = bpf_htons(0x4000); /* DF */
-		if (lp->p.family == 4) {
+		if (lp->family == 4) {
 			struct iphdr *in = (void *)o + hdr;
 
 			if ((void *)(in + 1) > end)
 				goto broken;
-			ip->frag_off = in->frag_off & bpf_htons(0x4000);
+			df = in->frag_off & bpf_htons(0x4000);
 		}
-		ip->ttl = LB_OUTER_TTL;
-		ip->protocol = proto;
-		ip->check = 0;
-		__builtin_memcpy(&ip->saddr, src, 4);
-		__builtin_memcpy(&ip->daddr, sel->be.addr, 4);
+		w[0] = 0x45 | tos << 8 | (__u32)bpf_htons(inner_len + hdr) << 16;
+		w[1] = (__u32)df << 16;
+		w[2] = LB_OUTER_TTL | (__u32)proto << 8;
+		w[3] = src[0];
+		__builtin_memcpy(&w[4], sel->be.addr, 4);
 #pragma unroll
-		for (int i = 0; i < 10; i++)
-			sum += w[i];
-		ip->check = ~lb_csum_fold(sum) & 0xffff;
-		o += sizeof(*ip);
+		for (int i = 0; i < 5; i++)
+			sum += (w[i] & 0xffff) + (w[i] >> 16);
+		w[2] |= (__u32)(~lb_csum_fold(sum) & 0xffff) << 16;
+#pragma unroll
+		for (int i = 0; i < 5; i++)
+			to[i] = w[i];
+		o += sizeof(struct iphdr);
 	} else {
 		struct ipv6hdr *ip6 = (void *)o;
 
@@ -1100,12 +1386,12 @@ static __always_inline int lb_fwd_encap(struct xdp_md *ctx, const struct lb_pkt 
 				u->check = 0xffff;
 		}
 	}
-	return lb_xmit(ctx, &fib);
+	return lb_xmit(ctx, &fib, ev);
 
 broken:
 	/* not reached: the frame held l3 + hdr bytes after the parse already (and, for GUE over
 	 * IPv6, the whole inner packet: checked before anything was written) */
-	lb_event(LB_EV_ENCAP_FAIL);
+	lb_event(ev, LB_EV_ENCAP_FAIL);
 	return XDP_DROP;
 }
 
@@ -1136,41 +1422,84 @@ static __always_inline int lb_addr_equal(const __u8 *a, const __u8 *b)
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
+/*
+ * The reverse-NAT entry of lp sent to sel's backend at port bport (header, step 5), written
+ * when missing or different: lb_nat4 or lb_nat6, by family.
+ */
+static __always_inline void lb_nat_remember(const struct lb_pkt *lp, const struct lb_sel *sel,
+					    __be16 bport, __be16 vport, struct lb_events *ev)
+{
+	long err = 0;
+
+	if (lp->family == 4) {
+		struct lb_nat4_key nk = {};
+		struct lb_nat4 nv = {}, *cur;
+
+		__builtin_memcpy(&nk.backend, sel->be.addr, 4);
+		__builtin_memcpy(&nk.client, lp->saddr, 4);
+		nk.bport = bport;
+		nk.cport = bpf_htons(lp->sport);
+		nk.proto = lp->proto;
+		__builtin_memcpy(&nv.vip, lp->daddr, 4);
+		nv.vport = vport;
+		nv.svc = sel->svc;
+		cur = bpf_map_lookup_elem(&lb_nat4, &nk);
+		if (!cur || cur->vip != nv.vip || cur->vport != nv.vport || cur->svc != nv.svc)
+			err = bpf_map_update_elem(&lb_nat4, &nk, &nv, BPF_ANY);
+	} else {
+		struct lb_nat6_key nk = {};
+		struct lb_nat6 nv = {}, *cur;
+
+		__builtin_memcpy(nk.backend, sel->be.addr, 16);
+		__builtin_memcpy(nk.client, lp->saddr, 16);
+		nk.bport = bport;
+		nk.cport = bpf_htons(lp->sport);
+		nk.proto = lp->proto;
+		__builtin_memcpy(nv.vip, lp->daddr, 16);
+		nv.vport = vport;
+		nv.svc = sel->svc;
+		cur = bpf_map_lookup_elem(&lb_nat6, &nk);
+		if (!cur || cur->vport != nv.vport || cur->svc != nv.svc ||
+		    !lb_addr_equal(cur->vip, nv.vip))
+			err = bpf_map_update_elem(&lb_nat6, &nk, &nv, BPF_ANY);
+	}
+	if (err)
+		lb_event(ev, LB_EV_NAT_INSERT_FAIL);
+}
+
 /* NAT: destination address and port rewritten, reverse entry written (header, step 5). */
 static __always_inline int lb_fwd_nat(struct xdp_md *ctx, const struct lb_pkt *lp,
-				      const struct lb_svc *svc, const struct lb_sel *sel)
+				      const struct lb_sel *sel, struct lb_events *ev)
 {
-	struct bpf_fib_lookup fib;
-	struct lb_nat_key nk = {};
-	struct lb_nat nv = {}, *cur;
-	__u32 l3 = lp->p.l3_off, l4 = lp->l4_off, words, change;
-	__be16 vport = bpf_htons(lp->p.dport), bport = sel->be.port ? sel->be.port : vport;
+	struct bpf_fib_lookup fib __attribute__((aligned(8))); /* zeroed by words of 8 */
+	__u32 l3 = lp->l3_off, l4 = lp->l4_off, words, change;
+	__be16 vport = bpf_htons(lp->dport), bport = sel->be.port ? sel->be.port : vport;
 	void *data, *end;
 	__u16 *check;
 	__u8 *ip, *l4p;
 
-	if (sel->be.family != lp->p.family) {
-		lb_event(LB_EV_FAMILY);
+	if (sel->be.family != lp->family) {
+		lb_event(ev, LB_EV_FAMILY);
 		return XDP_PASS;
 	}
 	/* SCTP: a new port would need the CRC32c recomputed; fragments: the later pieces have no
 	 * port to rewrite, so no piece gets one */
-	if (lp->p.proto == SL_IPPROTO_SCTP || lp->frag)
+	if (lp->proto == SL_IPPROTO_SCTP || lp->frag)
 		bport = vport;
 	if (l3 > LB_MAX_L3_OFF || l4 > LB_MAX_L4_OFF)
 		return XDP_PASS;
-	if (lb_fib(ctx, &fib, lp->p.family, lp->p.saddr, sel->be.addr, lp->p.proto,
-		   bpf_htons(lp->p.sport), bport, lp->p.tot_len, lp->p.tos, lp->p.flowinfo))
+	if (lb_fib(ctx, &fib, lp->family, lp->saddr, sel->be.addr, lp->proto,
+		   bpf_htons(lp->sport), bport, lp->tot_len, lp->tos, lp->flowinfo, ev))
 		return XDP_PASS;
 
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
-	words = lp->p.family == 4 ? 2 : 8;
+	words = lp->family == 4 ? 2 : 8;
 	/* the address change, for the IPv4 header and the L4 pseudo-header */
-	change = lb_csum_diff(0, (const __u16 *)lp->p.daddr, (const __u16 *)sel->be.addr,
+	change = lb_csum_diff(0, (const __u16 *)lp->daddr, (const __u16 *)sel->be.addr,
 			      words);
 	ip = data + l3;
-	if (lp->p.family == 4) {
+	if (lp->family == 4) {
 		struct iphdr *h = (void *)ip;
 
 		if ((void *)(h + 1) > end)
@@ -1185,21 +1514,21 @@ static __always_inline int lb_fwd_nat(struct xdp_md *ctx, const struct lb_pkt *l
 		__builtin_memcpy(&h->daddr, sel->be.addr, 16);
 	}
 	/* a later fragment carries no L4 header: its address is all there is to change */
-	if (!(lp->p.l4 & SL_L4_PORTS))
-		return lb_xmit(ctx, &fib);
+	if (!(lp->ports))
+		return lb_xmit(ctx, &fib, ev);
 	change = lb_csum_diff(change, &vport, &bport, 1);
 	l4p = data + l4;
-	if (lp->p.proto == SL_IPPROTO_TCP) {
+	if (lp->proto == SL_IPPROTO_TCP) {
 		if (l4p + 20 > (__u8 *)end)
 			return XDP_DROP;
 		check = (__u16 *)(l4p + 16);
 		*check = lb_csum_apply(*check, change);
 		*(__be16 *)(l4p + 2) = bport;
-	} else if (lp->p.proto == SL_IPPROTO_UDP) {
+	} else if (lp->proto == SL_IPPROTO_UDP) {
 		if (l4p + 8 > (__u8 *)end)
 			return XDP_DROP;
 		check = (__u16 *)(l4p + 6);
-		if (*check || lp->p.family == 6) {
+		if (*check || lp->family == 6) {
 			*check = lb_csum_apply(*check, change);
 			if (!*check)
 				*check = 0xffff;
@@ -1207,44 +1536,33 @@ static __always_inline int lb_fwd_nat(struct xdp_md *ctx, const struct lb_pkt *l
 		*(__be16 *)(l4p + 2) = bport;
 	}
 
-	__builtin_memcpy(nk.backend, sel->be.addr, 16);
-	__builtin_memcpy(nk.client, lp->p.saddr, 16);
-	nk.bport = bport;
-	nk.cport = bpf_htons(lp->p.sport);
-	nk.proto = lp->p.proto;
-	nk.family = lp->p.family;
-	__builtin_memcpy(nv.vip, lp->p.daddr, 16);
-	nv.vport = vport;
-	nv.svc = svc->id;
-	cur = bpf_map_lookup_elem(&lb_nat, &nk);
-	if (!cur || cur->vport != nv.vport || cur->svc != nv.svc ||
-	    !lb_addr_equal(cur->vip, nv.vip)) {
-		if (bpf_map_update_elem(&lb_nat, &nk, &nv, BPF_ANY))
-			lb_event(LB_EV_NAT_INSERT_FAIL);
-	}
-	return lb_xmit(ctx, &fib);
+	lb_nat_remember(lp, sel, bport, vport, ev);
+	return lb_xmit(ctx, &fib, ev);
 }
 
 /* Sends the packet to sel's backend by the service's mode (header, step 5). */
-__noinline int lb_forward(struct xdp_md *ctx, struct lb_pkt *lp, struct lb_svc *svc,
-			  struct lb_sel *sel)
+__noinline int lb_forward(struct xdp_md *ctx, struct lb_pkt *lp, struct lb_sel *sel,
+			  struct lb_events *ev)
 {
 	struct lb_config *cfg;
 	__u32 zero = 0;
 
-	if (!lp || !svc || !sel)
+	if (!lp || !sel || !ev)
 		return XDP_PASS;
-	switch (svc->fwd_mode) {
+	switch (sel->fwd_mode) {
 	case LB_FWD_DSR:
-		return lb_fwd_dsr(ctx, lp, sel);
+		return lb_fwd_dsr(ctx, lp, sel, ev);
 	case LB_FWD_IPIP:
 	case LB_FWD_GUE:
 		cfg = bpf_map_lookup_elem(&lb_config, &zero);
 		if (!cfg)
 			return XDP_PASS;
-		return lb_fwd_encap(ctx, lp, sel, cfg, svc->fwd_mode == LB_FWD_GUE);
+		/* a constant `gue` at each call: IPIP's copy has none of GUE's code on its path */
+		if (sel->fwd_mode == LB_FWD_IPIP)
+			return lb_fwd_encap(ctx, lp, sel, cfg, 0, ev);
+		return lb_fwd_encap(ctx, lp, sel, cfg, 1, ev);
 	case LB_FWD_NAT:
-		return lb_fwd_nat(ctx, lp, svc, sel);
+		return lb_fwd_nat(ctx, lp, sel, ev);
 	}
 	return XDP_PASS;
 }
@@ -1253,26 +1571,28 @@ SEC("xdp")
 int lb_xdp(struct xdp_md *ctx)
 {
 	__u64 len = ctx->data_end - ctx->data;
+	struct lb_events *ev;
 	struct lb_pkt lp;
-	struct lb_svc svc;
-	struct lb_sel sel;
-	int verdict;
+	struct lb_sel sel; /* not zeroed: lb_select writes every field read here and in lb_forward
+			    * before it returns 0 (svc and new_flow before -2) */
+	int rc;
 
 	__builtin_memset(&lp, 0, sizeof(lp));
-	__builtin_memset(&sel, 0, sizeof(sel));
 	if (lb_parse_xdp(ctx, &lp) < 0)
 		return XDP_PASS;
-	if (lb_find_service(&lp, &svc, ctx->ingress_ifindex) < 0)
+	ev = lb_events_here();
+	if (!ev)
 		return XDP_PASS;
-	if (lb_select(&lp, &svc, &sel) < 0) {
-		lb_count(&lb_svc_stats, svc.id, len, 0);
+	rc = lb_select(ctx, &lp, &sel, ev);
+	if (rc == -1)
 		return XDP_PASS;
-	}
-	lb_count(&lb_svc_stats, svc.id, len, sel.new_flow);
-	verdict = lb_forward(ctx, &lp, &svc, &sel);
-	if (verdict == XDP_TX || verdict == XDP_REDIRECT)
+	lb_count(&lb_svc_stats, sel.svc, len, sel.new_flow);
+	if (rc < 0)
+		return XDP_PASS;
+	rc = lb_forward(ctx, &lp, &sel, ev);
+	if (rc == XDP_TX || rc == XDP_REDIRECT)
 		lb_count(&lb_be_stats, sel.backend, len, sel.new_flow);
-	return verdict;
+	return rc;
 }
 
 /* ---- the reverse NAT path (TC) ---- */
@@ -1280,16 +1600,16 @@ int lb_xdp(struct xdp_md *ctx)
 SEC("tc")
 int lb_nat_tc(struct __sk_buff *skb)
 {
-	struct lb_nat_key nk = {};
-	struct lb_nat nv, *n;
+	__u8 backend[16] __attribute__((aligned(4))), vip[16] __attribute__((aligned(4)));
+	struct lb_events *ev;
 	struct lb_pkt lp;
 	__u32 l3, l4, csum_off, udp;
-	__be16 sport;
+	__be16 sport, vport;
 	int rc;
 
 	__builtin_memset(&lp, 0, sizeof(lp));
 	rc = lb_parse_tc(skb, &lp);
-	if (rc < 0 && lp.p.status == SL_PARSE_TRUNCATED) {
+	if (rc < 0 && lp.status == SL_PARSE_TRUNCATED) {
 		__u32 len = skb->len, linear = skb->data_end - skb->data;
 
 		if (len > LB_TC_PULL_MAX)
@@ -1302,53 +1622,76 @@ int lb_nat_tc(struct __sk_buff *skb)
 	if (rc < 0 || lp.frag)
 		return TC_ACT_OK;
 
-	__builtin_memcpy(nk.backend, lp.p.saddr, 16);
-	__builtin_memcpy(nk.client, lp.p.daddr, 16);
-	nk.bport = bpf_htons(lp.p.sport);
-	nk.cport = bpf_htons(lp.p.dport);
-	nk.proto = lp.p.proto;
-	nk.family = lp.p.family;
-	n = bpf_map_lookup_elem(&lb_nat, &nk);
-	if (!n)
-		return TC_ACT_OK;
-	__builtin_memcpy(&nv, n, sizeof(nv));
+	sport = bpf_htons(lp.sport);
+	__builtin_memcpy(backend, lp.saddr, 16);
+	if (lp.family == 4) {
+		struct lb_nat4_key nk = {};
+		struct lb_nat4 *n;
 
-	l3 = lp.p.l3_off;
+		__builtin_memcpy(&nk.backend, lp.saddr, 4);
+		__builtin_memcpy(&nk.client, lp.daddr, 4);
+		nk.bport = sport;
+		nk.cport = bpf_htons(lp.dport);
+		nk.proto = lp.proto;
+		n = bpf_map_lookup_elem(&lb_nat4, &nk);
+		if (!n)
+			return TC_ACT_OK;
+		__builtin_memset(vip, 0, 16);
+		__builtin_memcpy(vip, &n->vip, 4);
+		vport = n->vport;
+	} else {
+		struct lb_nat6_key nk = {};
+		struct lb_nat6 *n;
+
+		__builtin_memcpy(nk.backend, lp.saddr, 16);
+		__builtin_memcpy(nk.client, lp.daddr, 16);
+		nk.bport = sport;
+		nk.cport = bpf_htons(lp.dport);
+		nk.proto = lp.proto;
+		n = bpf_map_lookup_elem(&lb_nat6, &nk);
+		if (!n)
+			return TC_ACT_OK;
+		__builtin_memcpy(vip, n->vip, 16);
+		vport = n->vport;
+	}
+
+	l3 = lp.l3_off;
 	l4 = lp.l4_off;
-	udp = lp.p.proto == SL_IPPROTO_UDP;
+	udp = lp.proto == SL_IPPROTO_UDP;
 	csum_off = l4 + (udp ? 6 : 16);
-	sport = nk.bport;
-	if (lp.p.family == 4) {
+	if (lp.family == 4) {
 		__be32 from, to;
 
-		__builtin_memcpy(&from, nk.backend, 4);
-		__builtin_memcpy(&to, nv.vip, 4);
+		__builtin_memcpy(&from, backend, 4);
+		__builtin_memcpy(&to, vip, 4);
 		if (bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), from, to, 4))
 			return TC_ACT_OK;
-		if (lp.p.proto != SL_IPPROTO_SCTP &&
+		if (lp.proto != SL_IPPROTO_SCTP &&
 		    bpf_l4_csum_replace(skb, csum_off, from, to,
 					BPF_F_PSEUDO_HDR | 4 | (udp ? BPF_F_MARK_MANGLED_0 : 0)))
 			return TC_ACT_OK;
 		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct iphdr, saddr), &to, 4, 0))
 			return TC_ACT_OK;
 	} else {
-		__s64 diff = bpf_csum_diff((__be32 *)nk.backend, 16, (__be32 *)nv.vip, 16, 0);
+		__s64 diff = bpf_csum_diff((__be32 *)backend, 16, (__be32 *)vip, 16, 0);
 
-		if (lp.p.proto != SL_IPPROTO_SCTP &&
+		if (lp.proto != SL_IPPROTO_SCTP &&
 		    bpf_l4_csum_replace(skb, csum_off, 0, diff,
 					BPF_F_PSEUDO_HDR | (udp ? BPF_F_MARK_MANGLED_0 : 0)))
 			return TC_ACT_OK;
-		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct ipv6hdr, saddr), nv.vip, 16, 0))
+		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct ipv6hdr, saddr), vip, 16, 0))
 			return TC_ACT_OK;
 	}
-	if (sport != nv.vport && lp.p.proto != SL_IPPROTO_SCTP) {
-		if (bpf_l4_csum_replace(skb, csum_off, sport, nv.vport,
+	if (sport != vport && lp.proto != SL_IPPROTO_SCTP) {
+		if (bpf_l4_csum_replace(skb, csum_off, sport, vport,
 					2 | (udp ? BPF_F_MARK_MANGLED_0 : 0)))
 			return TC_ACT_OK;
-		if (bpf_skb_store_bytes(skb, l4, &nv.vport, 2, 0))
+		if (bpf_skb_store_bytes(skb, l4, &vport, 2, 0))
 			return TC_ACT_OK;
 	}
-	lb_event(LB_EV_NAT_REVERSE);
+	ev = lb_events_here();
+	if (ev)
+		lb_event(ev, LB_EV_NAT_REVERSE);
 	return TC_ACT_OK;
 }
 

@@ -2,7 +2,10 @@
 //
 // The contract shared with the BPF program (it computes the same thing, written to this text):
 //
-//   struct flow key, 40 bytes          offset  size
+//   the flow's fields, one layout for both families (flowKey; the kernel's flow-table keys,
+//   struct lb_flow4_key and lb_flow6_key, hold the same fields, IPv4 addresses in 4 bytes):
+//
+//   flow key, 40 bytes                 offset  size
 //     src     address, network order        0    16   IPv4 in bytes 0..3, the rest zero
 //     dst     address, network order       16    16   IPv4 in bytes 16..19, the rest zero
 //     sport   __be16                       32     2
@@ -12,11 +15,15 @@
 //     pad     zero                         38     2
 //
 //   Hash modes clear fields before hashing: '5tuple' keeps all; 'src' clears dst, sport, dport
-//   and proto; 'src-port' clears dst, dport and proto. The family always stays.
+//   and proto; 'src-port' clears dst, dport and proto.
 //
-//   hash = jhash2(words, 10, seed) (Linux include/linux/jhash.h) over the key's 10 u32 words,
-//   each read LITTLE-ENDIAN (as an x86 BPF program loads them from the key in memory).
-//   A flow's Maglev slot is hash % M.
+//   hash = jhash2(words, n, seed + proto) (Linux include/linux/jhash.h; u32 arithmetic) over
+//   the address and port words, each read LITTLE-ENDIAN (as an x86 BPF program loads them from
+//   its key in memory):
+//     IPv4, n = 3: src (bytes 0..3), dst (16..19), the port word (32..35); jhash2 over 3 words
+//                  is the kernel's jhash_3words(src, dst, ports, seed + proto);
+//     IPv6, n = 9: src (0..15), dst (16..31), the port word (32..35).
+//   The family picks the words and is not hashed itself. A flow's Maglev slot is hash % M.
 import { PrefixInvalidError } from '../dataplane/errors.js';
 import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, parsePrefix } from '../dataplane/model.js';
 import { AddressInvalidError, FamilyMismatchError, FlowInvalidError } from './errors.js';
@@ -39,7 +46,7 @@ export interface LbFlow {
   proto: LbProto;
 }
 
-/** Size of a flow key in bytes; the hash reads it as 10 u32 words. */
+/** Size of a flow key in bytes (both families). */
 export const FLOW_KEY_SIZE = 40;
 
 /** jhash's initial value (include/linux/jhash.h). */
@@ -58,8 +65,9 @@ function rol32(x: number, k: number): number {
 /**
  * Linux's `jhash2(k, length, initval)` with `length = words.length`: every step in u32 arithmetic,
  * the same fall-through for the last 1 to 3 words, 0 words giving the initial value unmixed.
- * For the 10 words of a flow key this is three mixing rounds over words 0..8, then word 9 and the
- * final mix. Returns the u32 `c`. `seed` is taken mod 2^32. Throws nothing.
+ * For an IPv4 flow's 3 words this is the final mix alone (the kernel's jhash_3words); for an IPv6
+ * flow's 9, two mixing rounds over words 0..5, then words 6..8 and the final mix. Returns the
+ * u32 `c`. `seed` is taken mod 2^32. Throws nothing.
  */
 export function jhash2(words: Uint32Array, seed: number): number {
   let length = words.length;
@@ -191,21 +199,31 @@ export function flowKey(flow: LbFlow, mode: LbHashMode): Uint8Array {
 }
 
 /**
- * The hash of a 40-byte flow key (from `flowKey`, or read from a kernel map): jhash2 over its 10
- * u32 words read little-endian. Throws `RangeError` when the key is not 40 bytes.
+ * The hash of a 40-byte flow key (from `flowKey`): jhash2 over its address and port words read
+ * little-endian (3 for IPv4, 9 for IPv6, as its family byte says), initval `seed` + its proto
+ * (layout at the top of this file). Throws `RangeError` when the key is not 40 bytes or its
+ * family byte is neither 4 nor 6.
  */
 export function hashFlowKey(key: Uint8Array, seed = 0): number {
   if (key.length !== FLOW_KEY_SIZE)
     throw new RangeError(`hash flow key: ${key.length} bytes: expected ${FLOW_KEY_SIZE}`);
-  const words = new Uint32Array(FLOW_KEY_SIZE / 4);
+  const family = key[37];
+  if (family !== 4 && family !== 6)
+    throw new RangeError(`hash flow key: family byte ${family}: expected 4 or 6`);
   const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
-  for (let i = 0; i < words.length; i++) words[i] = view.getUint32(i * 4, true);
-  return jhash2(words, seed);
+  const n = family === 4 ? 1 : 4;
+  const words = new Uint32Array(2 * n + 1);
+  for (let i = 0; i < n; i++) {
+    words[i] = view.getUint32(i * 4, true);
+    words[n + i] = view.getUint32(16 + i * 4, true);
+  }
+  words[2 * n] = view.getUint32(32, true);
+  return jhash2(words, (seed + key[36]) >>> 0);
 }
 
 /**
- * The u32 hash the kernel computes for `flow` under `mode` and `seed` (the hash seed the
- * program is loaded with); its Maglev slot is `hash % M`. Throws what `flowKey` throws.
+ * The u32 hash the kernel computes for `flow` under `mode` and `seed` (the service's seed); its
+ * Maglev slot is `hash % M`. Throws what `flowKey` throws.
  */
 export function flowHash(flow: LbFlow, mode: LbHashMode, seed = 0): number {
   return hashFlowKey(flowKey(flow, mode), seed);

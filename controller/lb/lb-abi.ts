@@ -2,7 +2,8 @@
 //
 // Every encoder returns a fresh Buffer of the struct's exact size; every decoder reads one from
 // offset 0. Fields typed __be* and addresses are network order, the rest little-endian (x86).
-// Addresses are 16 bytes, IPv4 in the first 4, the rest zero, beside a family byte (4 or 6).
+// Addresses are 16 bytes, IPv4 in the first 4, the rest zero, beside a family byte (4 or 6); the
+// service, flow-table and NAT keys excepted: one map per family, IPv4 addresses 4 bytes there.
 
 /** LB_MAX_SERVICES: service ids are 0 .. 4095. */
 export const LB_MAX_SERVICES = 4096;
@@ -10,7 +11,7 @@ export const LB_MAX_SERVICES = 4096;
 export const LB_MAX_BACKENDS = 65536;
 /** LB_MAGLEV_MAX: the largest Maglev table (a prime). */
 export const LB_MAGLEV_MAX = 1048573;
-/** LB_FLOWS_DEFAULT, LB_NAT_DEFAULT: entries of the flow and NAT tables unless set at load. */
+/** LB_FLOWS_DEFAULT, LB_NAT_DEFAULT: entries of each flow table and of the NAT table unless set at load. */
 export const LB_FLOWS_DEFAULT = 65536;
 export const LB_NAT_DEFAULT = 65536;
 export const LB_FIB_REASONS = 16;
@@ -92,18 +93,22 @@ export const LB_DECAP_EVENTS = [
 ] as const;
 export type LbDecapEvent = (typeof LB_DECAP_EVENTS)[number];
 
-export const SVC_KEY_SIZE = 20;
+export const SVC4_KEY_SIZE = 8;
+export const SVC6_KEY_SIZE = 20;
 export const SVC_SIZE = 20;
 export const SVC_DEV_KEY_SIZE = 8;
 export const BACKEND_SIZE = 20;
-export const FLOW_KEY_SIZE = 40;
-export const FLOW_TKEY_SIZE = 44;
+export const FLOW4_KEY_SIZE = 16;
+export const FLOW6_KEY_SIZE = 40;
 export const FLOW_SIZE = 24;
-export const NAT_KEY_SIZE = 40;
-export const NAT_SIZE = 24;
+export const NAT4_KEY_SIZE = 16;
+export const NAT6_KEY_SIZE = 40;
+export const NAT4_SIZE = 12;
+export const NAT6_SIZE = 24;
 export const CONFIG_SIZE = 48;
 export const BUCKET_SIZE = 16;
 export const COUNTER_SIZE = 24;
+export const EVENTS_SIZE = 160;
 export const ADDR_KEY_SIZE = 20;
 export const DECAP_CFG_SIZE = 8;
 
@@ -125,26 +130,28 @@ function addrOf(bytes: Uint8Array, at: number, family: number): Uint8Array {
   return Uint8Array.from(bytes.subarray(at, at + (family === 4 ? 4 : 16)));
 }
 
-/** struct lb_svc_key */
+/** struct lb_svc4_key or lb_svc6_key (the map is the family's: lb_services4, lb_services6) */
 export interface SvcKeyImage extends AddrBytes {
   /** Host order; 0: every port. */
   port: number;
   proto: number;
 }
 
+/** struct lb_svc4_key or lb_svc6_key, by k.family. */
 export function encodeSvcKey(k: SvcKeyImage): Buffer {
-  const b = Buffer.alloc(SVC_KEY_SIZE);
-  b.set(k.addr.subarray(0, k.family === 4 ? 4 : 16), 0);
-  b.writeUInt16BE(k.port, 16);
-  b[18] = k.proto;
-  b[19] = k.family;
+  const n = k.family === 4 ? 4 : 16;
+  const b = Buffer.alloc(k.family === 4 ? SVC4_KEY_SIZE : SVC6_KEY_SIZE);
+  b.writeUInt16BE(k.port, 0);
+  b[2] = k.proto;
+  b.set(k.addr.subarray(0, n), 4);
   return b;
 }
 
+/** A service key back: its family from its size (8 bytes: IPv4, 20: IPv6). */
 export function decodeSvcKey(b: Uint8Array): SvcKeyImage {
   const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  const family = buf[19] === 6 ? 6 : 4;
-  return { family, addr: addrOf(buf, 0, family), port: buf.readUInt16BE(16), proto: buf[18] };
+  const family = buf.length === SVC4_KEY_SIZE ? 4 : 6;
+  return { family, addr: addrOf(buf, 4, family), port: buf.readUInt16BE(0), proto: buf[2] };
 }
 
 /** struct lb_svc */
@@ -218,7 +225,7 @@ export function decodeBackend(b: Uint8Array): BackendImage {
   return { family, addr: addrOf(buf, 0, family), port: buf.readUInt16BE(16), flags: buf[19] };
 }
 
-/** struct lb_flow_key */
+/** A flow of a flow-table key (struct lb_flow4_key or lb_flow6_key, without the service id). */
 export interface FlowKeyImage {
   family: 4 | 6;
   src: Uint8Array;
@@ -229,42 +236,40 @@ export interface FlowKeyImage {
   proto: number;
 }
 
-export function encodeFlowKey(k: FlowKeyImage): Buffer {
-  const b = Buffer.alloc(FLOW_KEY_SIZE);
-  const n = k.family === 4 ? 4 : 16;
-  b.set(k.src.subarray(0, n), 0);
-  b.set(k.dst.subarray(0, n), 16);
-  b.writeUInt16BE(k.sport, 32);
-  b.writeUInt16BE(k.dport, 34);
-  b[36] = k.proto;
-  b[37] = k.family;
-  return b;
+/** The size of a flow-table key of `family`: struct lb_flow4_key or lb_flow6_key. */
+export function flowTableKeySize(family: 4 | 6): number {
+  return family === 4 ? FLOW4_KEY_SIZE : FLOW6_KEY_SIZE;
 }
 
-export function decodeFlowKey(b: Uint8Array): FlowKeyImage {
-  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  const family = buf[37] === 6 ? 6 : 4;
-  return {
-    family,
-    src: addrOf(buf, 0, family),
-    dst: addrOf(buf, 16, family),
-    sport: buf.readUInt16BE(32),
-    dport: buf.readUInt16BE(34),
-    proto: buf[36],
-  };
-}
-
-/** struct lb_flow_tkey */
+/** struct lb_flow4_key or lb_flow6_key, by the flow's family: the key of flow `k` of service `svc`. */
 export function encodeFlowTableKey(k: FlowKeyImage, svc: number): Buffer {
-  const b = Buffer.alloc(FLOW_TKEY_SIZE);
-  encodeFlowKey(k).copy(b, 0);
-  b.writeUInt32LE(svc >>> 0, 40);
+  const n = k.family === 4 ? 4 : 16;
+  const b = Buffer.alloc(flowTableKeySize(k.family));
+  b.set(k.src.subarray(0, n), 0);
+  b.set(k.dst.subarray(0, n), n);
+  b.writeUInt16BE(k.sport, 2 * n);
+  b.writeUInt16BE(k.dport, 2 * n + 2);
+  b[2 * n + 4] = k.proto;
+  b.writeUInt16LE(svc & 0xffff, 2 * n + 6);
   return b;
 }
 
+/** A flow-table key back: its family from its size (16 bytes: IPv4, 40: IPv6). */
 export function decodeFlowTableKey(b: Uint8Array): { flow: FlowKeyImage; svc: number } {
   const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  return { flow: decodeFlowKey(buf.subarray(0, 40)), svc: buf.readUInt32LE(40) };
+  const family = buf.length === FLOW4_KEY_SIZE ? 4 : 6;
+  const n = family === 4 ? 4 : 16;
+  return {
+    flow: {
+      family,
+      src: Uint8Array.from(buf.subarray(0, n)),
+      dst: Uint8Array.from(buf.subarray(n, 2 * n)),
+      sport: buf.readUInt16BE(2 * n),
+      dport: buf.readUInt16BE(2 * n + 2),
+      proto: buf[2 * n + 4],
+    },
+    svc: buf.readUInt16LE(2 * n + 6),
+  };
 }
 
 /** struct lb_flow */
@@ -294,7 +299,7 @@ export function decodeFlow(b: Uint8Array): FlowImage {
   };
 }
 
-/** struct lb_nat_key */
+/** struct lb_nat4_key or lb_nat6_key (the map is the family's: lb_nat4, lb_nat6) */
 export interface NatKeyImage {
   family: 4 | 6;
   backend: Uint8Array;
@@ -305,32 +310,34 @@ export interface NatKeyImage {
   proto: number;
 }
 
+/** struct lb_nat4_key or lb_nat6_key, by k.family. */
 export function encodeNatKey(k: NatKeyImage): Buffer {
-  const b = Buffer.alloc(NAT_KEY_SIZE);
   const n = k.family === 4 ? 4 : 16;
+  const b = Buffer.alloc(k.family === 4 ? NAT4_KEY_SIZE : NAT6_KEY_SIZE);
   b.set(k.backend.subarray(0, n), 0);
-  b.set(k.client.subarray(0, n), 16);
-  b.writeUInt16BE(k.bport, 32);
-  b.writeUInt16BE(k.cport, 34);
-  b[36] = k.proto;
-  b[37] = k.family;
+  b.set(k.client.subarray(0, n), n);
+  b.writeUInt16BE(k.bport, 2 * n);
+  b.writeUInt16BE(k.cport, 2 * n + 2);
+  b[2 * n + 4] = k.proto;
   return b;
 }
 
+/** A NAT key back: its family from its size (16 bytes: IPv4, 40: IPv6). */
 export function decodeNatKey(b: Uint8Array): NatKeyImage {
   const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  const family = buf[37] === 6 ? 6 : 4;
+  const family = buf.length === NAT4_KEY_SIZE ? 4 : 6;
+  const n = family === 4 ? 4 : 16;
   return {
     family,
     backend: addrOf(buf, 0, family),
-    client: addrOf(buf, 16, family),
-    bport: buf.readUInt16BE(32),
-    cport: buf.readUInt16BE(34),
-    proto: buf[36],
+    client: addrOf(buf, n, family),
+    bport: buf.readUInt16BE(2 * n),
+    cport: buf.readUInt16BE(2 * n + 2),
+    proto: buf[2 * n + 4],
   };
 }
 
-/** struct lb_nat (the VIP's family is the key's) */
+/** struct lb_nat4 or lb_nat6 (the VIP's family is the key's) */
 export interface NatImage {
   vip: Uint8Array;
   /** Host order. */
@@ -340,7 +347,8 @@ export interface NatImage {
 
 export function decodeNat(b: Uint8Array, family: 4 | 6): NatImage {
   const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  return { vip: addrOf(buf, 0, family), vport: buf.readUInt16BE(16), svc: buf.readUInt32LE(20) };
+  const n = family === 4 ? 4 : 16;
+  return { vip: addrOf(buf, 0, family), vport: buf.readUInt16BE(n), svc: buf.readUInt32LE(n + 4) };
 }
 
 /** struct lb_config */
@@ -402,6 +410,23 @@ export function sumCounters(values: readonly Uint8Array[]): CounterImage {
     newFlows += buf.readBigUInt64LE(16);
   }
   return { packets: Number(packets), bytes: Number(bytes), newFlows: Number(newFlows) };
+}
+
+/**
+ * struct lb_events (a u64 per enum lb_event, LB_EVENTS in index order), summed over the per-CPU
+ * values given.
+ */
+export function sumEvents(values: readonly Uint8Array[]): Record<LbEvent, number> {
+  const sums = LB_EVENTS.map(() => 0n);
+  for (const v of values) {
+    const buf = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+    for (let i = 0; i < sums.length; i++) sums[i] += buf.readBigUInt64LE(i * 8);
+  }
+  const out = {} as Record<LbEvent, number>;
+  LB_EVENTS.forEach((name, i) => {
+    out[name] = Number(sums[i]);
+  });
+  return out;
 }
 
 /** A u64 per-CPU value summed over CPUs. */

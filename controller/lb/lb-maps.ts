@@ -35,7 +35,6 @@ import {
   LB_CFG_SRC6,
   LB_DECAP_ANY,
   LB_DECAP_EVENTS,
-  LB_EVENTS,
   LB_FIB_REASONS,
   LB_FIB_REASON_NAMES,
   LB_FLOW_CLOSING,
@@ -48,10 +47,9 @@ import {
   LB_NAT_DEFAULT,
   LB_SVC_DEVICES,
   COUNTER_SIZE,
-  FLOW_TKEY_SIZE,
   FLOW_SIZE,
-  NAT_KEY_SIZE,
-  NAT_SIZE,
+  NAT4_SIZE,
+  NAT6_SIZE,
   decodeBackend,
   decodeConfig,
   decodeFlow,
@@ -69,6 +67,7 @@ import {
   encodeSvcDevKey,
   encodeSvcKey,
   sumCounters,
+  sumEvents,
   sumU64,
   u32Key,
   type AddrBytes,
@@ -81,7 +80,10 @@ import { LbMapAccessError, LbMapInvalidError } from './errors.js';
 export type LbHashMode = keyof typeof LB_HASH;
 export type LbForwardMode = keyof typeof LB_FWD;
 export type LbProto = keyof typeof IPPROTO;
-/** 'shared': one LRU list for all CPUs (lb_flows); 'per-cpu': BPF_F_NO_COMMON_LRU (lb_flows_pc). */
+/**
+ * 'shared': one LRU list for all CPUs (lb_flows4, lb_flows6); 'per-cpu': BPF_F_NO_COMMON_LRU
+ * (lb_flows4_pc, lb_flows6_pc).
+ */
 export type LbFlowTable = 'shared' | 'per-cpu';
 /** 'active' takes new flows; 'down' keeps its flows but a TCP SYN leaves it; 'draining' keeps its flows. */
 export type LbBackendState = 'active' | 'down' | 'draining';
@@ -187,9 +189,12 @@ export interface LbNatEntry {
 export interface LbLoadOptions {
   /** Default 'shared'. */
   flowTable?: LbFlowTable;
-  /** Flow-table entries (default LB_FLOWS_DEFAULT); per-cpu: rounded up to a multiple of the CPUs. */
+  /**
+   * Entries of each family's flow table (default LB_FLOWS_DEFAULT); per-cpu: rounded up to a
+   * multiple of the CPUs.
+   */
   flowEntries?: number;
-  /** Reverse-NAT entries (default LB_NAT_DEFAULT). */
+  /** Entries of each family's reverse-NAT table (default LB_NAT_DEFAULT). */
   natEntries?: number;
   /** Path of lb.o; default bpf/progs/lb.o. */
   path?: string;
@@ -274,7 +279,8 @@ async function accessAsync<T>(map: string, what: string, op: () => Promise<T>): 
   }
 }
 
-function encodeServiceKey(key: LbServiceKey): Buffer {
+/** The key of service `key` and the name of its family's map. Throws LbMapInvalidError. */
+function encodeServiceKey(key: LbServiceKey): { k: Buffer; map: 'lb_services4' | 'lb_services6' } {
   const vip = parseAddress('vip', key.vip);
   checkInt('port', key.port, 0, 65535);
   const proto = IPPROTO[key.proto];
@@ -284,12 +290,15 @@ function encodeServiceKey(key: LbServiceKey): Buffer {
       `proto must be "tcp", "udp" or "sctp", got ${JSON.stringify(key.proto)}`,
     );
   }
-  return encodeSvcKey({ ...vip, port: key.port, proto });
+  return {
+    k: encodeSvcKey({ ...vip, port: key.port, proto }),
+    map: vip.family === 4 ? 'lb_services4' : 'lb_services6',
+  };
 }
 
 /**
- * Opens lb.o, sizes the flow tables (the variant not chosen shrinks to one entry) and the NAT
- * table, loads it, and records the flow-table choice in lb_config. Throws VerifierError or
+ * Opens lb.o, sizes the flow tables (both families; the kind not chosen shrinks to one entry
+ * each) and the NAT table, loads it, and records the flow-table choice in lb_config. Throws VerifierError or
  * SyscallError from the load (bpf/), LbMapInvalidError for bad sizes. Needs Linux >= 5.11
  * (bpf_ktime_get_coarse_ns) and kernel BTF (the Maglev table size is read through CO-RE).
  */
@@ -307,9 +316,12 @@ export function loadLbObject(options: LbLoadOptions = {}): BpfObject {
   checkInt('natEntries', nat, 1, 1 << 28);
   const object = openObject(options.path ?? bpfObjectPath('lb'));
   try {
-    object.setMaxEntries('lb_flows', flowTable === 'shared' ? flows : 1);
-    object.setMaxEntries('lb_flows_pc', flowTable === 'per-cpu' ? flows : 1);
-    object.setMaxEntries('lb_nat', nat);
+    for (const name of ['lb_flows4', 'lb_flows6'])
+      object.setMaxEntries(name, flowTable === 'shared' ? flows : 1);
+    for (const name of ['lb_flows4_pc', 'lb_flows6_pc'])
+      object.setMaxEntries(name, flowTable === 'per-cpu' ? flows : 1);
+    object.setMaxEntries('lb_nat4', nat);
+    object.setMaxEntries('lb_nat6', nat);
     if (options.pinDir !== undefined) {
       for (const name of LB_MAP_NAMES) object.setPinPath(name, join(options.pinDir, name));
     }
@@ -350,13 +362,17 @@ export function loadLbDecapObject(path?: string): BpfObject {
 }
 
 const LB_MAP_NAMES = [
-  'lb_services',
+  'lb_services4',
+  'lb_services6',
   'lb_svc_devs',
   'lb_maglev',
   'lb_backends',
-  'lb_flows',
-  'lb_flows_pc',
-  'lb_nat',
+  'lb_flows4',
+  'lb_flows6',
+  'lb_flows4_pc',
+  'lb_flows6_pc',
+  'lb_nat4',
+  'lb_nat6',
   'lb_config',
   'lb_insert_tb',
   'lb_svc_stats',
@@ -405,8 +421,11 @@ export class LbMaps {
     return decodeConfig(raw);
   }
 
-  #flowMap(): BpfMap {
-    return this.flowTable === 'per-cpu' ? this.#maps.lb_flows_pc : this.#maps.lb_flows;
+  /** The flow tables packets use, IPv4's and IPv6's. */
+  #flowMaps(): BpfMap[] {
+    return this.flowTable === 'per-cpu'
+      ? [this.#maps.lb_flows4_pc, this.#maps.lb_flows6_pc]
+      : [this.#maps.lb_flows4, this.#maps.lb_flows6];
   }
 
   /**
@@ -417,7 +436,7 @@ export class LbMaps {
    * devices), LbMapAccessError when a map is full (the entries it added are taken back).
    */
   setService(key: LbServiceKey, service: LbService): void {
-    const k = encodeServiceKey(key);
+    const { k, map } = encodeServiceKey(key);
     checkInt('id', service.id, 0, LB_MAX_SERVICES - 1);
     checkInt('seed', service.seed, 0, 0xffffffff);
     const hashMode = LB_HASH[service.hashMode];
@@ -457,7 +476,7 @@ export class LbMaps {
       tcpTimeoutS: tcp,
     });
     const what = `set service ${key.vip}:${key.port}/${key.proto}`;
-    const raw = access('lb_services', what, () => this.#maps.lb_services.lookup(k));
+    const raw = access(map, what, () => this.#maps[map].lookup(k));
     const previousId = raw ? decodeSvc(raw).id : undefined;
     const had = new Set(this.#devicesOf(service.id));
     const added: number[] = [];
@@ -469,7 +488,7 @@ export class LbMaps {
           added.push(ifindex);
         }
       });
-      access('lb_services', what, () => this.#maps.lb_services.update(k, v));
+      access(map, what, () => this.#maps[map].update(k, v));
     } catch (error: unknown) {
       for (const ifindex of added)
         this.#maps.lb_svc_devs.delete(encodeSvcDevKey(service.id, ifindex));
@@ -486,10 +505,10 @@ export class LbMaps {
    * id); false if there was none. Its table and flows stay.
    */
   deleteService(key: LbServiceKey): boolean {
-    const k = encodeServiceKey(key);
+    const { k, map } = encodeServiceKey(key);
     const what = `delete service ${key.vip}:${key.port}/${key.proto}`;
-    const raw = access('lb_services', what, () => this.#maps.lb_services.lookup(k));
-    const deleted = access('lb_services', what, () => this.#maps.lb_services.delete(k));
+    const raw = access(map, what, () => this.#maps[map].lookup(k));
+    const deleted = access(map, what, () => this.#maps[map].delete(k));
     if (raw) this.#removeDevices(decodeSvc(raw).id, new Set(), what, { unlessInUse: true });
     return deleted;
   }
@@ -506,8 +525,8 @@ export class LbMaps {
 
   /**
    * Deletes service id `id`'s lb_svc_devs entries whose device is not in `keep`; with
-   * `unlessInUse`, none while a service in lb_services still has the id (looked for only when
-   * there is something to delete: services without devices cost no scan of lb_services).
+   * `unlessInUse`, none while a service in lb_services4/6 still has the id (looked for only
+   * when there is something to delete: services without devices cost no scan of the services).
    */
   #removeDevices(
     id: number,
@@ -522,10 +541,12 @@ export class LbMaps {
     });
   }
 
-  /** Whether a service in lb_services has id `id`. */
+  /** Whether a service in lb_services4 or lb_services6 has id `id`. */
   #idInUse(id: number): boolean {
-    for (const [, raw] of this.#maps.lb_services.entries()) {
-      if (decodeSvc(raw as Buffer).id === id) return true;
+    for (const map of [this.#maps.lb_services4, this.#maps.lb_services6]) {
+      for (const [, raw] of map.entries()) {
+        if (decodeSvc(raw as Buffer).id === id) return true;
+      }
     }
     return false;
   }
@@ -540,7 +561,8 @@ export class LbMaps {
       list.push(d.ifindex);
       devices.set(d.svc, list);
     }
-    for (const [rawKey, rawValue] of this.#maps.lb_services.entries()) {
+    const entries = [...this.#maps.lb_services4.entries(), ...this.#maps.lb_services6.entries()];
+    for (const [rawKey, rawValue] of entries) {
       const k = decodeSvcKey(rawKey);
       const s = decodeSvc(rawValue as Buffer);
       const restricted =
@@ -793,11 +815,7 @@ export class LbMaps {
 
   /** lb_events summed over CPUs. */
   events(): Record<LbEvent, number> {
-    const out = {} as Record<LbEvent, number>;
-    LB_EVENTS.forEach((name, i) => {
-      out[name] = sumU64(this.#maps.lb_events.lookupPerCpu(u32Key(i)) ?? []);
-    });
-    return out;
+    return sumEvents(this.#maps.lb_events.lookupPerCpu(u32Key(0)) ?? []);
   }
 
   /** bpf_fib_lookup failures by reason, summed over CPUs; zero ones left out. */
@@ -836,40 +854,43 @@ export class LbMaps {
     };
   }
 
-  /** Every entry of the flow table in use, its key decoded (for dry runs and inspection). */
+  /** Every entry of the flow tables in use (both families), its key decoded (for dry runs and inspection). */
   async readFlows(): Promise<LbFlowEntry[]> {
-    const map = this.#flowMap();
-    const { keys, values, count } = await accessAsync(map.name, 'read the flows', () =>
-      map.lookupBatch(),
-    );
     const out: LbFlowEntry[] = [];
-    for (let i = 0; i < count; i++) {
-      const k = decodeFlowTableKey(keys.subarray(i * FLOW_TKEY_SIZE, (i + 1) * FLOW_TKEY_SIZE));
-      const v = decodeFlow(values.subarray(i * FLOW_SIZE, (i + 1) * FLOW_SIZE));
-      out.push({
-        serviceId: k.svc,
-        flow: {
-          family: k.flow.family,
-          src: formatBytes(k.flow.family, k.flow.src),
-          dst: formatBytes(k.flow.family, k.flow.dst),
-          sport: k.flow.sport,
-          dport: k.flow.dport,
-          proto: PROTO_NAMES.get(k.flow.proto) ?? k.flow.proto,
-        },
-        backend: v.backend,
-        hash: v.hash,
-        lastSeenNs: v.tsNs,
-        closing: (v.state & LB_FLOW_CLOSING) !== 0,
-      });
+    for (const map of this.#flowMaps()) {
+      const { keys, values, count } = await accessAsync(map.name, 'read the flows', () =>
+        map.lookupBatch(),
+      );
+      const size = map.keySize;
+      for (let i = 0; i < count; i++) {
+        const k = decodeFlowTableKey(keys.subarray(i * size, (i + 1) * size));
+        const v = decodeFlow(values.subarray(i * FLOW_SIZE, (i + 1) * FLOW_SIZE));
+        out.push({
+          serviceId: k.svc,
+          flow: {
+            family: k.flow.family,
+            src: formatBytes(k.flow.family, k.flow.src),
+            dst: formatBytes(k.flow.family, k.flow.dst),
+            sport: k.flow.sport,
+            dport: k.flow.dport,
+            proto: PROTO_NAMES.get(k.flow.proto) ?? k.flow.proto,
+          },
+          backend: v.backend,
+          hash: v.hash,
+          lastSeenNs: v.tsNs,
+          closing: (v.state & LB_FLOW_CLOSING) !== 0,
+        });
+      }
     }
     return out;
   }
 
-  /** Empties the flow table in use (every flow re-selects on its next packet); returns how many went. */
+  /** Empties the flow tables in use (every flow re-selects on its next packet); returns how many went. */
   clearFlows(): number {
-    const map = this.#flowMap();
     let removed = 0;
-    for (const key of [...map.keys()]) if (map.delete(key)) removed++;
+    for (const map of this.#flowMaps()) {
+      for (const key of [...map.keys()]) if (map.delete(key)) removed++;
+    }
     return removed;
   }
 
@@ -878,41 +899,50 @@ export class LbMaps {
    * backend that went); returns how many went.
    */
   async deleteFlows(doomed: (service: number, backend: number) => boolean): Promise<number> {
-    const map = this.#flowMap();
-    const { keys, values, count } = await accessAsync(map.name, 'read the flows', () =>
-      map.lookupBatch(),
-    );
-    const valueSize = map.perCpu ? values.length / Math.max(count, 1) : FLOW_SIZE;
     let removed = 0;
-    for (let i = 0; i < count; i++) {
-      const key = keys.subarray(i * FLOW_TKEY_SIZE, (i + 1) * FLOW_TKEY_SIZE);
-      const svc = key.readUInt32LE(40);
-      const backend = values.readUInt32LE(i * valueSize);
-      if (doomed(svc, backend) && map.delete(key)) removed++;
+    for (const map of this.#flowMaps()) {
+      const { keys, values, count } = await accessAsync(map.name, 'read the flows', () =>
+        map.lookupBatch(),
+      );
+      const valueSize = map.perCpu ? values.length / Math.max(count, 1) : FLOW_SIZE;
+      const size = map.keySize;
+      for (let i = 0; i < count; i++) {
+        const key = keys.subarray(i * size, (i + 1) * size);
+        // the service id: the key's last two bytes (struct lb_flow4_key, lb_flow6_key)
+        const svc = key.readUInt16LE(size - 2);
+        const backend = values.readUInt32LE(i * valueSize);
+        if (doomed(svc, backend) && map.delete(key)) removed++;
+      }
     }
     return removed;
   }
 
-  /** Every reverse-NAT entry, decoded. */
+  /** Every reverse-NAT entry (both families), decoded. */
   async readNat(): Promise<LbNatEntry[]> {
-    const { keys, values, count } = await accessAsync('lb_nat', 'read the NAT entries', () =>
-      this.#maps.lb_nat.lookupBatch(),
-    );
     const out: LbNatEntry[] = [];
-    for (let i = 0; i < count; i++) {
-      const k = decodeNatKey(keys.subarray(i * NAT_KEY_SIZE, (i + 1) * NAT_KEY_SIZE));
-      const v = decodeNat(values.subarray(i * NAT_SIZE, (i + 1) * NAT_SIZE), k.family);
-      out.push({
-        family: k.family,
-        backend: formatBytes(k.family, k.backend),
-        backendPort: k.bport,
-        client: formatBytes(k.family, k.client),
-        clientPort: k.cport,
-        proto: PROTO_NAMES.get(k.proto) ?? k.proto,
-        vip: formatBytes(k.family, v.vip),
-        vipPort: v.vport,
-        serviceId: v.svc,
-      });
+    for (const [map, valueSize] of [
+      [this.#maps.lb_nat4, NAT4_SIZE],
+      [this.#maps.lb_nat6, NAT6_SIZE],
+    ] as const) {
+      const { keys, values, count } = await accessAsync(map.name, 'read the NAT entries', () =>
+        map.lookupBatch(),
+      );
+      const size = map.keySize;
+      for (let i = 0; i < count; i++) {
+        const k = decodeNatKey(keys.subarray(i * size, (i + 1) * size));
+        const v = decodeNat(values.subarray(i * valueSize, (i + 1) * valueSize), k.family);
+        out.push({
+          family: k.family,
+          backend: formatBytes(k.family, k.backend),
+          backendPort: k.bport,
+          client: formatBytes(k.family, k.client),
+          clientPort: k.cport,
+          proto: PROTO_NAMES.get(k.proto) ?? k.proto,
+          vip: formatBytes(k.family, v.vip),
+          vipPort: v.vport,
+          serviceId: v.svc,
+        });
+      }
     }
     return out;
   }

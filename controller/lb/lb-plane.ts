@@ -3,7 +3,7 @@
 // programs handed to the pipelines (SL_PROG_LB) that run them after their rules.
 //
 // - Ids: a service's id (its Maglev slot, counter and flow-key part) and each backend's id are
-//   kept across applies and restarts: services are read back from lb_services, backends from
+//   kept across applies and restarts: services are read back from the service maps, backends from
 //   lb_backends and the pinned owner map (backend id -> service id). New backend ids come from a
 //   rotating cursor, so an id freed now is not handed out again soon: a stale flow entry pinned
 //   to it can then only re-select, never reach somebody else's backend.

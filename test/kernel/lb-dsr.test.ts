@@ -1,8 +1,7 @@
 // lb_xdp (bpf/progs/lb.bpf.c) in L2 DSR mode: service lookup, the flow hash against an independent jhash2, Maglev tables in a map-in-map, the FIB's next hop, fragments and counters, under BPF_PROG_TEST_RUN inside a throw-away namespace.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import type { BpfObject, BpfProgram } from '../../bpf/index.js';
-import { LbMaps, loadLbObject, type LbService } from '../../controller/lb/lb-maps.js';
+import type { LbService } from '../../controller/lb/lb-maps.js';
 import { mac } from '../helpers/packets/build.js';
 import {
   ACK,
@@ -16,7 +15,8 @@ import {
   hex,
   type FrameSpec,
 } from '../helpers/lb-frames.js';
-import { LbLab, NEIGHBOURS } from '../helpers/lb-lab.js';
+import { useLbFixture } from '../helpers/lb-fixture.js';
+import { NEIGHBOURS } from '../helpers/lb-lab.js';
 import { describeKernel } from '../helpers/privileges.js';
 import { flowHash as predictFlowHash } from '../../controller/lb/flow-hash.js';
 
@@ -26,9 +26,9 @@ function rol(x: number, s: number): number {
   return ((x << s) | (x >>> (32 - s))) >>> 0;
 }
 
-/** Linux jhash2(k, 10, seed) over ten u32 words. */
-function jhash2of10(k: Uint32Array, seed: number): number {
-  let a = (0xdeadbeef + (10 << 2) + seed) >>> 0;
+/** Linux jhash2(k, k.length, initval) for 3 or 9 words: whole rounds of three, then the last three. */
+function jhash2(k: Uint32Array, initval: number): number {
+  let a = (0xdeadbeef + (k.length << 2) + initval) >>> 0;
   let b = a;
   let c = a;
   const mix = (): void => {
@@ -51,13 +51,17 @@ function jhash2of10(k: Uint32Array, seed: number): number {
     c = (c ^ rol(b, 4)) >>> 0;
     b = (b + a) >>> 0;
   };
-  for (let i = 0; i < 9; i += 3) {
+  if (k.length !== 3 && k.length !== 9) throw new Error(`jhash2 of ${k.length} words`);
+  let i = 0;
+  for (; i + 3 < k.length; i += 3) {
     a = (a + k[i]!) >>> 0;
     b = (b + k[i + 1]!) >>> 0;
     c = (c + k[i + 2]!) >>> 0;
     mix();
   }
-  a = (a + k[9]!) >>> 0;
+  a = (a + k[i]!) >>> 0;
+  b = (b + k[i + 1]!) >>> 0;
+  c = (c + k[i + 2]!) >>> 0;
   c = (c ^ b) >>> 0;
   c = (c - rol(b, 14)) >>> 0;
   a = (a ^ c) >>> 0;
@@ -77,24 +81,26 @@ function jhash2of10(k: Uint32Array, seed: number): number {
 
 type Mode = '5tuple' | 'src' | 'src-port';
 
-/** The 40-byte flow key with the mode's fields zeroed, hashed as ten little-endian words. */
+/**
+ * src, dst and the port word with the mode's fields zeroed, as little-endian words (3 for IPv4,
+ * 9 for IPv6), hashed with initval seed + proto (proto 0 unless '5tuple').
+ */
 function flowHash(
   f: { src: string; dst: string; sport?: number; dport?: number; proto?: 'tcp' | 'udp' | 'sctp' },
   mode: Mode,
   seed: number,
 ): number {
   const proto = { tcp: 6, udp: 17, sctp: 132 }[f.proto ?? 'tcp'];
-  const key = new Uint8Array(40);
+  const n = familyOf(f.src) === 4 ? 4 : 16;
+  const key = new Uint8Array(2 * n + 4);
   const view = new DataView(key.buffer);
-  key.set(addressBytes(f.src), 0);
-  if (mode === '5tuple') key.set(addressBytes(f.dst), 16);
-  if (mode !== 'src') view.setUint16(32, f.sport ?? 40000, false);
-  if (mode === '5tuple') view.setUint16(34, f.dport ?? 80, false);
-  if (mode === '5tuple') key[36] = proto;
-  key[37] = familyOf(f.src);
-  const words = new Uint32Array(10);
-  for (let i = 0; i < 10; i++) words[i] = view.getUint32(i * 4, true);
-  return jhash2of10(words, seed);
+  key.set(addressBytes(f.src).subarray(0, n), 0);
+  if (mode === '5tuple') key.set(addressBytes(f.dst).subarray(0, n), n);
+  if (mode !== 'src') view.setUint16(2 * n, f.sport ?? 40000, false);
+  if (mode === '5tuple') view.setUint16(2 * n + 2, f.dport ?? 80, false);
+  const words = new Uint32Array(key.length / 4);
+  for (let i = 0; i < words.length; i++) words[i] = view.getUint32(i * 4, true);
+  return jhash2(words, (seed + (mode === '5tuple' ? proto : 0)) >>> 0);
 }
 
 // ---- the set-up ----
@@ -122,35 +128,22 @@ function service(id: number, extra: Partial<LbService> = {}): LbService {
 }
 
 await describeKernel('the load balancer in DSR mode', () => {
-  let lab: LbLab;
-  let object: BpfObject;
-  let maps: LbMaps;
-  let xdp: BpfProgram;
-
-  beforeAll(async () => {
-    lab = await LbLab.create();
-    object = loadLbObject();
-    maps = LbMaps.open(object);
-    xdp = object.program('lb_xdp');
-    for (const [id, address] of Object.entries(BACKENDS)) maps.setBackend(Number(id), { address });
-    maps.setService({ vip: VIP4, port: 80, proto: 'tcp' }, service(1, { seed: SEED4 }));
-    await maps.setMaglevTable(1, TABLE4);
-    maps.setService({ vip: VIP6, port: 443, proto: 'tcp' }, service(2, { seed: SEED6 }));
-    await maps.setMaglevTable(2, TABLE6);
-  });
-
-  afterAll(async () => {
-    maps?.close();
-    xdp?.close();
-    object?.close();
-    await lab?.destroy();
+  const lb = useLbFixture({
+    async setup(maps) {
+      for (const [id, address] of Object.entries(BACKENDS))
+        maps.setBackend(Number(id), { address });
+      maps.setService({ vip: VIP4, port: 80, proto: 'tcp' }, service(1, { seed: SEED4 }));
+      await maps.setMaglevTable(1, TABLE4);
+      maps.setService({ vip: VIP6, port: 443, proto: 'tcp' }, service(2, { seed: SEED6 }));
+      await maps.setMaglevTable(2, TABLE6);
+    },
   });
 
   /** The frame after the run, and the backend its destination MAC names (or null). */
   async function send(
     spec: FrameSpec,
   ): Promise<{ retval: number; out: Buffer; backend: string | null }> {
-    const { retval, data } = await lab.run(xdp, frame(spec));
+    const { retval, data } = await lb.lab.run(lb.xdp, frame(spec));
     const dmac = [...data.subarray(0, 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
     const backend =
       Object.entries(NEIGHBOURS).find(
@@ -166,10 +159,10 @@ await describeKernel('the load balancer in DSR mode', () => {
   describe('service lookup', () => {
     it('passes a packet to an address that is no VIP untouched', async () => {
       const f = frame({ src: '192.0.2.200', dst: '203.0.113.11', dport: 80 });
-      const before = maps.events();
-      const { retval, data } = await lab.run(xdp, f);
+      const before = lb.maps.events();
+      const { retval, data } = await lb.lab.run(lb.xdp, f);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
-      expect(maps.events()).toEqual(before);
+      expect(lb.maps.events()).toEqual(before);
     });
 
     it('passes a packet to the VIP on another port or protocol untouched', async () => {
@@ -179,17 +172,17 @@ await describeKernel('the load balancer in DSR mode', () => {
         { src: '2001:db8:9::1', dst: VIP6, dport: 80 },
       ]) {
         const f = frame(spec);
-        const { retval, data } = await lab.run(xdp, f);
+        const { retval, data } = await lb.lab.run(lb.xdp, f);
         expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
       }
     });
 
     it('prefers the exact port, then falls back to an all-ports service', async () => {
       const vip = '203.0.113.20';
-      maps.setService({ vip, port: 0, proto: 'udp' }, service(5));
-      await maps.setMaglevTable(5, Uint32Array.from([2, 2, 2]));
-      maps.setService({ vip, port: 53, proto: 'udp' }, service(6));
-      await maps.setMaglevTable(6, Uint32Array.from([3, 3, 3, 3, 3]));
+      lb.maps.setService({ vip, port: 0, proto: 'udp' }, service(5));
+      await lb.maps.setMaglevTable(5, Uint32Array.from([2, 2, 2]));
+      lb.maps.setService({ vip, port: 53, proto: 'udp' }, service(6));
+      await lb.maps.setMaglevTable(6, Uint32Array.from([3, 3, 3, 3, 3]));
       const to = async (dport: number) =>
         (await send({ src: '192.0.2.201', dst: vip, proto: 'udp', dport })).backend;
       expect([await to(53), await to(54), await to(5353)]).toEqual([
@@ -200,24 +193,24 @@ await describeKernel('the load balancer in DSR mode', () => {
     });
 
     it('passes a service without a Maglev table, counting it', async () => {
-      maps.setService({ vip: '203.0.113.30', port: 80, proto: 'tcp' }, service(7));
-      const before = maps.events().noTable;
+      lb.maps.setService({ vip: '203.0.113.30', port: 80, proto: 'tcp' }, service(7));
+      const before = lb.maps.events().noTable;
       const f = frame({ src: '192.0.2.200', dst: '203.0.113.30' });
-      const { retval, data } = await lab.run(xdp, f);
+      const { retval, data } = await lb.lab.run(lb.xdp, f);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
-      expect(maps.events().noTable - before).toBe(1);
+      expect(lb.maps.events().noTable - before).toBe(1);
     });
 
     it('passes a packet whose table slot names a removed backend, counting it', async () => {
-      maps.setBackend(40, { address: '192.0.2.11' });
-      maps.removeBackend(40);
-      maps.setService({ vip: '203.0.113.31', port: 80, proto: 'tcp' }, service(8));
-      await maps.setMaglevTable(8, Uint32Array.from([40, 40]));
-      const before = maps.events().noBackend;
+      lb.maps.setBackend(40, { address: '192.0.2.11' });
+      lb.maps.removeBackend(40);
+      lb.maps.setService({ vip: '203.0.113.31', port: 80, proto: 'tcp' }, service(8));
+      await lb.maps.setMaglevTable(8, Uint32Array.from([40, 40]));
+      const before = lb.maps.events().noBackend;
       const f = frame({ src: '192.0.2.200', dst: '203.0.113.31' });
-      const { retval, data } = await lab.run(xdp, f);
+      const { retval, data } = await lb.lab.run(lb.xdp, f);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
-      expect(maps.events().noBackend - before).toBe(1);
+      expect(lb.maps.events().noBackend - before).toBe(1);
     });
   });
 
@@ -229,7 +222,7 @@ await describeKernel('the load balancer in DSR mode', () => {
       dport: 80,
     }));
 
-    it('picks table[jhash2(flow key, 10, seed) % M] for IPv4 flows', async () => {
+    it('picks table[jhash_3words(src, dst, ports, seed + proto) % M] for IPv4 flows', async () => {
       const got: string[] = [];
       const want: string[] = [];
       for (const f of flows4) {
@@ -242,7 +235,7 @@ await describeKernel('the load balancer in DSR mode', () => {
     });
 
     it('stores the same hash the independent jhash2 gives, for each flow it inserted', async () => {
-      const entries = await maps.readFlows();
+      const entries = await lb.maps.readFlows();
       for (const f of flows4) {
         const e = entries.find((x) => x.flow.src === f.src && x.flow.sport === f.sport);
         expect({ src: f.src, hash: e?.hash }).toEqual({
@@ -261,7 +254,7 @@ await describeKernel('the load balancer in DSR mode', () => {
       }
     });
 
-    it('picks table[jhash2 % M] for IPv6 flows', async () => {
+    it('picks table[jhash2(src, dst, ports: 9 words, seed + proto) % M] for IPv6 flows', async () => {
       for (let i = 0; i < 12; i++) {
         const f = {
           src: `2001:db8:9::${(i + 1).toString(16)}`,
@@ -282,15 +275,18 @@ await describeKernel('the load balancer in DSR mode', () => {
       for (const [i, mode] of modes.entries()) {
         const vip = `203.0.113.${40 + i}`;
         const seed = 1000 + i;
-        maps.setService({ vip, port: 0, proto: 'tcp' }, service(20 + i, { hashMode: mode, seed }));
-        await maps.setMaglevTable(20 + i, TABLE4);
+        lb.maps.setService(
+          { vip, port: 0, proto: 'tcp' },
+          service(20 + i, { hashMode: mode, seed }),
+        );
+        await lb.maps.setMaglevTable(20 + i, TABLE4);
         const flows = [
           { src: '192.0.2.150', dst: vip, sport: 1111, dport: 80 },
           { src: '192.0.2.150', dst: vip, sport: 2222, dport: 80 },
           { src: '192.0.2.150', dst: vip, sport: 2222, dport: 8080 },
         ];
         for (const f of flows) await send(f);
-        const entries = (await maps.readFlows()).filter((e) => e.serviceId === 20 + i);
+        const entries = (await lb.maps.readFlows()).filter((e) => e.serviceId === 20 + i);
         const hashes = flows.map(
           (f) => entries.find((e) => e.flow.sport === f.sport && e.flow.dport === f.dport)?.hash,
         );
@@ -305,7 +301,7 @@ await describeKernel('the load balancer in DSR mode', () => {
       }
       // 'src' ignores both ports, 'src-port' only the destination port
       const byMode = (id: number) =>
-        maps
+        lb.maps
           .readFlows()
           .then((es) => new Set(es.filter((e) => e.serviceId === id).map((e) => e.hash)).size);
       expect([await byMode(20), await byMode(21), await byMode(22)]).toEqual([3, 1, 2]);
@@ -317,10 +313,10 @@ await describeKernel('the load balancer in DSR mode', () => {
       const spec = { src: '192.0.2.100', dst: VIP4, sport: 30000, dport: 80, flags: ACK };
       const backend = BACKENDS[TABLE4[flowHash({ ...spec }, '5tuple', SEED4) % 13]!]!;
       const input = frame(spec);
-      const { retval, data } = await lab.run(xdp, input);
+      const { retval, data } = await lb.lab.run(lb.xdp, input);
       const want = Buffer.from(input);
       Buffer.from(mac(NEIGHBOURS[backend]!)).copy(want, 0);
-      Buffer.from(mac(lab.arm.mac)).copy(want, 6);
+      Buffer.from(mac(lb.lab.arm.mac)).copy(want, 6);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_TX, data: hex(want) });
     });
 
@@ -328,72 +324,72 @@ await describeKernel('the load balancer in DSR mode', () => {
       const spec = { src: '2001:db8:9::77', dst: VIP6, sport: 41000, dport: 443 };
       const backend = BACKENDS[TABLE6[flowHash({ ...spec }, '5tuple', SEED6) % 7]!]!;
       const input = frame(spec);
-      const { retval, data } = await lab.run(xdp, input);
+      const { retval, data } = await lb.lab.run(lb.xdp, input);
       const want = Buffer.from(input);
       Buffer.from(mac(NEIGHBOURS[backend]!)).copy(want, 0);
-      Buffer.from(mac(lab.arm.mac)).copy(want, 6);
+      Buffer.from(mac(lb.lab.arm.mac)).copy(want, 6);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_TX, data: hex(want) });
     });
 
     it('keeps VLAN tags as received', async () => {
       const spec = { src: '192.0.2.100', dst: VIP4, sport: 30000, dport: 80, vlans: [100, 200] };
       const input = frame(spec);
-      const { retval, data } = await lab.run(xdp, input);
+      const { retval, data } = await lb.lab.run(lb.xdp, input);
       expect(retval).toBe(XDP_TX);
       expect(hex(data.subarray(12))).toBe(hex(input.subarray(12)));
-      expect(hex(data.subarray(6, 12))).toBe(hex(mac(lab.arm.mac)));
+      expect(hex(data.subarray(6, 12))).toBe(hex(mac(lb.lab.arm.mac)));
     });
 
     it('redirects to the device the FIB names when it is not the ingress device', async () => {
-      maps.setService({ vip: '203.0.113.50', port: 80, proto: 'tcp' }, service(30));
-      await maps.setMaglevTable(30, Uint32Array.from([21, 21]));
+      lb.maps.setService({ vip: '203.0.113.50', port: 80, proto: 'tcp' }, service(30));
+      await lb.maps.setMaglevTable(30, Uint32Array.from([21, 21]));
       const input = frame({ src: '192.0.2.100', dst: '203.0.113.50' });
-      const { retval, data } = await lab.run(xdp, input);
+      const { retval, data } = await lb.lab.run(lb.xdp, input);
       const want = Buffer.from(input);
       Buffer.from(mac('02:00:5e:00:53:21')).copy(want, 0);
-      Buffer.from(mac(lab.other.mac)).copy(want, 6);
+      Buffer.from(mac(lb.lab.other.mac)).copy(want, 6);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_REDIRECT, data: hex(want) });
-      expect(maps.events().redirect).toBeGreaterThan(0);
+      expect(lb.maps.events().redirect).toBeGreaterThan(0);
     });
 
     it('passes untouched and counts the reason when the FIB has no neighbour for the backend', async () => {
-      maps.setService({ vip: '203.0.113.51', port: 80, proto: 'tcp' }, service(31));
-      await maps.setMaglevTable(31, Uint32Array.from([99, 99]));
-      const before = { events: maps.events(), fib: maps.fibFailures() };
+      lb.maps.setService({ vip: '203.0.113.51', port: 80, proto: 'tcp' }, service(31));
+      await lb.maps.setMaglevTable(31, Uint32Array.from([99, 99]));
+      const before = { events: lb.maps.events(), fib: lb.maps.fibFailures() };
       const input = frame({ src: '192.0.2.100', dst: '203.0.113.51' });
-      const { retval, data } = await lab.run(xdp, input);
+      const { retval, data } = await lb.lab.run(lb.xdp, input);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(input) });
-      expect(maps.events().fibFail - before.events.fibFail).toBe(1);
-      expect((maps.fibFailures().noNeighbour ?? 0) - (before.fib.noNeighbour ?? 0)).toBe(1);
+      expect(lb.maps.events().fibFail - before.events.fibFail).toBe(1);
+      expect((lb.maps.fibFailures().noNeighbour ?? 0) - (before.fib.noNeighbour ?? 0)).toBe(1);
     });
 
     it('passes a backend of the other family in DSR mode, counting it', async () => {
-      maps.setService({ vip: '203.0.113.52', port: 80, proto: 'tcp' }, service(32));
-      await maps.setMaglevTable(32, Uint32Array.from([11, 11]));
-      const before = maps.events().family;
+      lb.maps.setService({ vip: '203.0.113.52', port: 80, proto: 'tcp' }, service(32));
+      await lb.maps.setMaglevTable(32, Uint32Array.from([11, 11]));
+      const before = lb.maps.events().family;
       const input = frame({ src: '192.0.2.100', dst: '203.0.113.52' });
-      const { retval, data } = await lab.run(xdp, input);
+      const { retval, data } = await lb.lab.run(lb.xdp, input);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(input) });
-      expect(maps.events().family - before).toBe(1);
+      expect(lb.maps.events().family - before).toBe(1);
     });
   });
 
   describe('Maglev tables', () => {
     it('swaps a table for one of another size in one step, and new flows follow it', async () => {
-      maps.setService({ vip: '203.0.113.60', port: 80, proto: 'tcp' }, service(40));
-      await maps.setMaglevTable(
+      lb.maps.setService({ vip: '203.0.113.60', port: 80, proto: 'tcp' }, service(40));
+      await lb.maps.setMaglevTable(
         40,
         Uint32Array.from({ length: 13 }, () => 1),
       );
       const to = async (sport: number) =>
         (await send({ src: '192.0.2.100', dst: '203.0.113.60', sport })).backend;
       expect(await to(1)).toBe('192.0.2.11');
-      await maps.setMaglevTable(
+      await lb.maps.setMaglevTable(
         40,
         Uint32Array.from({ length: 65537 }, () => 3),
       );
       expect(await to(2)).toBe('192.0.2.13');
-      await maps.setMaglevTable(
+      await lb.maps.setMaglevTable(
         40,
         Uint32Array.from({ length: 5 }, () => 2),
       );
@@ -401,16 +397,19 @@ await describeKernel('the load balancer in DSR mode', () => {
     });
 
     it('takes a table of the largest size, 1048573 slots', async () => {
-      maps.setService({ vip: '203.0.113.61', port: 80, proto: 'tcp' }, service(41, { seed: 77 }));
+      lb.maps.setService(
+        { vip: '203.0.113.61', port: 80, proto: 'tcp' },
+        service(41, { seed: 77 }),
+      );
       const table = Uint32Array.from({ length: 1048573 }, (_, i) => (i % 2 ? 1 : 2));
-      await maps.setMaglevTable(41, table);
+      await lb.maps.setMaglevTable(41, table);
       const f = { src: '192.0.2.100', dst: '203.0.113.61', sport: 4242, dport: 80 };
       const { backend } = await send(f);
       expect(backend).toBe(BACKENDS[table[flowHash(f, '5tuple', 77) % 1048573]!]);
     });
 
     it('refuses a table whose size is not a prime', async () => {
-      await expect(maps.setMaglevTable(1, new Uint32Array(12))).rejects.toMatchObject({
+      await expect(lb.maps.setMaglevTable(1, new Uint32Array(12))).rejects.toMatchObject({
         code: 'LB_MAP_INVALID',
         field: 'table',
       });
@@ -419,24 +418,27 @@ await describeKernel('the load balancer in DSR mode', () => {
 
   describe('fragments', () => {
     it('passes every fragment of a datagram to an exact-port service, counting the first', async () => {
-      const before = maps.events();
+      const before = lb.maps.events();
       const first = frame({ src: '192.0.2.100', dst: VIP4, fragment: { offset: 0, more: true } });
       const later = frame({ src: '192.0.2.100', dst: VIP4, fragment: { offset: 6, more: false } });
       for (const f of [first, later]) {
-        const { retval, data } = await lab.run(xdp, f);
+        const { retval, data } = await lb.lab.run(lb.xdp, f);
         expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
       }
-      const after = maps.events();
+      const after = lb.maps.events();
       expect(after.fragmentPass - before.fragmentPass).toBe(1);
       expect(after.fragment - before.fragment).toBe(0);
     });
 
     it('sends every fragment of a datagram to one backend of an all-ports service, without flow entries', async () => {
-      maps.setService({ vip: '203.0.113.70', port: 0, proto: 'udp' }, service(50, { seed: 9 }));
-      await maps.setMaglevTable(50, TABLE4);
-      maps.setService({ vip: '2001:db8:100::70', port: 0, proto: 'udp' }, service(51, { seed: 9 }));
-      await maps.setMaglevTable(51, TABLE6);
-      const before = maps.events().fragment;
+      lb.maps.setService({ vip: '203.0.113.70', port: 0, proto: 'udp' }, service(50, { seed: 9 }));
+      await lb.maps.setMaglevTable(50, TABLE4);
+      lb.maps.setService(
+        { vip: '2001:db8:100::70', port: 0, proto: 'udp' },
+        service(51, { seed: 9 }),
+      );
+      await lb.maps.setMaglevTable(51, TABLE6);
+      const before = lb.maps.events().fragment;
       for (const [src, dst] of [
         ['192.0.2.100', '203.0.113.70'],
         ['2001:db8:9::5', '2001:db8:100::70'],
@@ -456,8 +458,8 @@ await describeKernel('the load balancer in DSR mode', () => {
           [XDP_TX, want],
         ]);
       }
-      expect(maps.events().fragment - before).toBe(6);
-      const entries = (await maps.readFlows()).filter(
+      expect(lb.maps.events().fragment - before).toBe(6);
+      const entries = (await lb.maps.readFlows()).filter(
         (e) => e.serviceId === 50 || e.serviceId === 51,
       );
       expect(entries).toEqual([]);
@@ -466,12 +468,12 @@ await describeKernel('the load balancer in DSR mode', () => {
 
   describe('counters', () => {
     it('counts packets, bytes and new flows per service and per backend', async () => {
-      maps.setService({ vip: '203.0.113.80', port: 80, proto: 'tcp' }, service(60));
-      await maps.setMaglevTable(60, Uint32Array.from([2, 2]));
+      lb.maps.setService({ vip: '203.0.113.80', port: 80, proto: 'tcp' }, service(60));
+      await lb.maps.setMaglevTable(60, Uint32Array.from([2, 2]));
       const before = {
-        svc: maps.serviceCounters(60),
-        be: maps.backendCounters(2),
-        ev: maps.events(),
+        svc: lb.maps.serviceCounters(60),
+        be: lb.maps.backendCounters(2),
+        ev: lb.maps.events(),
       };
       const a = frame({ src: '192.0.2.100', dst: '203.0.113.80', sport: 1000 });
       const b = frame({
@@ -481,10 +483,10 @@ await describeKernel('the load balancer in DSR mode', () => {
         flags: ACK,
         payload: new Uint8Array(100),
       });
-      for (const f of [a, b]) expect((await lab.run(xdp, f)).retval).toBe(XDP_TX);
-      const svc = maps.serviceCounters(60);
-      const be = maps.backendCounters(2);
-      const ev = maps.events();
+      for (const f of [a, b]) expect((await lb.lab.run(lb.xdp, f)).retval).toBe(XDP_TX);
+      const svc = lb.maps.serviceCounters(60);
+      const be = lb.maps.backendCounters(2);
+      const ev = lb.maps.events();
       expect({
         svc: {
           packets: svc.packets - before.svc.packets,
@@ -506,7 +508,7 @@ await describeKernel('the load balancer in DSR mode', () => {
         miss: 1,
         tx: 2,
       });
-      const all = await maps.readCounters();
+      const all = await lb.maps.readCounters();
       expect(all.services.get(60)?.packets).toBe(svc.packets);
       expect(all.backends.get(2)?.packets).toBe(be.packets);
     });

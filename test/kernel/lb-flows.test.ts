@@ -62,7 +62,7 @@ await describeKernel('the load balancer flow table', () => {
   beforeAll(async () => {
     lab = await LbLab.create();
     s = open('shared');
-    flowMap = s.object.map('lb_flows');
+    flowMap = s.object.map('lb_flows4');
   });
 
   afterAll(async () => {
@@ -369,19 +369,21 @@ await describeKernel('the load balancer flow table', () => {
       close(pc);
     });
 
-    it('uses lb_flows_pc, created with BPF_F_NO_COMMON_LRU, and leaves lb_flows at one entry', () => {
-      const flows = pc.object.map('lb_flows');
-      const flowsPc = pc.object.map('lb_flows_pc');
+    it('uses lb_flows4_pc and lb_flows6_pc, created with BPF_F_NO_COMMON_LRU, and leaves the shared ones at one entry', () => {
+      const maps = ['lb_flows4', 'lb_flows6', 'lb_flows4_pc', 'lb_flows6_pc'].map((name) =>
+        pc.object.map(name),
+      );
       try {
+        const [flows4, flows6, flows4Pc, flows6Pc] = maps;
         expect(pc.maps.flowTable).toBe('per-cpu');
-        expect({ shared: flows.maxEntries, flags: flowsPc.flags & 2 }).toEqual({
-          shared: 1,
-          flags: 2,
-        });
-        expect(flowsPc.maxEntries).toBeGreaterThanOrEqual(4096);
+        expect({
+          shared: [flows4!.maxEntries, flows6!.maxEntries],
+          flags: [flows4Pc!.flags & 2, flows6Pc!.flags & 2],
+        }).toEqual({ shared: [1, 1], flags: [2, 2] });
+        expect(flows4Pc!.maxEntries).toBeGreaterThanOrEqual(4096);
+        expect(flows6Pc!.maxEntries).toBeGreaterThanOrEqual(4096);
       } finally {
-        flows.close();
-        flowsPc.close();
+        for (const m of maps) m.close();
       }
     });
 

@@ -1,14 +1,7 @@
 // lb_xdp's GUE forwarding (outer IPv4 or IPv6, UDP to port 6080, a 4-byte GUE header; per-flow outer source and UDP source port) and lb_decap_xdp's GUE decapsulation, byte for byte under BPF_PROG_TEST_RUN inside a throw-away namespace.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import type { BpfObject, BpfProgram } from '../../bpf/index.js';
 import { LB_GUE_PORT } from '../../controller/lb/lb-abi.js';
-import {
-  LbDecapMaps,
-  LbMaps,
-  loadLbDecapObject,
-  loadLbObject,
-} from '../../controller/lb/lb-maps.js';
 import { concat, ipv4Header, ipv6Header, setL4Checksum, u16 } from '../helpers/packets/build.js';
 import {
   XDP_PASS,
@@ -20,24 +13,14 @@ import {
   l2,
   type FrameSpec,
 } from '../helpers/lb-frames.js';
-import { LbLab, NEIGHBOURS } from '../helpers/lb-lab.js';
+import {
+  OUTER_SOURCE4,
+  OUTER_SOURCE6,
+  outerSource,
+  useEncapFixture,
+} from '../helpers/lb-fixture.js';
+import { NEIGHBOURS } from '../helpers/lb-lab.js';
 import { describeKernel } from '../helpers/privileges.js';
-
-const SOURCE4 = '192.0.2.64/26';
-const SOURCE6 = '2001:db8:1:0:ffff::/96';
-
-/** The outer source: the prefix with its host bits (at most the low 32) from the flow hash. */
-function outerSource(prefix: string, hash: number): Uint8Array {
-  const [text, lenText] = prefix.split('/') as [string, string];
-  const len = Number(lenText);
-  const addr = Uint8Array.from(addressBytes(text));
-  const view = new DataView(addr.buffer);
-  const last = addr.length - 4;
-  const hostBits = Math.min(32, addr.length * 8 - len);
-  const mask = hostBits === 32 ? 0xffffffff : (1 << hostBits) - 1;
-  view.setUint32(last, ((view.getUint32(last) & ~mask) | (hash & mask)) >>> 0);
-  return addr;
-}
 
 /** The outer UDP source port of a flow: 49152 + the hash's top 14 bits. */
 function outerPort(hash: number): number {
@@ -92,7 +75,7 @@ function encapsulated(spec: FrameSpec, backend: string, hash: number, armMac: st
   const inner4 = !spec.src.includes(':');
   const outer4 = !backend.includes(':');
   return gueFrame(ipPacket(spec), {
-    src: outerSource(outer4 ? SOURCE4 : SOURCE6, hash),
+    src: outerSource(outer4 ? OUTER_SOURCE4 : OUTER_SOURCE6, hash),
     dst: addressBytes(backend),
     sport: outerPort(hash),
     tos: spec.tos ?? 0,
@@ -144,59 +127,7 @@ function outerOf(f: Uint8Array) {
 }
 
 await describeKernel('the load balancer in GUE mode', () => {
-  let lab: LbLab;
-  let object: BpfObject;
-  let maps: LbMaps;
-  let xdp: BpfProgram;
-  let decapObject: BpfObject;
-  let decap: LbDecapMaps;
-  let decapXdp: BpfProgram;
-  let nextId = 1;
-
-  beforeAll(async () => {
-    lab = await LbLab.create();
-    object = loadLbObject();
-    maps = LbMaps.open(object);
-    xdp = object.program('lb_xdp');
-    maps.setConfig({ ipipSource4: SOURCE4, ipipSource6: SOURCE6 });
-    for (const [id, address] of [
-      [1, '192.0.2.11'],
-      [2, '192.0.2.12'],
-      [11, '2001:db8:1::11'],
-      [12, '2001:db8:1::12'],
-    ] as const)
-      maps.setBackend(id, { address });
-    decapObject = loadLbDecapObject();
-    decap = LbDecapMaps.open(decapObject);
-    decapXdp = decapObject.program('lb_decap_xdp');
-  });
-
-  afterAll(async () => {
-    maps?.close();
-    xdp?.close();
-    object?.close();
-    decap?.close();
-    decapXdp?.close();
-    decapObject?.close();
-    await lab?.destroy();
-  });
-
-  /** A service at `vip` (port 80, `proto`) whose table names only `backend`. */
-  async function serviceTo(vip: string, backend: number, proto: 'tcp' | 'udp' = 'tcp') {
-    const id = nextId++;
-    maps.setService(
-      { vip, port: 80, proto },
-      { id, hashMode: '5tuple', forwardMode: 'gue', seed: 2000 + id },
-    );
-    await maps.setMaglevTable(id, new Uint32Array(5).fill(backend));
-    return id;
-  }
-
-  async function hashOf(id: number, sport: number): Promise<number> {
-    const e = (await maps.readFlows()).find((x) => x.serviceId === id && x.flow.sport === sport);
-    if (!e) throw new Error(`no flow entry for service ${id}, port ${sport}`);
-    return e.hash;
-  }
+  const lb = useEncapFixture('gue', 2000);
 
   it('names port 6080 as the GUE port', () => {
     expect(LB_GUE_PORT).toBe(6080);
@@ -253,11 +184,13 @@ await describeKernel('the load balancer in GUE mode', () => {
 
     for (const c of cases) {
       it(c.title, async () => {
-        const id = await serviceTo(c.vip, c.backend[0], c.spec.proto === 'udp' ? 'udp' : 'tcp');
+        const id = await lb.serviceTo(c.vip, c.backend[0], {
+          proto: c.spec.proto === 'udp' ? 'udp' : 'tcp',
+        });
         const spec: FrameSpec = { src: '', dst: c.vip, sport: 40000 + id, dport: 80, ...c.spec };
-        const { retval, data } = await lab.run(xdp, frame(spec));
-        const hash = await hashOf(id, spec.sport!);
-        const want = encapsulated(spec, c.backend[1], hash, lab.arm.mac);
+        const { retval, data } = await lb.lab.run(lb.xdp, frame(spec));
+        const hash = await lb.hashOf(id, spec.sport!);
+        const want = encapsulated(spec, c.backend[1], hash, lb.lab.arm.mac);
         expect({ retval, data: hex(data) }).toEqual({ retval: XDP_TX, data: hex(want) });
         const outer = outerOf(data);
         const outer4 = !c.backend[1].includes(':');
@@ -276,13 +209,13 @@ await describeKernel('the load balancer in GUE mode', () => {
 
     it('computes the IPv6 UDP checksum over datagrams of every size, up to a 3,362-byte frame', async () => {
       const vip = '2001:db8:100::20';
-      const id = await serviceTo(vip, 11, 'udp');
+      const id = await lb.serviceTo(vip, 11, { proto: 'udp' });
       // UDP datagrams of 60 + n bytes (GUE's 12, the client's 48 + n): below, at and above the
       // checksum's chunk sizes (4 … 512), both parities, a 1,500-byte client frame and more.
       // The arm's MTU goes up meanwhile: the FIB refuses an outer packet larger (fragNeeded).
       const sizes = [0, 1, 2, 3, 5, 6, 7, 203, 204, 452, 453, 454, 455, 964, 965, 1438, 2500, 3300];
       const mtu = (n: number) =>
-        lab.lab.exec(lab.netns, ['ip', 'link', 'set', lab.arm.name, 'mtu', String(n)]);
+        lb.lab.lab.exec(lb.lab.netns, ['ip', 'link', 'set', lb.lab.arm.name, 'mtu', String(n)]);
       await mtu(4000);
       try {
         for (const [i, n] of sizes.entries()) {
@@ -294,9 +227,9 @@ await describeKernel('the load balancer in GUE mode', () => {
             dport: 80,
             payload: Uint8Array.from({ length: n }, (_, k) => (k * 7 + n) & 255),
           };
-          const { retval, data } = await lab.run(xdp, frame(spec));
-          const hash = await hashOf(id, 7000 + i);
-          const want = encapsulated(spec, '2001:db8:1::11', hash, lab.arm.mac);
+          const { retval, data } = await lb.lab.run(lb.xdp, frame(spec));
+          const hash = await lb.hashOf(id, 7000 + i);
+          const want = encapsulated(spec, '2001:db8:1::11', hash, lb.lab.arm.mac);
           expect({ n, retval, udpChecksumOk: outerOf(data).udpChecksumOk }).toEqual({
             n,
             retval: XDP_TX,
@@ -311,19 +244,19 @@ await describeKernel('the load balancer in GUE mode', () => {
 
     it('chooses the outer source and the UDP source port per flow from the hash, so flows spread', async () => {
       const vip = '203.0.113.20';
-      const id = await serviceTo(vip, 1);
+      const id = await lb.serviceTo(vip, 1);
       const sources = new Set<string>();
       const ports = new Set<number>();
       for (let i = 0; i < 16; i++) {
-        const { data } = await lab.run(
-          xdp,
+        const { data } = await lb.lab.run(
+          lb.xdp,
           frame({ src: '198.51.100.9', dst: vip, sport: 2000 + i }),
         );
-        const hash = await hashOf(id, 2000 + i);
+        const hash = await lb.hashOf(id, 2000 + i);
         const src = hex(data.subarray(14 + 12, 14 + 16));
         const sport = outerOf(data).sport;
         expect({ src, sport }).toEqual({
-          src: hex(outerSource(SOURCE4, hash)),
+          src: hex(outerSource(OUTER_SOURCE4, hash)),
           sport: outerPort(hash),
         });
         sources.add(src);
@@ -334,44 +267,31 @@ await describeKernel('the load balancer in GUE mode', () => {
     });
 
     it('passes a packet to no service untouched', async () => {
-      await serviceTo('203.0.113.21', 1);
+      await lb.serviceTo('203.0.113.21', 1);
       const f = frame({ src: '198.51.100.9', dst: '203.0.113.22' });
-      const before = maps.events();
-      const { retval, data } = await lab.run(xdp, f);
+      const before = lb.maps.events();
+      const { retval, data } = await lb.lab.run(lb.xdp, f);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
-      expect(maps.events()).toEqual(before);
+      expect(lb.maps.events()).toEqual(before);
     });
 
     it('passes untouched, counting it, when no outer source of the backend family is configured', async () => {
       const vip = '2001:db8:100::21';
-      await serviceTo(vip, 11);
-      maps.setConfig({ ipipSource4: SOURCE4 });
+      await lb.serviceTo(vip, 11);
+      lb.maps.setConfig({ ipipSource4: OUTER_SOURCE4 });
       try {
-        const before = maps.events().noSource;
+        const before = lb.maps.events().noSource;
         const f = frame({ src: '2001:db8:9::9', dst: vip });
-        const { retval, data } = await lab.run(xdp, f);
+        const { retval, data } = await lb.lab.run(lb.xdp, f);
         expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
-        expect(maps.events().noSource - before).toBe(1);
+        expect(lb.maps.events().noSource - before).toBe(1);
       } finally {
-        maps.setConfig({ ipipSource4: SOURCE4, ipipSource6: SOURCE6 });
+        lb.maps.setConfig({ ipipSource4: OUTER_SOURCE4, ipipSource6: OUTER_SOURCE6 });
       }
     });
   });
 
   describe('decapsulation on the backend', () => {
-    beforeAll(() => {
-      decap.addLocalAddress('192.0.2.11');
-      decap.addLocalAddress('2001:db8:1::11');
-    });
-
-    /** lb_xdp's output for `spec` to a service of `backend`. */
-    async function encapsulate(spec: FrameSpec, backend: number): Promise<Buffer> {
-      await serviceTo(spec.dst, backend);
-      const { retval, data } = await lab.run(xdp, frame(spec));
-      expect(retval).toBe(XDP_TX);
-      return data;
-    }
-
     const macOf = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 
     const cases: { title: string; spec: FrameSpec; backend: number }[] = [
@@ -404,16 +324,16 @@ await describeKernel('the load balancer in GUE mode', () => {
 
     for (const c of cases) {
       it(c.title, async () => {
-        const encap = await encapsulate(c.spec, c.backend);
-        const before = decap.counters();
-        const { retval, data } = await lab.run(decapXdp, encap);
+        const encap = await lb.encapsulate(c.spec, c.backend);
+        const before = lb.decap.counters();
+        const { retval, data } = await lb.lab.run(lb.decapXdp, encap);
         const want = l2(ipPacket(c.spec), {
           vlans: c.spec.vlans,
           dstMac: macOf(encap.subarray(0, 6)),
           srcMac: macOf(encap.subarray(6, 12)),
         });
         expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(want) });
-        const after = decap.counters();
+        const after = lb.decap.counters();
         expect({
           decapped: after.decapped - before.decapped,
           gueDecapped: after.gueDecapped - before.gueDecapped,
@@ -442,15 +362,15 @@ await describeKernel('the load balancer in GUE mode', () => {
         datagram.length + 4 + inner.length,
       );
       const f = l2(concat(outer, datagram, gueHeader(4), inner), {});
-      const { retval, data } = await lab.run(decapXdp, f);
+      const { retval, data } = await lb.lab.run(lb.decapXdp, f);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(l2(inner, {})) });
     });
 
     /** Runs `f` through lb_decap_xdp: the verdict, whether it came out untouched, counter deltas. */
     async function passed(f: Uint8Array) {
-      const before = decap.counters();
-      const { retval, data } = await lab.run(decapXdp, f);
-      const after = decap.counters();
+      const before = lb.decap.counters();
+      const { retval, data } = await lb.lab.run(lb.decapXdp, f);
+      const after = lb.decap.counters();
       const moved = Object.fromEntries(
         Object.entries(after)
           .map(([k, v]) => [k, v - before[k as keyof typeof before]])
@@ -471,12 +391,12 @@ await describeKernel('the load balancer in GUE mode', () => {
         untouched: true,
         counted: { notLocal: 1 },
       });
-      decap.setDecapAny(true);
+      lb.decap.setDecapAny(true);
       try {
-        const { data } = await lab.run(decapXdp, f);
+        const { data } = await lb.lab.run(lb.decapXdp, f);
         expect(hex(data)).toBe(hex(l2(inner, {})));
       } finally {
-        decap.setDecapAny(false);
+        lb.decap.setDecapAny(false);
       }
     });
 
@@ -544,10 +464,10 @@ await describeKernel('the load balancer in GUE mode', () => {
         { proto: 4, src: addressBytes('192.0.2.70'), dst: addressBytes('192.0.2.11') },
         inner.length,
       );
-      const before = decap.counters();
-      const { data } = await lab.run(decapXdp, l2(concat(outer, inner), {}));
+      const before = lb.decap.counters();
+      const { data } = await lb.lab.run(lb.decapXdp, l2(concat(outer, inner), {}));
       expect(hex(data)).toBe(hex(l2(inner, {})));
-      const after = decap.counters();
+      const after = lb.decap.counters();
       expect([after.decapped - before.decapped, after.gueDecapped - before.gueDecapped]).toEqual([
         1, 0,
       ]);

@@ -1,13 +1,6 @@
 // lb_xdp's IPIP forwarding (outer IPv4 or IPv6 header, per-flow outer source) and lb_decap_xdp, the backend's decapsulation, byte for byte under BPF_PROG_TEST_RUN inside a throw-away namespace.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import type { BpfObject, BpfProgram } from '../../bpf/index.js';
-import {
-  LbDecapMaps,
-  LbMaps,
-  loadLbDecapObject,
-  loadLbObject,
-} from '../../controller/lb/lb-maps.js';
 import { concat, ether, ipv4Header, ipv6Header, mac, u16 } from '../helpers/packets/build.js';
 import {
   XDP_PASS,
@@ -20,24 +13,14 @@ import {
   l2,
   type FrameSpec,
 } from '../helpers/lb-frames.js';
-import { LbLab, NEIGHBOURS } from '../helpers/lb-lab.js';
+import {
+  OUTER_SOURCE4,
+  OUTER_SOURCE6,
+  outerSource,
+  useEncapFixture,
+} from '../helpers/lb-fixture.js';
+import { NEIGHBOURS } from '../helpers/lb-lab.js';
 import { describeKernel } from '../helpers/privileges.js';
-
-const SOURCE4 = '192.0.2.64/26';
-const SOURCE6 = '2001:db8:1:0:ffff::/96';
-
-/** The outer source: the prefix with its host bits (at most the low 32) from the flow hash. */
-function outerSource(prefix: string, hash: number): Uint8Array {
-  const [text, lenText] = prefix.split('/') as [string, string];
-  const len = Number(lenText);
-  const addr = Uint8Array.from(addressBytes(text));
-  const view = new DataView(addr.buffer);
-  const last = addr.length - 4;
-  const hostBits = Math.min(32, addr.length * 8 - len);
-  const mask = hostBits === 32 ? 0xffffffff : (1 << hostBits) - 1;
-  view.setUint32(last, ((view.getUint32(last) & ~mask) | (hash & mask)) >>> 0);
-  return addr;
-}
 
 /** What lb_xdp must make of `spec` sent to `backend`, given the flow's hash. */
 function encapsulated(spec: FrameSpec, backend: string, hash: number, armMac: string): Uint8Array {
@@ -53,7 +36,7 @@ function encapsulated(spec: FrameSpec, backend: string, hash: number, armMac: st
         df: inner4 ? (spec.df ?? false) : true,
         ttl: 64,
         proto: inner4 ? 4 : 41,
-        src: outerSource(SOURCE4, hash),
+        src: outerSource(OUTER_SOURCE4, hash),
         dst: addressBytes(backend),
       },
       inner.length,
@@ -65,7 +48,7 @@ function encapsulated(spec: FrameSpec, backend: string, hash: number, armMac: st
         flow: hash & 0xfffff,
         next: inner4 ? 4 : 41,
         hopLimit: 64,
-        src: outerSource(SOURCE6, hash),
+        src: outerSource(OUTER_SOURCE6, hash),
         dst: addressBytes(backend),
       },
       inner.length,
@@ -88,59 +71,7 @@ function encapsulated(spec: FrameSpec, backend: string, hash: number, armMac: st
 }
 
 await describeKernel('the load balancer in IPIP mode', () => {
-  let lab: LbLab;
-  let object: BpfObject;
-  let maps: LbMaps;
-  let xdp: BpfProgram;
-  let decapObject: BpfObject;
-  let decap: LbDecapMaps;
-  let decapXdp: BpfProgram;
-  let nextId = 1;
-
-  beforeAll(async () => {
-    lab = await LbLab.create();
-    object = loadLbObject();
-    maps = LbMaps.open(object);
-    xdp = object.program('lb_xdp');
-    maps.setConfig({ ipipSource4: SOURCE4, ipipSource6: SOURCE6 });
-    for (const [id, address] of [
-      [1, '192.0.2.11'],
-      [2, '192.0.2.12'],
-      [11, '2001:db8:1::11'],
-      [12, '2001:db8:1::12'],
-    ] as const)
-      maps.setBackend(id, { address });
-    decapObject = loadLbDecapObject();
-    decap = LbDecapMaps.open(decapObject);
-    decapXdp = decapObject.program('lb_decap_xdp');
-  });
-
-  afterAll(async () => {
-    maps?.close();
-    xdp?.close();
-    object?.close();
-    decap?.close();
-    decapXdp?.close();
-    decapObject?.close();
-    await lab?.destroy();
-  });
-
-  /** A service at `vip` (port 80, `proto`) whose table names only `backend`. */
-  async function serviceTo(vip: string, backend: number, proto: 'tcp' | 'udp' = 'tcp') {
-    const id = nextId++;
-    maps.setService(
-      { vip, port: 80, proto },
-      { id, hashMode: '5tuple', forwardMode: 'ipip', seed: 1000 + id },
-    );
-    await maps.setMaglevTable(id, new Uint32Array(5).fill(backend));
-    return id;
-  }
-
-  async function hashOf(id: number, sport: number): Promise<number> {
-    const e = (await maps.readFlows()).find((x) => x.serviceId === id && x.flow.sport === sport);
-    if (!e) throw new Error(`no flow entry for service ${id}, port ${sport}`);
-    return e.hash;
-  }
+  const lb = useEncapFixture('ipip', 1000);
 
   describe('encapsulation', () => {
     const cases: {
@@ -191,10 +122,17 @@ await describeKernel('the load balancer in IPIP mode', () => {
 
     for (const c of cases) {
       it(c.title, async () => {
-        const id = await serviceTo(c.vip, c.backend[0], c.spec.proto === 'udp' ? 'udp' : 'tcp');
+        const id = await lb.serviceTo(c.vip, c.backend[0], {
+          proto: c.spec.proto === 'udp' ? 'udp' : 'tcp',
+        });
         const spec: FrameSpec = { src: '', dst: c.vip, sport: 40000 + id, dport: 80, ...c.spec };
-        const { retval, data } = await lab.run(xdp, frame(spec));
-        const want = encapsulated(spec, c.backend[1], await hashOf(id, spec.sport!), lab.arm.mac);
+        const { retval, data } = await lb.lab.run(lb.xdp, frame(spec));
+        const want = encapsulated(
+          spec,
+          c.backend[1],
+          await lb.hashOf(id, spec.sport!),
+          lb.lab.arm.mac,
+        );
         expect({ retval, data: hex(data) }).toEqual({ retval: XDP_TX, data: hex(want) });
         expect(checkChecksums(data).checks.every((x) => x.ok)).toBe(true);
         expect(checkChecksums(data).checks.map((x) => x.what)).toEqual(
@@ -215,15 +153,15 @@ await describeKernel('the load balancer in IPIP mode', () => {
 
     it('chooses the outer source per flow from the hash, so flows spread over the prefix', async () => {
       const vip = '203.0.113.20';
-      const id = await serviceTo(vip, 1);
+      const id = await lb.serviceTo(vip, 1);
       const sources = new Set<string>();
       for (let i = 0; i < 16; i++) {
-        const { data } = await lab.run(
-          xdp,
+        const { data } = await lb.lab.run(
+          lb.xdp,
           frame({ src: '198.51.100.9', dst: vip, sport: 2000 + i }),
         );
         const src = hex(data.subarray(14 + 12, 14 + 16));
-        expect(src).toBe(hex(outerSource(SOURCE4, await hashOf(id, 2000 + i))));
+        expect(src).toBe(hex(outerSource(OUTER_SOURCE4, await lb.hashOf(id, 2000 + i))));
         sources.add(src);
       }
       expect(sources.size).toBeGreaterThan(8);
@@ -231,34 +169,21 @@ await describeKernel('the load balancer in IPIP mode', () => {
 
     it('passes untouched, counting it, when no outer source of the backend family is configured', async () => {
       const vip = '203.0.113.21';
-      await serviceTo(vip, 1);
-      maps.setConfig({ ipipSource6: SOURCE6 });
+      await lb.serviceTo(vip, 1);
+      lb.maps.setConfig({ ipipSource6: OUTER_SOURCE6 });
       try {
-        const before = maps.events().noSource;
+        const before = lb.maps.events().noSource;
         const f = frame({ src: '198.51.100.9', dst: vip });
-        const { retval, data } = await lab.run(xdp, f);
+        const { retval, data } = await lb.lab.run(lb.xdp, f);
         expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
-        expect(maps.events().noSource - before).toBe(1);
+        expect(lb.maps.events().noSource - before).toBe(1);
       } finally {
-        maps.setConfig({ ipipSource4: SOURCE4, ipipSource6: SOURCE6 });
+        lb.maps.setConfig({ ipipSource4: OUTER_SOURCE4, ipipSource6: OUTER_SOURCE6 });
       }
     });
   });
 
   describe('decapsulation on the backend', () => {
-    beforeAll(() => {
-      decap.addLocalAddress('192.0.2.11');
-      decap.addLocalAddress('2001:db8:1::11');
-    });
-
-    /** lb_xdp's output for `spec` to a service of `backend`. */
-    async function encapsulate(spec: FrameSpec, backend: number): Promise<Buffer> {
-      await serviceTo(spec.dst, backend);
-      const { retval, data } = await lab.run(xdp, frame(spec));
-      expect(retval).toBe(XDP_TX);
-      return data;
-    }
-
     const cases: { title: string; spec: FrameSpec; backend: number }[] = [
       {
         title: 'strips an outer IPv4 header and passes the client packet, MACs kept',
@@ -289,16 +214,16 @@ await describeKernel('the load balancer in IPIP mode', () => {
 
     for (const c of cases) {
       it(c.title, async () => {
-        const encap = await encapsulate(c.spec, c.backend);
-        const before = decap.counters().decapped;
-        const { retval, data } = await lab.run(decapXdp, encap);
+        const encap = await lb.encapsulate(c.spec, c.backend);
+        const before = lb.decap.counters().decapped;
+        const { retval, data } = await lb.lab.run(lb.decapXdp, encap);
         const want = l2(ipPacket(c.spec), {
           vlans: c.spec.vlans,
           dstMac: [...encap.subarray(0, 6)].map((b) => b.toString(16).padStart(2, '0')).join(':'),
           srcMac: [...encap.subarray(6, 12)].map((b) => b.toString(16).padStart(2, '0')).join(':'),
         });
         expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(want) });
-        expect(decap.counters().decapped - before).toBe(1);
+        expect(lb.decap.counters().decapped - before).toBe(1);
       });
     }
 
@@ -313,7 +238,7 @@ await describeKernel('the load balancer in IPIP mode', () => {
         },
         inner.length,
       );
-      const { retval, data } = await lab.run(decapXdp, l2(concat(outer, inner), {}));
+      const { retval, data } = await lb.lab.run(lb.decapXdp, l2(concat(outer, inner), {}));
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(l2(inner, {})) });
     });
 
@@ -324,19 +249,19 @@ await describeKernel('the load balancer in IPIP mode', () => {
         inner.length,
       );
       const f = l2(concat(outer, inner), {});
-      const before = decap.counters();
-      const first = await lab.run(decapXdp, f);
+      const before = lb.decap.counters();
+      const first = await lb.lab.run(lb.decapXdp, f);
       expect({ retval: first.retval, data: hex(first.data) }).toEqual({
         retval: XDP_PASS,
         data: hex(f),
       });
-      expect(decap.counters().notLocal - before.notLocal).toBe(1);
-      decap.setDecapAny(true);
+      expect(lb.decap.counters().notLocal - before.notLocal).toBe(1);
+      lb.decap.setDecapAny(true);
       try {
-        const second = await lab.run(decapXdp, f);
+        const second = await lb.lab.run(lb.decapXdp, f);
         expect(hex(second.data)).toBe(hex(l2(inner, {})));
       } finally {
-        decap.setDecapAny(false);
+        lb.decap.setDecapAny(false);
       }
     });
 
@@ -347,10 +272,10 @@ await describeKernel('the load balancer in IPIP mode', () => {
         inner.length,
       );
       const f = l2(concat(outer, inner), {});
-      const before = decap.counters().malformed;
-      const { retval, data } = await lab.run(decapXdp, f);
+      const before = lb.decap.counters().malformed;
+      const { retval, data } = await lb.lab.run(lb.decapXdp, f);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
-      expect(decap.counters().malformed - before).toBe(1);
+      expect(lb.decap.counters().malformed - before).toBe(1);
     });
 
     it('passes a fragmented outer packet untouched, counting it', async () => {
@@ -360,18 +285,18 @@ await describeKernel('the load balancer in IPIP mode', () => {
         inner.length,
       );
       const f = l2(concat(outer, inner), {});
-      const before = decap.counters().fragment;
-      const { retval, data } = await lab.run(decapXdp, f);
+      const before = lb.decap.counters().fragment;
+      const { retval, data } = await lb.lab.run(lb.decapXdp, f);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
-      expect(decap.counters().fragment - before).toBe(1);
+      expect(lb.decap.counters().fragment - before).toBe(1);
     });
 
     it('passes what is not IPIP untouched and uncounted', async () => {
       const f = frame({ src: '198.51.100.7', dst: '192.0.2.11' });
-      const before = decap.counters();
-      const { retval, data } = await lab.run(decapXdp, f);
+      const before = lb.decap.counters();
+      const { retval, data } = await lb.lab.run(lb.decapXdp, f);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
-      expect(decap.counters()).toEqual(before);
+      expect(lb.decap.counters()).toEqual(before);
     });
   });
 });

@@ -1,8 +1,6 @@
 // lb_xdp's NAT forwarding (destination address and port rewritten, checksums updated incrementally, a reverse entry recorded) and lb_nat_tc, the reverse path, byte for byte under BPF_PROG_TEST_RUN inside a throw-away namespace.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import type { BpfObject, BpfProgram } from '../../bpf/index.js';
-import { LbMaps, loadLbObject, type LbProto } from '../../controller/lb/lb-maps.js';
 import {
   TC_ACT_OK,
   XDP_PASS,
@@ -13,7 +11,8 @@ import {
   hex,
   type FrameSpec,
 } from '../helpers/lb-frames.js';
-import { LbLab, NEIGHBOURS } from '../helpers/lb-lab.js';
+import { useLbFixture } from '../helpers/lb-fixture.js';
+import { NEIGHBOURS } from '../helpers/lb-lab.js';
 import { describeKernel } from '../helpers/privileges.js';
 
 /** The checks checkChecksums must find, all verifying. */
@@ -54,38 +53,14 @@ function payloadForZeroChecksum(spec: FrameSpec, dst: string, dport: number): Ui
 }
 
 await describeKernel('the load balancer in NAT mode', () => {
-  let lab: LbLab;
-  let object: BpfObject;
-  let maps: LbMaps;
-  let xdp: BpfProgram;
-  let tc: BpfProgram;
-  let nextId = 1;
-
-  beforeAll(async () => {
-    lab = await LbLab.create();
-    object = loadLbObject();
-    maps = LbMaps.open(object);
-    xdp = object.program('lb_xdp');
-    tc = object.program('lb_nat_tc');
-    maps.setBackend(1, { address: '192.0.2.11', port: 8080 });
-    maps.setBackend(2, { address: '192.0.2.12' });
-    maps.setBackend(11, { address: '2001:db8:1::11', port: 8443 });
+  const lb = useLbFixture({
+    mode: 'nat',
+    setup(maps) {
+      maps.setBackend(1, { address: '192.0.2.11', port: 8080 });
+      maps.setBackend(2, { address: '192.0.2.12' });
+      maps.setBackend(11, { address: '2001:db8:1::11', port: 8443 });
+    },
   });
-
-  afterAll(async () => {
-    maps?.close();
-    xdp?.close();
-    tc?.close();
-    object?.close();
-    await lab?.destroy();
-  });
-
-  async function serviceTo(vip: string, port: number, proto: LbProto, backend: number) {
-    const id = nextId++;
-    maps.setService({ vip, port, proto }, { id, hashMode: '5tuple', forwardMode: 'nat', seed: id });
-    await maps.setMaglevTable(id, new Uint32Array(3).fill(backend));
-    return id;
-  }
 
   const cases: {
     title: string;
@@ -152,19 +127,22 @@ await describeKernel('the load balancer in NAT mode', () => {
   describe('forward path', () => {
     for (const c of cases) {
       it(c.title, async () => {
-        const id = await serviceTo(c.spec.dst, c.spec.dport!, c.spec.proto!, c.backend[0]);
-        const { retval, data } = await lab.run(xdp, frame(c.spec));
+        const id = await lb.serviceTo(c.spec.dst, c.backend[0], {
+          port: c.spec.dport!,
+          proto: c.spec.proto!,
+        });
+        const { retval, data } = await lb.lab.run(lb.xdp, frame(c.spec));
         const want = frame({
           ...c.spec,
           dst: c.backend[1],
           dport: c.backend[2],
           dstMac: NEIGHBOURS[c.backend[1]],
-          srcMac: lab.arm.mac,
+          srcMac: lb.lab.arm.mac,
         });
         expect({ retval, data: hex(data) }).toEqual({ retval: XDP_TX, data: hex(want) });
         expect(checksumsOf(data).every((x) => x.endsWith(':ok'))).toBe(true);
         expect(checksumsOf(data).length).toBe(c.spec.src.includes(':') ? 1 : 2);
-        const nat = (await maps.readNat()).filter((e) => e.serviceId === id);
+        const nat = (await lb.maps.readNat()).filter((e) => e.serviceId === id);
         expect(nat).toEqual([
           {
             family: c.spec.src.includes(':') ? 6 : 4,
@@ -190,8 +168,8 @@ await describeKernel('the load balancer in NAT mode', () => {
         dport: 53,
       };
       spec.payload = payloadForZeroChecksum(spec, '192.0.2.11', 8080);
-      await serviceTo(spec.dst, 53, 'udp', 1);
-      const { retval, data } = await lab.run(xdp, frame(spec));
+      await lb.serviceTo(spec.dst, 1, { port: 53, proto: 'udp' });
+      const { retval, data } = await lb.lab.run(lb.xdp, frame(spec));
       expect(retval).toBe(XDP_TX);
       expect(hex(data.subarray(14 + 20 + 6, 14 + 20 + 8))).toBe('ffff');
       expect(checksumsOf(data)).toEqual(['ipv4:ok', 'udp:ok']);
@@ -205,33 +183,28 @@ await describeKernel('the load balancer in NAT mode', () => {
         sport: 9000,
         dport: 3868,
       };
-      await serviceTo(spec.dst, 3868, 'sctp', 1);
-      const { retval, data } = await lab.run(xdp, frame(spec));
+      await lb.serviceTo(spec.dst, 1, { port: 3868, proto: 'sctp' });
+      const { retval, data } = await lb.lab.run(lb.xdp, frame(spec));
       const want = frame({
         ...spec,
         dst: '192.0.2.11',
         dstMac: NEIGHBOURS['192.0.2.11'],
-        srcMac: lab.arm.mac,
+        srcMac: lb.lab.arm.mac,
       });
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_TX, data: hex(want) });
     });
 
     it('passes a backend of the other family untouched, counting it', async () => {
-      await serviceTo('203.0.113.17', 80, 'tcp', 11);
-      const before = maps.events().family;
+      await lb.serviceTo('203.0.113.17', 11);
+      const before = lb.maps.events().family;
       const f = frame({ src: '198.51.100.7', dst: '203.0.113.17' });
-      const { retval, data } = await lab.run(xdp, f);
+      const { retval, data } = await lb.lab.run(lb.xdp, f);
       expect({ retval, data: hex(data) }).toEqual({ retval: XDP_PASS, data: hex(f) });
-      expect(maps.events().family - before).toBe(1);
+      expect(lb.maps.events().family - before).toBe(1);
     });
 
     it('rewrites only the address of every fragment, and the L4 checksum of the first', async () => {
-      const id = nextId++;
-      maps.setService(
-        { vip: '203.0.113.20', port: 0, proto: 'udp' },
-        { id, hashMode: 'src', forwardMode: 'nat', seed: id },
-      );
-      await maps.setMaglevTable(id, new Uint32Array(3).fill(1));
+      const id = await lb.serviceTo('203.0.113.20', 1, { port: 0, proto: 'udp', hashMode: 'src' });
       for (const fragment of [
         { offset: 0, more: true },
         { offset: 4, more: false },
@@ -245,13 +218,13 @@ await describeKernel('the load balancer in NAT mode', () => {
           fragment,
         };
         const input = frame(spec);
-        const { retval, data } = await lab.run(xdp, input);
+        const { retval, data } = await lb.lab.run(lb.xdp, input);
         const want = Buffer.from(
           frame({
             ...spec,
             dst: '192.0.2.11',
             dstMac: NEIGHBOURS['192.0.2.11'],
-            srcMac: lab.arm.mac,
+            srcMac: lb.lab.arm.mac,
           }),
         );
         // a later fragment's bytes past the IP header are payload: they stay as sent
@@ -262,16 +235,16 @@ await describeKernel('the load balancer in NAT mode', () => {
           data: hex(want),
         });
       }
-      expect((await maps.readNat()).filter((e) => e.serviceId === id)).toMatchObject([
+      expect((await lb.maps.readNat()).filter((e) => e.serviceId === id)).toMatchObject([
         { backendPort: 53, clientPort: 6000, vipPort: 53 },
       ]);
     });
 
     it('writes the reverse entry once per flow, not once per packet', async () => {
-      const id = await serviceTo('203.0.113.18', 80, 'tcp', 1);
+      const id = await lb.serviceTo('203.0.113.18', 1);
       for (let i = 0; i < 3; i++)
-        await lab.run(xdp, frame({ src: '198.51.100.7', dst: '203.0.113.18', sport: 1234 }));
-      expect((await maps.readNat()).filter((e) => e.serviceId === id)).toHaveLength(1);
+        await lb.lab.run(lb.xdp, frame({ src: '198.51.100.7', dst: '203.0.113.18', sport: 1234 }));
+      expect((await lb.maps.readNat()).filter((e) => e.serviceId === id)).toHaveLength(1);
     });
   });
 
@@ -287,12 +260,12 @@ await describeKernel('the load balancer in NAT mode', () => {
           dport: c.spec.sport,
           flags: 0x12,
         };
-        const before = maps.events().natReverse;
-        const { retval, data } = await lab.run(tc, frame(reply), null);
+        const before = lb.maps.events().natReverse;
+        const { retval, data } = await lb.lab.run(lb.program('lb_nat_tc'), frame(reply), null);
         const want = frame({ ...reply, src: c.spec.dst, sport: c.spec.dport });
         expect({ retval, data: hex(data) }).toEqual({ retval: TC_ACT_OK, data: hex(want) });
         expect(checksumsOf(data).every((x) => x.endsWith(':ok'))).toBe(true);
-        expect(maps.events().natReverse - before).toBe(1);
+        expect(lb.maps.events().natReverse - before).toBe(1);
       });
     }
 
@@ -304,14 +277,14 @@ await describeKernel('the load balancer in NAT mode', () => {
         dport: 1,
         flags: 0x12,
       });
-      const before = maps.events().natReverse;
-      const { retval, data } = await lab.run(tc, f, null);
+      const before = lb.maps.events().natReverse;
+      const { retval, data } = await lb.lab.run(lb.program('lb_nat_tc'), f, null);
       expect({ retval, data: hex(data) }).toEqual({ retval: TC_ACT_OK, data: hex(f) });
-      expect(maps.events().natReverse).toBe(before);
+      expect(lb.maps.events().natReverse).toBe(before);
     });
 
     it('round-trips a flow: client to VIP, VIP to client, byte for byte', async () => {
-      await serviceTo('203.0.113.19', 80, 'tcp', 1);
+      await lb.serviceTo('203.0.113.19', 1);
       const request: FrameSpec = {
         src: '198.51.100.50',
         dst: '203.0.113.19',
@@ -319,7 +292,7 @@ await describeKernel('the load balancer in NAT mode', () => {
         dport: 80,
         payload: new Uint8Array(57).fill(0xab),
       };
-      const forwarded = await lab.run(xdp, frame(request));
+      const forwarded = await lb.lab.run(lb.xdp, frame(request));
       expect(checksumsOf(forwarded.data)).toEqual(['ipv4:ok', 'tcp:ok']);
       const reply = frame({
         src: '192.0.2.11',
@@ -329,7 +302,7 @@ await describeKernel('the load balancer in NAT mode', () => {
         flags: 0x18,
         payload: new Uint8Array(33).fill(0xcd),
       });
-      const back = await lab.run(tc, reply, null);
+      const back = await lb.lab.run(lb.program('lb_nat_tc'), reply, null);
       expect(hex(back.data)).toBe(
         hex(
           frame({

@@ -24,7 +24,6 @@
 // answer each TCP line with "NAME line" and record the source of every UDP datagram. The client
 // (`… client`) opens and drives TCP connections and sends one UDP datagram per flow. Both take
 // one JSON request a line on stdin and answer one JSON line on stdout.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { resolve } from 'node:path';
@@ -46,6 +45,7 @@ import {
   type LbConfig,
 } from '../../controller/lb/lb-maps.js';
 import { Lab } from '../../netns-lab/lab.js';
+import { NetnsScript, writeAnswer } from '../helpers/netns-script.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 
@@ -112,107 +112,12 @@ type Request =
   | { op: 'stop'; port: number }
   | { op: 'start'; port: number };
 
-interface Answer {
-  id: number;
-  result?: unknown;
-  error?: string;
-}
+/** This file's script in a namespace: the client or a server. */
+type Peer = NetnsScript<Request>;
 
-/** A script of this file running in a namespace, one JSON request a line. */
-class Peer {
-  readonly #child: ChildProcessWithoutNullStreams;
-  readonly #waiting = new Map<number, (a: Answer) => void>();
-  readonly #ready: Promise<void>;
-  #next = 0;
-  #stderr = '';
-
-  constructor(lab: Lab, netns: string, args: string[]) {
-    this.#child = spawn(
-      'ip',
-      ['netns', 'exec', netns, process.execPath, '--import', 'tsx', SCRIPT, ...args],
-      { stdio: ['pipe', 'pipe', 'pipe'] },
-    );
-    const pid = this.#child.pid;
-    if (pid !== undefined) {
-      lab.addCleanup(() => {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      });
-    }
-    let ready: () => void = () => undefined;
-    let exited: (error: Error) => void = () => undefined;
-    this.#ready = new Promise((done, fail) => {
-      ready = done;
-      exited = fail;
-    });
-    // Not awaited until ready() is: a rejection before then is no unhandled one.
-    this.#ready.catch(() => undefined);
-    createInterface({ input: this.#child.stdout }).on('line', (line) => {
-      let answer: Answer;
-      try {
-        answer = JSON.parse(line) as Answer;
-      } catch {
-        return; // not ours: a runtime warning, say
-      }
-      if (answer.id === -1) return ready();
-      const done = this.#waiting.get(answer.id);
-      this.#waiting.delete(answer.id);
-      done?.(answer);
-    });
-    this.#child.stderr.on('data', (chunk: Buffer) => {
-      this.#stderr = (this.#stderr + chunk.toString()).slice(-4000);
-    });
-    this.#child.stdin.on('error', () => undefined);
-    this.#child.on('exit', () => {
-      exited(new Error(`"${args.join(' ')}" exited before it was ready: ${this.#stderr.trim()}`));
-      for (const [id, done] of this.#waiting) {
-        done({ id, error: `"${args.join(' ')}" exited: ${this.#stderr.trim()}` });
-      }
-      this.#waiting.clear();
-    });
-  }
-
-  /** Resolves once the script listens (or reads requests); rejects after `timeoutMs`. */
-  async ready(timeoutMs = 20_000): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`lab script not ready in ${timeoutMs} ms: ${this.#stderr.trim()}`)),
-        timeoutMs,
-      );
-    });
-    try {
-      await Promise.race([this.#ready, late]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** Sends one request; rejects with the script's error, or after `timeoutMs`. */
-  async request<T>(request: Request, timeoutMs = 30_000): Promise<T> {
-    const id = this.#next++;
-    const answer = await new Promise<Answer>((done) => {
-      const timer = setTimeout(() => {
-        this.#waiting.delete(id);
-        done({ id, error: `no answer to "${request.op}" in ${timeoutMs} ms` });
-      }, timeoutMs);
-      this.#waiting.set(id, (a) => {
-        clearTimeout(timer);
-        done(a);
-      });
-      this.#child.stdin.write(`${JSON.stringify({ id, ...request })}\n`);
-    });
-    if (answer.error !== undefined) throw new Error(`lab script: ${answer.error}`);
-    return answer.result as T;
-  }
-
-  stop(): void {
-    this.#child.stdin.end();
-    this.#child.kill('SIGKILL');
-  }
+/** Starts this file's script with `args` in `netns`. */
+function startPeer(lab: Lab, netns: string, args: string[]): Peer {
+  return new NetnsScript<Request>(lab, netns, SCRIPT, args, `lab script "${args.join(' ')}"`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,10 +404,10 @@ export class LbTrafficLab {
       keep(attachXdp(lbXdp, `${id}lc`, { netns: balancerNs, mode: 'native' }));
 
     // Scripts.
-    const serverPeers = hosts.map(
-      (h) => new Peer(lab, h.netns, ['server', h.name, TCP_PORTS.join(','), UDP_PORTS.join(',')]),
+    const serverPeers = hosts.map((h) =>
+      startPeer(lab, h.netns, ['server', h.name, TCP_PORTS.join(','), UDP_PORTS.join(',')]),
     );
-    const clientPeer = new Peer(lab, clientNs, ['client']);
+    const clientPeer = startPeer(lab, clientNs, ['client']);
     for (const p of [...serverPeers, clientPeer]) close.push(() => p.stop());
     await Promise.all([...serverPeers, clientPeer].map((p) => p.ready()));
 
@@ -600,12 +505,6 @@ function configure(device: string, ipv4: string, ipv6: string): string[][] {
 /** Strips the IPv4-mapped prefix a dual-stack socket reports. */
 function plain(address: string): string {
   return address.startsWith('::ffff:') ? address.slice(7) : address;
-}
-
-function answer(id: number, result: unknown, error?: unknown): void {
-  const line: Answer =
-    error === undefined ? { id, result } : { id, error: (error as Error).message ?? String(error) };
-  process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 
 /** Reads one line from `socket` (its next reply); resolves with it, or rejects on close or timeout. */
@@ -714,7 +613,7 @@ function sendDatagram(vip: string, port: number, source: string, sport: number):
 async function runClient(): Promise<void> {
   const groups = new Map<string, Conn[]>();
   const lines = createInterface({ input: process.stdin });
-  answer(-1, 'ready');
+  writeAnswer(-1, 'ready');
   for await (const line of lines) {
     const r = JSON.parse(line) as Request & { id: number };
     try {
@@ -724,7 +623,7 @@ async function runClient(): Promise<void> {
           for (let p = 0; p < r.ports; p++) flows.push([s, r.portBase + p]);
         const sent = await pool(flows, 32, ([s, p]) => sendDatagram(r.vip, r.port, s, p));
         const ok = sent.filter(Boolean).length;
-        answer(r.id, { sent: ok, failed: sent.length - ok });
+        writeAnswer(r.id, { sent: ok, failed: sent.length - ok });
       } else if (r.op === 'open') {
         const replies = await pool(r.sources, 32, async (source): Promise<TcpReply> => {
           let conn: Conn;
@@ -738,9 +637,9 @@ async function runClient(): Promise<void> {
           groups.set(r.tag, group);
           return exchange(conn, r.text);
         });
-        answer(r.id, replies);
+        writeAnswer(r.id, replies);
       } else if (r.op === 'again') {
-        answer(r.id, await pool(groups.get(r.tag) ?? [], 32, (c) => exchange(c, r.text)));
+        writeAnswer(r.id, await pool(groups.get(r.tag) ?? [], 32, (c) => exchange(c, r.text)));
       } else if (r.op === 'close') {
         const group = groups.get(r.tag) ?? [];
         groups.delete(r.tag);
@@ -757,12 +656,12 @@ async function runClient(): Promise<void> {
               }),
           ),
         );
-        answer(r.id, group.length);
+        writeAnswer(r.id, group.length);
       } else {
-        answer(r.id, undefined, new Error(`the client has no "${r.op}"`));
+        writeAnswer(r.id, undefined, new Error(`the client has no "${r.op}"`));
       }
     } catch (error: unknown) {
-      answer(r.id, undefined, error);
+      writeAnswer(r.id, undefined, error);
     }
   }
 }
@@ -801,28 +700,28 @@ async function runServer(name: string, tcpPorts: number[], udpPorts: number[]): 
     listening.push(new Promise((done) => socket.bind({ address: '::', port }, done)));
   }
   await Promise.all(listening);
-  answer(-1, 'ready');
+  writeAnswer(-1, 'ready');
   for await (const line of createInterface({ input: process.stdin })) {
     const r = JSON.parse(line) as Request & { id: number };
     if (r.op === 'flows') {
       const record = seen.get(r.port);
       if (!record) {
-        answer(r.id, undefined, new Error(`no UDP socket on port ${r.port}`));
+        writeAnswer(r.id, undefined, new Error(`no UDP socket on port ${r.port}`));
         continue;
       }
-      answer(r.id, { datagrams: record.datagrams, flows: [...record.flows.values()] });
+      writeAnswer(r.id, { datagrams: record.datagrams, flows: [...record.flows.values()] });
       record.datagrams = 0;
       record.flows.clear();
     } else if (r.op === 'stop') {
       // close() stops accepting; established connections are left alone
       servers.get(r.port)?.close();
       servers.delete(r.port);
-      answer(r.id, null);
+      writeAnswer(r.id, null);
     } else if (r.op === 'start') {
       if (!servers.has(r.port)) await listen(r.port);
-      answer(r.id, null);
+      writeAnswer(r.id, null);
     } else {
-      answer(r.id, undefined, new Error(`the server has no "${r.op}"`));
+      writeAnswer(r.id, undefined, new Error(`the server has no "${r.op}"`));
     }
   }
   process.exit(0);

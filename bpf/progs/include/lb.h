@@ -6,12 +6,15 @@
  *
  * Byte order: fields typed __be* and every address are network order; everything else is
  * host order (little-endian on x86). Addresses are 16 bytes, IPv4 in the first 4, the rest
- * zero, with a family byte of 4 or 6 beside them.
+ * zero, with a family byte of 4 or 6 beside them; the keys of lb_services4/6, lb_flows4/6 and
+ * lb_nat4/6 excepted (a map per family, IPv4 addresses 4 bytes there).
  *
  * Maps of lb.bpf.c (name: key -> value; writer -> reader):
- *   lb_services    HASH  struct lb_svc_key -> struct lb_svc; user space -> lb_xdp.
- *                  A service matches (VIP, port, proto); port 0 matches every port and is
- *                  tried after the exact port.
+ *   lb_services4   HASH  struct lb_svc4_key -> struct lb_svc: services of IPv4 VIPs;
+ *   lb_services6   HASH  struct lb_svc6_key -> struct lb_svc: services of IPv6 VIPs; both
+ *                  user space -> lb_xdp. A service matches (VIP, port, proto); port 0 matches
+ *                  every port and is tried after the exact port. One map per family so that
+ *                  an IPv4 key is 8 bytes, not 20 (the kernel hashes and compares it whole).
  *   lb_svc_devs    HASH  struct lb_svc_dev_key -> u8 (unused, 1): the devices a service with
  *                  LB_SVC_DEVICES applies on; user space (entries added before the flag is
  *                  set, removed after it is cleared) -> lb_xdp.
@@ -20,19 +23,25 @@
  *                  up to LB_MAGLEV_MAX), read by the program from the map itself, so one
  *                  outer-slot swap changes table and size together. User space -> lb_xdp.
  *   lb_backends    ARRAY  u32 backend id -> struct lb_backend; user space -> lb_xdp.
- *   lb_flows       LRU_HASH  struct lb_flow_tkey -> struct lb_flow (one LRU list for all
- *                  CPUs); lb_xdp -> lb_xdp, user space reads (dry runs) and may delete.
- *   lb_flows_pc    the same with BPF_F_NO_COMMON_LRU (a free/LRU list per CPU): used
- *                  instead of lb_flows when lb_config.flags has LB_CFG_NO_COMMON_LRU. The
- *                  map left unused is shrunk to one entry by the loader.
- *   lb_nat         LRU_HASH  struct lb_nat_key -> struct lb_nat; lb_xdp (NAT mode) ->
+ *   lb_flows4      LRU_HASH  struct lb_flow4_key -> struct lb_flow: IPv4 flows (one LRU list
+ *                  for all CPUs); lb_xdp -> lb_xdp, user space reads (dry runs) and may delete.
+ *   lb_flows6      LRU_HASH  struct lb_flow6_key -> struct lb_flow: IPv6 flows, the same way.
+ *                  One table per family so that an IPv4 key is 16 bytes, not an IPv6 one's 40:
+ *                  the kernel hashes and compares the whole key on every lookup.
+ *   lb_flows4_pc, lb_flows6_pc  the same with BPF_F_NO_COMMON_LRU (a free/LRU list per CPU):
+ *                  used instead of lb_flows4/6 when lb_config.flags has LB_CFG_NO_COMMON_LRU.
+ *                  The pair left unused is shrunk to one entry each by the loader.
+ *   lb_nat4        LRU_HASH  struct lb_nat4_key -> struct lb_nat4: IPv4 reverse-NAT entries;
+ *   lb_nat6        LRU_HASH  struct lb_nat6_key -> struct lb_nat6: IPv6 ones (a map per family,
+ *                  as for flows: a 16-byte IPv4 key, not 40); both lb_xdp (NAT mode) ->
  *                  lb_nat_tc (reverse path), user space reads.
  *   lb_config      ARRAY[1]  struct lb_config; user space -> lb_xdp.
  *   lb_insert_tb   PERCPU_ARRAY[1]  struct lb_bucket: the per-CPU new-flow insert bucket;
  *                  lb_xdp -> lb_xdp (user space zeroes it: a zero bucket starts full).
  *   lb_svc_stats   PERCPU_ARRAY[LB_MAX_SERVICES]  struct lb_counter by service id;
  *   lb_be_stats    PERCPU_ARRAY[LB_MAX_BACKENDS]  struct lb_counter by backend id;
- *   lb_events      PERCPU_ARRAY[LB_EVENTS]  u64 by enum lb_event;
+ *   lb_events      PERCPU_ARRAY[1]  struct lb_events: a u64 per enum lb_event, in one value
+ *                  so that a packet looks its CPU's counters up once, whatever it counts;
  *   lb_fib_stats   PERCPU_ARRAY[LB_FIB_REASONS]  u64 by bpf_fib_lookup's return code
  *                  (BPF_FIB_LKUP_RET_*; 0 counts negative returns, i.e. bad arguments);
  *                  all four: programs -> user space, summed over CPUs.
@@ -51,14 +60,14 @@
 #define LB_MAX_SERVICES 4096 /* service ids 0 .. 4095 */
 #define LB_MAX_BACKENDS 65536 /* backend ids 0 .. 65535 */
 #define LB_MAGLEV_MAX 1048573 /* the largest table size (a prime) */
-#define LB_FLOWS_DEFAULT 65536 /* lb_flows, lb_flows_pc entries unless the loader sets them */
-#define LB_NAT_DEFAULT 65536
+#define LB_FLOWS_DEFAULT 65536 /* entries of each flow table unless the loader sets them */
+#define LB_NAT_DEFAULT 65536 /* entries of each NAT table unless the loader sets them */
 #define LB_FIB_REASONS 16
 
 /* lb_svc.hash_mode: which flow-key fields the backend hash covers */
 #define LB_HASH_5TUPLE 0 /* all */
-#define LB_HASH_SRC 1 /* src and family (dst, ports, proto zeroed) */
-#define LB_HASH_SRC_PORT 2 /* src, sport and family (dst, dport, proto zeroed) */
+#define LB_HASH_SRC 1 /* src (dst, ports, proto zeroed) */
+#define LB_HASH_SRC_PORT 2 /* src and sport (dst, dport, proto zeroed) */
 
 /* lb_svc.fwd_mode */
 #define LB_FWD_DSR 0 /* L2 direct server return: MACs rewritten */
@@ -92,25 +101,33 @@ struct lb_gue_hdr {
 
 /* lb_config.flags */
 #define LB_CFG_INSERT_CAP (1U << 0) /* cap flow-table inserts by insert_rate / insert_burst */
-#define LB_CFG_NO_COMMON_LRU (1U << 1) /* the flow table is lb_flows_pc, not lb_flows */
+#define LB_CFG_NO_COMMON_LRU (1U << 1) /* the flow tables are lb_flows4_pc/6_pc, not 4/6 */
 #define LB_CFG_SRC4 (1U << 2) /* src4/src4_len hold the IPIP/GUE outer IPv4 source prefix */
 #define LB_CFG_SRC6 (1U << 3) /* src6/src6_len hold the IPIP/GUE outer IPv6 source prefix */
 
 /* lb_decap_cfg.flags */
 #define LB_DECAP_ANY (1U << 0) /* decapsulate whatever the outer destination */
 
-/* lb_services key (20 bytes) */
-struct lb_svc_key {
-	__u8 addr[16]; /* the VIP */
+/* lb_services4 key (8 bytes); port and proto where lb_svc6_key has them */
+struct lb_svc4_key {
 	__be16 port; /* 0: every port */
 	__u8 proto; /* 6, 17 or 132 */
-	__u8 family; /* 4 or 6 */
+	__u8 pad; /* 0 */
+	__be32 addr; /* the VIP */
 };
 
-/* lb_services value (20 bytes) */
+/* lb_services6 key (20 bytes) */
+struct lb_svc6_key {
+	__be16 port; /* 0: every port */
+	__u8 proto;
+	__u8 pad; /* 0 */
+	__u8 addr[16]; /* the VIP */
+};
+
+/* lb_services4 / lb_services6 value (20 bytes) */
 struct lb_svc {
-	__u32 id; /* < LB_MAX_SERVICES: lb_maglev slot, lb_svc_stats index, flow-key part */
-	__u32 seed; /* jhash2 initval of this service's flow hash */
+	__u32 id; /* < LB_MAX_SERVICES: lb_maglev slot, lb_svc_stats index, flow-key svc */
+	__u32 seed; /* the flow hash's initval (plus the protocol) */
 	__u8 hash_mode; /* LB_HASH_* */
 	__u8 fwd_mode; /* LB_FWD_* */
 	__u16 flags; /* LB_SVC_* */
@@ -133,25 +150,37 @@ struct lb_backend {
 	__u8 flags; /* LB_BE_* */
 };
 
-/* The flow key: hashed (jhash2 over its 10 words, as loaded: little-endian) and, with the
- * service id, the flow-table key (40 bytes). */
-struct lb_flow_key {
-	__u8 src[16];
-	__u8 dst[16];
-	__be16 sport; /* 0 for fragments */
+/*
+ * The flow-table keys, one per family: a flow (addresses and ports in network order, proto)
+ * of service svc. The flow hash is Linux's jhash2 over the key's leading words as loaded
+ * (little-endian): the addresses and the port word, 3 words for IPv4 (jhash_3words), 9 for
+ * IPv6, with initval lb_svc.seed + proto (lb.bpf.c's header, step 3, and
+ * controller/lb/flow-hash.ts).
+ */
+
+/* lb_flows4 / lb_flows4_pc key (16 bytes) */
+struct lb_flow4_key {
+	__be32 src;
+	__be32 dst;
+	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 family;
-	__u8 pad[2]; /* 0 */
+	__u8 pad; /* 0 */
+	__u16 svc; /* lb_svc.id (< LB_MAX_SERVICES) */
 };
 
-/* lb_flows / lb_flows_pc key (44 bytes) */
-struct lb_flow_tkey {
-	struct lb_flow_key flow; /* the full key, whatever the hash mode */
-	__u32 svc; /* lb_svc.id */
+/* lb_flows6 / lb_flows6_pc key (40 bytes) */
+struct lb_flow6_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad; /* 0 */
+	__u16 svc; /* lb_svc.id */
 };
 
-/* lb_flows / lb_flows_pc value (24 bytes) */
+/* lb_flows4/6(_pc) value (24 bytes) */
 struct lb_flow {
 	__u32 backend; /* backend id */
 	__u32 hash; /* the flow hash that chose it (IPIP/GUE outer source and UDP port bits) */
@@ -161,23 +190,40 @@ struct lb_flow {
 	__u32 pad;
 };
 
-/* lb_nat key (40 bytes): a reply's source and destination, as lb_nat_tc sees them */
-struct lb_nat_key {
-	__u8 backend[16];
-	__u8 client[16];
+/* lb_nat4 key (16 bytes): an IPv4 reply's source and destination, as lb_nat_tc sees them */
+struct lb_nat4_key {
+	__be32 backend;
+	__be32 client;
 	__be16 bport; /* the backend's port (the rewritten destination port) */
 	__be16 cport; /* the client's port */
 	__u8 proto;
-	__u8 family;
-	__u8 pad[2];
+	__u8 pad[3];
 };
 
-/* lb_nat value (24 bytes): what the reply's source becomes */
-struct lb_nat {
-	__u8 vip[16];
+/* lb_nat4 value (12 bytes): what the reply's source becomes */
+struct lb_nat4 {
+	__be32 vip;
 	__be16 vport;
 	__u8 pad[2];
 	__u32 svc; /* service id, for user space */
+};
+
+/* lb_nat6 key (40 bytes): the same for IPv6 */
+struct lb_nat6_key {
+	__u8 backend[16];
+	__u8 client[16];
+	__be16 bport;
+	__be16 cport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* lb_nat6 value (24 bytes) */
+struct lb_nat6 {
+	__u8 vip[16];
+	__be16 vport;
+	__u8 pad[2];
+	__u32 svc;
 };
 
 /* lb_config[0] (48 bytes) */
@@ -206,7 +252,7 @@ struct lb_counter {
 	__u64 new_flows; /* flow-table entries created */
 };
 
-/* lb_events index */
+/* lb_events[0].n index */
 enum lb_event {
 	LB_EV_FLOW_HIT = 0, /* a flow-table entry chose the backend */
 	LB_EV_FLOW_MISS = 1, /* no entry: Maglev chose */
@@ -231,6 +277,11 @@ enum lb_event {
 	LB_EV_OTHER_DEVICE = 19, /* only services (LB_SVC_DEVICES) that do not apply on the ingress
 				  * device matched: passed, not counted in lb_svc_stats */
 	LB_EVENTS = 20,
+};
+
+/* lb_events[0] (160 bytes), per CPU */
+struct lb_events {
+	__u64 n[LB_EVENTS];
 };
 
 /* lb_decap_dst key (20 bytes) */

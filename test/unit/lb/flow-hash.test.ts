@@ -1,4 +1,4 @@
-// The load balancer's flow hash (controller/lb/flow-hash.ts): the 40-byte key the kernel builds, the hash modes, and Linux's jhash2 over the key read little-endian.
+// The load balancer's flow hash (controller/lb/flow-hash.ts): the 40-byte flow key, the hash modes, and Linux's jhash2 over the key's address and port words read little-endian (3 for IPv4, 9 for IPv6), initval seed + proto.
 import { describe, expect, it } from 'vitest';
 import {
   AddressInvalidError,
@@ -17,8 +17,12 @@ import {
 } from '../../../controller/lb/flow-hash.js';
 
 // Expected values below come from a C program built with gcc from include/linux/jhash.h
-// (__jhash_mix, __jhash_final and jhash2 as the kernel has them), its flow key a C struct filled
-// with inet_pton and htons and copied into u32 words on x86 (little-endian).
+// (__jhash_mix, __jhash_final, jhash2 and jhash_3words as the kernel has them), its flow key a C
+// struct filled with inet_pton and htons and copied into u32 words on x86 (little-endian):
+// test/fixtures/lb/flow-hash-vectors.c prints the flowHash rows and the jhash_3words and
+// nine-word vectors below; it checks that jhash_3words and jhash2 over 3 words agree, and
+// reproduces the ten-zero-word vector of the jhash2 table (the rest of that table came from the
+// same functions in an earlier program).
 
 const V4: LbFlow = {
   src: '192.0.2.1',
@@ -81,6 +85,18 @@ describe('jhash2', () => {
   ])('hashes %i words with the kernel tail handling', (length, expected) => {
     const k = Uint32Array.from({ length }, (_, i) => Math.imul(0x01020304, i + 1));
     expect(jhash2(k, 7)).toBe(expected);
+  });
+
+  it.each([
+    ['1, 2, 3, seed 0', words(1, 2, 3), 0, 0xa46158f5],
+    ['three zero words, seed 0', words(0, 0, 0), 0, 0x1b68e557],
+    ['three 0xffffffff words, seed 0xffffffff', words(~0, ~0, ~0), 0xffffffff, 0xc343af0b],
+  ])("hashes %s as the kernel's jhash_3words does", (_, k, seed, expected) => {
+    expect(jhash2(k, seed)).toBe(expected);
+  });
+
+  it('hashes nine words (an IPv6 flow) as the kernel does', () => {
+    expect(jhash2(words(1, 2, 3, 4, 5, 6, 7, 8, 9), 0x5eed)).toBe(0x8c1affa9);
   });
 
   it('returns a u32', () => {
@@ -205,15 +221,16 @@ describe('flowKey', () => {
 
 describe('flowHash', () => {
   it.each([
-    ['192.0.2.1', '198.51.100.10', 40000, 80, 'tcp', '5tuple', 0x00000000, 0xdac99e3e],
-    ['192.0.2.1', '198.51.100.10', 40000, 80, 'tcp', 'src', 0x00000000, 0xf049713d],
-    ['192.0.2.1', '198.51.100.10', 40000, 80, 'tcp', 'src-port', 0x00000000, 0xbebb3801],
-    ['192.0.2.1', '198.51.100.10', 40000, 80, 'tcp', '5tuple', 0x12345678, 0x9f0b61f0],
-    ['203.0.113.77', '198.51.100.10', 53000, 53, 'udp', '5tuple', 0x00000000, 0x2e8f2e34],
-    ['2001:db8::1', '2001:db8:1::10', 40000, 443, 'tcp', '5tuple', 0x00000000, 0x16e8f208],
-    ['2001:db8::1', '2001:db8:1::10', 40000, 443, 'tcp', 'src', 0x00000000, 0x51284720],
-    ['2001:db8::1', '2001:db8:1::10', 40000, 443, 'tcp', 'src-port', 0x00000000, 0x5c24c0a7],
-    ['2001:db8:ffff::abcd', '2001:db8:1::10', 5000, 3868, 'sctp', '5tuple', 0x0000002a, 0x8dcd5dc2],
+    ['192.0.2.1', '198.51.100.10', 40000, 80, 'tcp', '5tuple', 0x00000000, 0x430f80d6],
+    ['192.0.2.1', '198.51.100.10', 40000, 80, 'tcp', 'src', 0x00000000, 0xed972488],
+    ['192.0.2.1', '198.51.100.10', 40000, 80, 'tcp', 'src-port', 0x00000000, 0xf0e911dc],
+    ['192.0.2.1', '198.51.100.10', 40000, 80, 'tcp', '5tuple', 0x12345678, 0xb1dbb9e0],
+    ['203.0.113.77', '198.51.100.10', 53000, 53, 'udp', '5tuple', 0x00000000, 0x632280b1],
+    ['192.0.2.1', '198.51.100.10', 40000, 80, 'udp', '5tuple', 0xffffffff, 0x9e38751e],
+    ['2001:db8::1', '2001:db8:1::10', 40000, 443, 'tcp', '5tuple', 0x00000000, 0x18f810ad],
+    ['2001:db8::1', '2001:db8:1::10', 40000, 443, 'tcp', 'src', 0x00000000, 0x7499bf23],
+    ['2001:db8::1', '2001:db8:1::10', 40000, 443, 'tcp', 'src-port', 0x00000000, 0x8364713b],
+    ['2001:db8:ffff::abcd', '2001:db8:1::10', 5000, 3868, 'sctp', '5tuple', 0x0000002a, 0x1bea6507],
   ] as const)(
     'hashes %s → %s %i→%i %s in mode %s, seed %i, as the kernel does',
     (src, dst, sport, dport, proto, mode, seed, expected) => {
@@ -221,18 +238,39 @@ describe('flowHash', () => {
     },
   );
 
-  it('reads the key as little-endian u32 words', () => {
+  it('reads an IPv4 key as three little-endian words, src, dst and ports, initval seed + proto', () => {
     const key = new Uint8Array(40);
     key[0] = 0x01;
-    key[7] = 0x80;
-    key[39] = 0x02;
-    const k = new Uint32Array(10);
+    key[19] = 0x80;
+    key[32] = 0x03;
+    key[35] = 0x04;
+    key[36] = 17;
+    key[37] = 4;
+    key[4] = 0xff; // past an IPv4 address: not hashed
+    expect(hashFlowKey(key, 9)).toBe(jhash2(words(0x00000001, 0x80000000, 0x04000003), 9 + 17));
+  });
+
+  it('reads an IPv6 key as nine little-endian words, src, dst and ports, initval seed + proto', () => {
+    const key = new Uint8Array(40);
+    key[0] = 0x01;
+    key[31] = 0x80;
+    key[33] = 0x02;
+    key[36] = 6;
+    key[37] = 6;
+    key[39] = 0xff; // padding: not hashed
+    const k = new Uint32Array(9);
     k[0] = 0x00000001;
-    k[1] = 0x80000000;
-    k[9] = 0x02000000;
-    expect(hashFlowKey(key, 9)).toBe(jhash2(k, 9));
+    k[7] = 0x80000000;
+    k[8] = 0x00000200;
+    expect(hashFlowKey(key, 0xffffffff)).toBe(jhash2(k, 5));
+  });
+
+  it('rejects a key of another size or family', () => {
     expect(() => hashFlowKey(new Uint8Array(36))).toThrowErrorMatchingInlineSnapshot(
       `[RangeError: hash flow key: 36 bytes: expected 40]`,
+    );
+    expect(() => hashFlowKey(new Uint8Array(40))).toThrowErrorMatchingInlineSnapshot(
+      `[RangeError: hash flow key: family byte 0: expected 4 or 6]`,
     );
   });
 
