@@ -7,6 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import type { ChangeResult, LbServiceView, LbStats } from '../../controller/contract.js';
 import { LabDaemon } from '../../netns-lab/daemon.js';
+import { runCli } from '../helpers/cli.js';
 import { describeKernel } from '../helpers/privileges.js';
 import { guard } from './daemon-lab.js';
 import {
@@ -111,6 +112,31 @@ await describeKernel('the load balancer driven by the daemon, with real traffic'
       });
     }
   }
+
+  it('is driven by `sluice lb` as the contract shows it: add, list, dry-run a weight, remove', async () => {
+    const lb = (...args: string[]) => runCli('--socket', daemon.socket, 'lb', ...args);
+    const vip = `${VIP4}:83`;
+    expect((await lb('service', 'add', vip, '--proto', 'tcp', '--mode', 'dsr')).code).toBe(0);
+    expect((await lb('backend', 'add', vip, address4.b1, '--weight', '1')).code).toBe(0);
+    expect(
+      (await lb('backend', 'add', vip, address4.b2, '--weight', '3', '--check', 'tcp')).code,
+    ).toBe(0);
+    const ls = await lb('ls', '--json');
+    const [svc] = (JSON.parse(ls.stdout) as { services: LbServiceView[] }).services;
+    expect(svc.backends.map((b) => [b.address, b.weight, Math.round(b.tableShare * 100)])).toEqual([
+      [address4.b1, 1, 25],
+      [address4.b2, 3, 75],
+    ]);
+    const table = await lb('ls');
+    expect(table.stdout).toContain(`${VIP4}:83/tcp`);
+    expect(table.stdout).toContain(address4.b2);
+    const dry = await lb('backend', 'set', vip, address4.b1, '--weight', '3', '--dry-run');
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toMatch(/service 203\.0\.113\.200:83\/tcp: 25\.0% of the hash space moves/);
+    expect(dry.stdout).toContain('dry run: nothing applied');
+    expect((await lb('service', 'rm', `${vip}/tcp`)).code).toBe(0);
+    expect(JSON.parse((await lb('ls', '--json')).stdout)).toEqual({ services: [] });
+  });
 
   it(`keeps ${STICKY_CONNECTIONS} established connections on their backends through an add, a drained removal and weight changes`, async () => {
     const key = `${VIP4}:83/tcp`;
