@@ -66,7 +66,7 @@ import { checkShape } from './config.js';
 import { ConflictError, NotFoundError, PreconditionFailedError } from './errors.js';
 import { HealthChecker, type HealthTarget } from './lb/health.js';
 import { parseCheckSpec } from './lb/health-spec.js';
-import { planServices } from './lb/lb-config.js';
+import { planServices, type ServicePlan } from './lb/lb-config.js';
 import { healthKey } from './lb/lb-plane.js';
 import { NeighbourKeeper } from './lb/neighbours.js';
 import { tableShares } from './lb/maglev.js';
@@ -546,8 +546,22 @@ export class SluiceController implements Controller {
       const at = serviceIndex(config, key, 'show');
       plans = [plans[at]];
     }
-    const read = await this.reconciler.readLb();
+    return this.#lbViews(plans, await this.reconciler.readLb());
+  }
+
+  /** The views of `plans` from one read of the balancer's counters and flow table. */
+  #lbViews(
+    plans: readonly ServicePlan[],
+    read: Awaited<ReturnType<Reconciler['readLb']>>,
+  ): LbServiceView[] {
     const live = this.reconciler.lb.services;
+    // Flow-table entries by service id and by backend id (ids are unique), in one pass.
+    const serviceFlows = new Map<number, number>();
+    const backendFlows = new Map<number, number>();
+    for (const f of read?.flows ?? []) {
+      serviceFlows.set(f.serviceId, (serviceFlows.get(f.serviceId) ?? 0) + 1);
+      backendFlows.set(f.backend, (backendFlows.get(f.backend) ?? 0) + 1);
+    }
     const devices = this.reconciler
       .status()
       .filter((a) => a.hook === 'xdp' && a.state === 'attached')
@@ -555,13 +569,6 @@ export class SluiceController implements Controller {
     const zero = { packets: 0, bytes: 0, newFlows: 0 };
     return plans.map((plan): LbServiceView => {
       const l = live.get(plan.key);
-      const flowsBy = new Map<number, number>();
-      let serviceFlows = 0;
-      for (const f of read?.flows ?? []) {
-        if (!l || f.serviceId !== l.id) continue;
-        serviceFlows++;
-        flowsBy.set(f.backend, (flowsBy.get(f.backend) ?? 0) + 1);
-      }
       const sc = (l && read?.counters.services.get(l.id)) || zero;
       const ids = l ? [...l.backends.values()].map((b) => b.id) : [];
       const shares = l?.table ? tableShares(l.table, ids) : new Map<number, number>();
@@ -592,7 +599,7 @@ export class SluiceController implements Controller {
           packets: bc.packets,
           bytes: bc.bytes,
           newFlows: bc.newFlows,
-          activeFlows: lb ? (flowsBy.get(lb.id) ?? 0) : 0,
+          activeFlows: lb ? (backendFlows.get(lb.id) ?? 0) : 0,
         };
       };
       const planned = new Set(plan.backends.map((b) => b.key));
@@ -617,7 +624,7 @@ export class SluiceController implements Controller {
         packets: sc.packets,
         bytes: sc.bytes,
         newFlows: sc.newFlows,
-        activeFlows: serviceFlows,
+        activeFlows: l ? (serviceFlows.get(l.id) ?? 0) : 0,
         backends: [...plan.backends.map(view), ...leaving.map(view)],
       };
     });
@@ -630,7 +637,7 @@ export class SluiceController implements Controller {
     return {
       events: { ...(read?.counters.events ?? {}) },
       fibFailures: read?.counters.fibFailures ?? {},
-      services: await this.lbServices(),
+      services: this.#lbViews(planServices(this.#committed.config), read),
       ...(decap ? { decap } : {}),
     };
   }

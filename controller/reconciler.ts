@@ -128,11 +128,17 @@ export class Reconciler extends EventEmitter {
   }
 
   /** Applies the services of `config` (when they changed, or `force`) and hooks the balancer in. */
-  async #applyLb(config: NormalConfig, force: boolean): Promise<void> {
+  async #applyLb(
+    config: NormalConfig,
+    force: boolean,
+    devices: ReadonlyMap<string, number> = this.#seen,
+  ): Promise<void> {
     const services = config.services ?? null;
-    // Services restricted to devices follow those devices' ifindexes (a re-created device).
+    // Services restricted to devices follow those devices' ifindexes (a re-created device),
+    // as #devices resolved them for this reconcile.
+    const ifindexOf = (d: string): number => devices.get(d) ?? 0;
     const restricted = (services ?? []).flatMap((s) => s.devices ?? []);
-    const devicesSig = restricted.map((d) => `${d}=${this.#ifindex(d)}`).join(',');
+    const devicesSig = restricted.map((d) => `${d}=${ifindexOf(d)}`).join(',');
     if (
       force ||
       !this.#lbApplied ||
@@ -140,7 +146,7 @@ export class Reconciler extends EventEmitter {
       this.#lbApplied.lb !== config.lb ||
       this.#lbApplied.devices !== devicesSig
     ) {
-      await this.lb.apply(planServices(config), config.lb, this.#health, (d) => this.#ifindex(d));
+      await this.lb.apply(planServices(config), config.lb, this.#health, ifindexOf);
       this.#lbApplied = { services, lb: config.lb, devices: devicesSig };
       this.#scheduleRemoval();
     }
@@ -317,7 +323,7 @@ export class Reconciler extends EventEmitter {
       await this.dataplane.apply(spec);
     }
     const drift = this.#repairLinks(spec.attachments ?? [], devices, failed);
-    await this.#applyLb(config, false);
+    await this.#applyLb(config, false, devices);
     const applied = (spec.attachments ?? []).filter((a) => !failed.has(attachmentKey(a)));
     this.#appliedAttachments = failed.size === 0 ? (spec.attachments ?? []) : null;
     this.#goodKeys = new Set(applied.map(attachmentKey));

@@ -322,7 +322,7 @@ export class LbPlane {
         await this.#writeTable(live, table);
       }
     }
-    if (ids.size > 0) await this.#deleteFlows((_svc, backend) => ids.has(backend));
+    if (ids.size > 0) await this.#maps!.deleteFlows((_svc, backend) => ids.has(backend));
     return gone;
   }
 
@@ -500,7 +500,7 @@ export class LbPlane {
       this.#services.set(plan.key, live);
       maps.resetCounters([id], []);
       // Flows of an earlier service of this id (removed before a restart) must not match.
-      await this.#deleteFlows((svc) => svc === id);
+      await this.#maps!.deleteFlows((svc) => svc === id);
     }
     const before = live.plan;
     live.plan = plan;
@@ -559,7 +559,7 @@ export class LbPlane {
     if (dropNow.length > 0) {
       for (const lb of dropNow) this.#dropBackend(live, lb);
       const ids = new Set(dropNow.map((lb) => lb.id));
-      await this.#deleteFlows((_svc, backend) => ids.has(backend));
+      await this.#maps!.deleteFlows((_svc, backend) => ids.has(backend));
     }
   }
 
@@ -625,13 +625,8 @@ export class LbPlane {
     maps.deleteService({ vip: live.plan.vip, port: live.plan.port, proto: live.plan.proto });
     maps.deleteMaglevTable(live.id);
     for (const lb of [...live.backends.values()]) this.#dropBackend(live, lb);
-    await this.#deleteFlows((svc) => svc === live.id);
+    await this.#maps!.deleteFlows((svc) => svc === live.id);
     this.#serviceIds.delete(live.id);
     this.#services.delete(live.plan.key);
-  }
-
-  /** Deletes the flow-table entries `doomed` (service id, backend id) picks. */
-  async #deleteFlows(doomed: (service: number, backend: number) => boolean): Promise<void> {
-    await this.#maps!.deleteFlows(doomed);
   }
 }
