@@ -587,8 +587,7 @@ export class Attachment {
     for (const name of Object.keys(arrays) as ArrayName[]) {
       const now = arrays[name];
       const before = old?.arrays[name];
-      const idx: number[] = [];
-      for (let i = 0; i < now.length; i++) if (!before || before[i] !== now[i]) idx.push(i);
+      const idx = changedIndexes(now, before);
       if (idx.length === 0) continue;
       const values = Buffer.alloc(idx.length * 4);
       idx.forEach((i, n) => values.writeUInt32LE(now[i], n * 4));
@@ -806,4 +805,22 @@ function loadObjectWith(path: string, adjust: (object: BpfObject) => void): BpfO
     object.close();
     throw error;
   }
+}
+
+/**
+ * The indexes where `now` differs from `before` (all of them without `before`). Blocks are
+ * compared by memcmp first: a port table has 65,536 entries and a rule change alters a few.
+ */
+function changedIndexes(now: Uint32Array, before: Uint32Array | undefined): number[] {
+  if (!before || before.length !== now.length) return Array.from(now.keys());
+  const BLOCK = 256;
+  const a = Buffer.from(now.buffer, now.byteOffset, now.byteLength);
+  const b = Buffer.from(before.buffer, before.byteOffset, before.byteLength);
+  const idx: number[] = [];
+  for (let start = 0; start < now.length; start += BLOCK) {
+    const end = Math.min(start + BLOCK, now.length);
+    if (a.compare(b, start * 4, end * 4, start * 4, end * 4) === 0) continue;
+    for (let i = start; i < end; i++) if (before[i] !== now[i]) idx.push(i);
+  }
+  return idx;
 }
