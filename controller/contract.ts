@@ -202,11 +202,14 @@ export interface Controller {
   /** Without `hook`, every hook of the device. Throws NotFoundError when nothing is attached. */
   detach(device: string, hook?: HookName, options?: ChangeOptions): Promise<ChangeResult>;
 
-  /** Creates or replaces set `name` with `prefixes` (millions: streamed, parsed as they come). */
+  /**
+   * Creates or replaces set `name` with `prefixes` (millions: streamed, parsed as they come).
+   * With `create`, only creates: ConflictError when the set exists as the change's turn comes.
+   */
   putSet(
     name: string,
     prefixes: Iterable<string> | AsyncIterable<string>,
-    options?: ChangeOptions,
+    options?: ChangeOptions & { create?: boolean },
   ): Promise<ChangeResult & { count: number }>;
   addPrefixes(name: string, prefixes: string[], options?: ChangeOptions): Promise<ChangeResult>;
   removePrefixes(name: string, prefixes: string[], options?: ChangeOptions): Promise<ChangeResult>;

@@ -336,7 +336,7 @@ export class SluiceController implements Controller {
   putSet(
     name: string,
     prefixes: Iterable<string> | AsyncIterable<string>,
-    options: ChangeOptions = {},
+    options: ChangeOptions & { create?: boolean } = {},
   ): Promise<ChangeResult & { count: number }> {
     // Read the input before queueing: a slow upload must not hold up other changes.
     const collected = collectLines(prefixes);
@@ -349,6 +349,8 @@ export class SluiceController implements Controller {
       count = list.length;
       const sets = [...c.config.sets];
       const at = sets.findIndex((s) => s.name === name);
+      // Checked in the change's turn, not before it: two creates of one name cannot both pass.
+      if (at >= 0 && options.create) throw new ConflictError(`set "${name}" already exists`);
       if (at >= 0) sets[at] = { name, prefixes: list };
       else sets.push({ name, prefixes: list });
       return { config: { ...c.config, sets } };

@@ -5,7 +5,7 @@ import type { FastifySchemaCompiler } from 'fastify';
 import { Type, type TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
 
-import { ConfigInvalidError, ConflictError, NotFoundError } from '../../controller/errors.js';
+import { ConfigInvalidError, NotFoundError } from '../../controller/errors.js';
 import { PrefixInvalidError } from '../../controller/dataplane/errors.js';
 import { SetSchema } from '../../controller/document.js';
 import type { RouteOptions } from '../context.js';
@@ -115,10 +115,9 @@ export const setRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, op
     },
     async (request, reply) => {
       const { name, prefixes } = request.body;
-      if (setOf(name) !== undefined) throw new ConflictError(`set "${name}" already exists`);
       const dryRun = request.query.dryRun === true;
       try {
-        const result = await controller.putSet(name, prefixes, { dryRun });
+        const result = await controller.putSet(name, prefixes, { dryRun, create: true });
         return await reply.code(dryRun ? 200 : 201).send(result);
       } catch (err: unknown) {
         throw locate(err);

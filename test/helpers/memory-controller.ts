@@ -273,7 +273,7 @@ export class MemoryController implements Controller {
   async putSet(
     name: string,
     prefixes: Iterable<string> | AsyncIterable<string>,
-    options: ChangeOptions = {},
+    options: ChangeOptions & { create?: boolean } = {},
   ): Promise<ChangeResult & { count: number }> {
     if (!SET_NAME.test(name))
       throw new SetInvalidError(
@@ -287,6 +287,7 @@ export class MemoryController implements Controller {
     this.checked.add(list);
     const next = this.draft();
     const i = next.sets.findIndex((s) => s.name === name);
+    if (i >= 0 && options.create) throw new ConflictError(`set "${name}" already exists`);
     const set: SetDoc = { name, prefixes: list };
     if (i >= 0) next.sets[i] = set;
     else next.sets.push(set);

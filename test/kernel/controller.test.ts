@@ -12,7 +12,7 @@ import { openPinned } from '../../bpf/index.js';
 import type { ControllerEvent } from '../../controller/contract.js';
 import { SluiceController } from '../../controller/controller.js';
 import { decodeName } from '../../controller/dataplane/name-table.js';
-import { ConfigInvalidError } from '../../controller/errors.js';
+import { ConfigInvalidError, StateWriteError } from '../../controller/errors.js';
 import { Lab, type PairTopology } from '../../netns-lab/lab.js';
 import { describeKernel } from '../helpers/privileges.js';
 
@@ -179,6 +179,37 @@ await describeKernel('the controller on a real kernel', () => {
     for (const i of [0, 1, 2, 3, 5, 6, 7, 8, 9]) await c.removeRule(`g${i}`);
   });
 
+  it('refuses a change the disk did not take, and takes the kernel back to what is on disk', async () => {
+    const c = controller!;
+    const before = c.config().generation;
+    // The disk is what fails here (a full or broken disk is not made on the host for a test):
+    // the store's save is made to throw; the kernel is real.
+    const store = (c as unknown as { store: { save: () => Promise<void> } }).store;
+    const save = store.save;
+    store.save = () => Promise.reject(new StateWriteError('save state: no space left (injected)'));
+    try {
+      const error = await c
+        .addRule({ id: 'unsaved', device: dev, proto: 'udp', dport: 3000, action: 'drop' })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(StateWriteError);
+    } finally {
+      store.save = save;
+    }
+    expect(c.config().generation).toBe(before);
+    expect(kernelRuleIds(`${dev}@xdp`)).toEqual(['blocked', 'r1']);
+    expect(c.status().attachments[0].appliedGeneration).toBe(before);
+    const next = await c.addRule({
+      id: 'saved',
+      device: dev,
+      proto: 'udp',
+      dport: 3000,
+      action: 'drop',
+    });
+    expect(next.generation).toBe(before + 1);
+    expect(kernelRuleIds(`${dev}@xdp`)).toContain('saved');
+    await c.removeRule('saved');
+  });
+
   it('attaches a device that appears later, and again within 1 s after it is re-created', async () => {
     const c = controller!;
     await c.attach({ device: churnA });
@@ -278,6 +309,40 @@ await describeKernel('the controller on a real kernel', () => {
       }),
     );
     expect(c.status().attachments.every((a) => a.state === 'attached')).toBe(true);
+  });
+
+  it('follows a redirect target that is deleted and re-created under a new ifindex', async () => {
+    const c = controller!;
+    const target = `${lab.id}r`;
+    const peer = `${lab.id}s`;
+    const txIfindexes = (): number[] => {
+      const pinned = openPinned(join(pinDir, 'att', `${dev}@xdp`, 'sl_tx'));
+      if (pinned.kind !== 'map') throw new Error('not a map');
+      const out = [...pinned.map.entries()].map(([, v]) => (v as Buffer).readUInt32LE(0));
+      pinned.map.close();
+      return out;
+    };
+    await lab.exec(ns, ['ip', 'link', 'add', target, 'type', 'veth', 'peer', 'name', peer]);
+    await c.addRule({
+      id: 'fwd',
+      device: dev,
+      proto: 'udp',
+      dport: 4000,
+      action: 'redirect',
+      to: target,
+    });
+    const first = await ifindexIn(target);
+    expect(txIfindexes()).toContain(first);
+
+    await lab.exec(ns, ['ip', 'link', 'del', target]);
+    await lab.exec(ns, ['ip', 'link', 'add', target, 'type', 'veth', 'peer', 'name', peer]);
+    const second = await ifindexIn(target);
+    expect(second).not.toBe(first);
+    await waitFor('the redirect to name the new ifindex', async () =>
+      txIfindexes().includes(second),
+    );
+    await c.removeRule('fwd');
+    await lab.exec(ns, ['ip', 'link', 'del', target]);
   });
 
   it('takes a million prefixes through putSet quickly, and single prefixes incrementally', async () => {

@@ -411,4 +411,26 @@ await describeKernel('daemon under concurrent clients', () => {
       expect((await xdpProgramOf(netns, spare)) !== null, spare).toBe(configured);
     }
   });
+
+  it('creates a set once when twenty clients create the same name at the same moment', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 20 }, async (_, c) => {
+        const res = await request('http://localhost/v1/sets', {
+          method: 'POST',
+          dispatcher: agent,
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ name: 'race', prefixes: [`198.18.${c}.0/24`] }),
+        });
+        return { client: c, status: res.statusCode, body: (await res.body.json()) as unknown };
+      }),
+    );
+    const created = results.filter((r) => r.status === 201);
+    expect(created).toHaveLength(1);
+    expect(results.filter((r) => r.status === 409)).toHaveLength(19);
+    const set = await daemon.api('GET', '/v1/sets/race');
+    expect((set.body as { prefixes: string[] }).prefixes).toEqual([
+      `198.18.${created[0].client}.0/24`,
+    ]);
+    expect((await daemon.api('DELETE', '/v1/sets/race')).status).toBe(200);
+  });
 });
