@@ -103,11 +103,18 @@ interface Computed {
 }
 
 /**
- * After a group commit, wait up to this long for the clients it answered to send their next
- * changes (they do within a millisecond or two), so that they join one group instead of
- * trickling in as many: a group costs about the same for one change as for thirty.
+ * After a group commit, the clients it answered send their next changes: the first within a
+ * millisecond or two, the rest one after another as the main thread parses them. Gather them
+ * (up to GROUP_GATHER_FIRST_MS for the first, then GROUP_GATHER_GAP_MS after each, at most
+ * GROUP_GATHER_MAX_MS in all) so that they join one group instead of trickling in as many: a
+ * group costs about the same for one change as for thirty.
  */
-const GROUP_GATHER_MS = 2;
+const GROUP_GATHER_FIRST_MS = 4;
+const GROUP_GATHER_GAP_MS = 1;
+const GROUP_GATHER_MAX_MS = 12;
+/** #expectedChanges remembers this many groups, for this long. */
+const GROUP_MEMORY = 4;
+const GROUP_MEMORY_MS = 200;
 
 /** A change waiting for its turn in #drain. */
 interface PendingChange {
@@ -133,9 +140,11 @@ export class SluiceController implements Controller {
   #queue: Promise<unknown> = Promise.resolve();
   readonly #pending: PendingChange[] = [];
   #draining = false;
-  /** Set while #drain gathers changes: called once #gatherTarget of them are pending. */
+  /** Set while #drain gathers changes: called on each change that arrives meanwhile. */
   #gathered: (() => void) | undefined;
-  #gatherTarget = 0;
+  /** Changes answered by each of the last GROUP_MEMORY groups (see #expectedChanges). */
+  #answered: number[] = [];
+  #answeredAt = 0;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   readonly #onDevice: (change: DeviceChange) => void;
@@ -740,7 +749,7 @@ export class SluiceController implements Controller {
   ): Promise<ChangeResult> {
     return new Promise<ChangeResult>((resolve, reject) => {
       this.#pending.push({ options, compute, resolve, reject, alone: false });
-      if (this.#gathered && this.#pending.length >= this.#gatherTarget) this.#gathered();
+      this.#gathered?.();
       if (this.#draining) return;
       this.#draining = true;
       void this.#serial(() => this.#drain());
@@ -749,34 +758,56 @@ export class SluiceController implements Controller {
 
   /** Commits queued changes, a group at a time, until none is left. */
   async #drain(): Promise<void> {
-    let answered = 1;
     try {
       for (;;) {
-        if (this.#pending.length < answered) await this.#gather(answered);
+        const expected = this.#expectedChanges();
+        if (this.#pending.length < expected) await this.#gather(expected);
         if (this.#pending.length === 0) break;
         // A change marked `alone` (retried after its group failed) is committed by itself.
         const alone = this.#pending[0].alone;
         const end = alone ? 1 : this.#pending.findIndex((p) => p.alone);
         const group = this.#pending.splice(0, end < 0 ? this.#pending.length : Math.max(end, 1));
         await this.#commitGroup(group);
-        answered = group.length + this.#pending.length;
+        this.#answered.push(group.length + this.#pending.length);
+        if (this.#answered.length > GROUP_MEMORY) this.#answered.shift();
+        this.#answeredAt = performance.now();
       }
     } finally {
       this.#draining = false;
     }
   }
 
-  /** Waits until `count` changes are pending (#change wakes it), or GROUP_GATHER_MS. */
+  /**
+   * How many changes to gather for the next group: as many as the last few groups answered (the
+   * clients that keep changes coming; a group that went out small does not shrink the next one),
+   * or just the one at hand after a quiet spell.
+   */
+  #expectedChanges(): number {
+    if (performance.now() - this.#answeredAt > GROUP_MEMORY_MS) this.#answered = [];
+    return Math.max(1, ...this.#answered);
+  }
+
+  /**
+   * Waits until `count` changes are pending, or the clients stop sending: GROUP_GATHER_FIRST_MS
+   * while none is pending, GROUP_GATHER_GAP_MS after the last arrival, GROUP_GATHER_MAX_MS in
+   * all. #change calls #gathered on each arrival.
+   */
   #gather(count: number): Promise<void> {
     return new Promise((resolve) => {
+      const deadline = performance.now() + GROUP_GATHER_MAX_MS;
+      let timer: NodeJS.Timeout | undefined;
       const done = (): void => {
         clearTimeout(timer);
         this.#gathered = undefined;
         resolve();
       };
-      const timer = setTimeout(done, GROUP_GATHER_MS);
-      this.#gatherTarget = count;
-      this.#gathered = done;
+      const wait = (): void => {
+        clearTimeout(timer);
+        const ms = this.#pending.length > 0 ? GROUP_GATHER_GAP_MS : GROUP_GATHER_FIRST_MS;
+        timer = setTimeout(done, Math.max(0, Math.min(ms, deadline - performance.now())));
+      };
+      this.#gathered = () => (this.#pending.length >= count ? done() : wait());
+      wait();
     });
   }
 

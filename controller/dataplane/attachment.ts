@@ -96,7 +96,8 @@ const NOT_REUSED = new Set(['sl_tx']);
 interface Shadow {
   /** The rule structs by position. */
   rules: Buffer;
-  vectors: Buffer[];
+  /** The struct sl_vec images by class. */
+  vectors: Buffer;
   pfx: Map<string, number>;
   setcls: Map<string, number>;
   arrays: Record<ArrayName, Uint32Array>;
@@ -351,28 +352,14 @@ export class Attachment {
     });
     // Only the positions whose struct differs from what this generation last held.
     const shadow = this.#shadow[next];
-    const held = shadow?.rules;
-    const changed: number[] = [];
-    for (let p = 0; p < rules.length; p++) {
-      const at = p * SIZE.rule;
-      if (
-        !held ||
-        at + SIZE.rule > held.length ||
-        held.compare(ruleImages, at, at + SIZE.rule, at, at + SIZE.rule) !== 0
-      )
-        changed.push(p);
-    }
+    const changed = changedRecords(ruleImages, shadow?.rules, SIZE.rule);
     // Until this generation is written whole, what it holds is not known.
     this.#shadow[next] = null;
     if (changed.length > 0) {
       await this.#batch(
         this.maps.sl_rules,
         changed.map((p) => index.rule(next, p)),
-        changed.length === rules.length
-          ? ruleImages
-          : Buffer.concat(
-              changed.map((p) => ruleImages.subarray(p * SIZE.rule, (p + 1) * SIZE.rule)),
-            ),
+        pickRecords(ruleImages, changed, SIZE.rule),
         SIZE.rule,
       );
     }
@@ -527,21 +514,25 @@ export class Attachment {
     old: Shadow | null,
   ): Promise<void> {
     // Vectors: only classes whose image changed.
-    const vecIdx: number[] = [];
-    const vecVals: Buffer[] = [];
-    t.vectors.forEach((v, cls) => {
-      const image = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-      if (old && old.vectors[cls]?.equals(image)) return;
-      vecIdx.push(index.vec(gen, cls));
-      vecVals.push(image);
-    });
-    if (t.vectors.length > SL_MAX_CLASSES) {
+    const images = Buffer.from(
+      t.vectorImages.buffer,
+      t.vectorImages.byteOffset,
+      t.vectorImages.byteLength,
+    );
+    const classes = images.length / SIZE.vec;
+    if (classes > SL_MAX_CLASSES) {
       throw new DataplaneError(
-        `the rule set needs ${t.vectors.length} classes, more than ${SL_MAX_CLASSES}`,
+        `the rule set needs ${classes} classes, more than ${SL_MAX_CLASSES}`,
         'LIMIT_EXCEEDED',
       );
     }
-    await this.#batch(this.maps.sl_vecs, vecIdx, Buffer.concat(vecVals), SIZE.vec);
+    const vecChanged = changedRecords(images, old?.vectors, SIZE.vec);
+    await this.#batch(
+      this.maps.sl_vecs,
+      vecChanged.map((cls) => index.vec(gen, cls)),
+      pickRecords(images, vecChanged, SIZE.vec),
+      SIZE.vec,
+    );
 
     // Prefix tries: delete what the generation held and the new one lacks, write the rest.
     const pfx = new Map<string, number>();
@@ -598,7 +589,7 @@ export class Attachment {
     // Views, not copies: compileClassifier makes new tables each time and nothing changes them.
     this.#shadow[gen] = {
       rules,
-      vectors: t.vectors.map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength)),
+      vectors: images,
       pfx,
       setcls,
       arrays,
@@ -808,14 +799,47 @@ function loadObjectWith(path: string, adjust: (object: BpfObject) => void): BpfO
 }
 
 /**
- * The indexes where `now` differs from `before` (all of them without `before`). Blocks are
- * compared by memcmp first: a port table has 65,536 entries and a rule change alters a few.
+ * The indexes of the `size`-byte records of `now` that differ from `before`'s (every one past its
+ * end; all without it). A rule change leaves most records as they were: blocks of records are
+ * compared by memcmp, and only a block that differs is compared record by record.
+ */
+function changedRecords(now: Buffer, before: Buffer | undefined, size: number): number[] {
+  const count = now.length / size;
+  const changed: number[] = [];
+  const common = before ? Math.min(count, Math.floor(before.length / size)) : 0;
+  const block = Math.max(1, Math.floor(16384 / size));
+  for (let start = 0; start < common; start += block) {
+    const end = Math.min(start + block, common);
+    if (before!.compare(now, start * size, end * size, start * size, end * size) === 0) continue;
+    for (let r = start; r < end; r++) {
+      const at = r * size;
+      if (before!.compare(now, at, at + size, at, at + size) !== 0) changed.push(r);
+    }
+  }
+  for (let r = common; r < count; r++) changed.push(r);
+  return changed;
+}
+
+/** The records `which` of `from` (`size` bytes each), one after another. */
+function pickRecords(from: Buffer, which: readonly number[], size: number): Buffer {
+  if (which.length * size === from.length) return from;
+  const out = Buffer.allocUnsafe(which.length * size);
+  which.forEach((r, i) => from.copy(out, i * size, r * size, (r + 1) * size));
+  return out;
+}
+
+/**
+ * The indexes where `now` differs from `before` (all of them without `before`). Most tables are
+ * as they were after a rule change: one memcmp says so. A changed one (a port table of 65,536
+ * entries where a rule change alters a few) is compared by memcmp 1,024 entries at a time and
+ * scanned only where a block differs.
  */
 function changedIndexes(now: Uint32Array, before: Uint32Array | undefined): number[] {
   if (!before || before.length !== now.length) return Array.from(now.keys());
-  const BLOCK = 256;
   const a = Buffer.from(now.buffer, now.byteOffset, now.byteLength);
   const b = Buffer.from(before.buffer, before.byteOffset, before.byteLength);
+  if (a.equals(b)) return [];
+  const BLOCK = 1024;
   const idx: number[] = [];
   for (let start = 0; start < now.length; start += BLOCK) {
     const end = Math.min(start + BLOCK, now.length);

@@ -85,8 +85,13 @@ export interface ClassifierTables {
   dims: number;
   /** [SL_DIMS] class of the rules that do not constrain each dimension. */
   absent: number[];
-  /** class → 520-byte struct sl_vec image (summary u64 LE, then SL_WORDS words u64 LE). */
-  vectors: Uint8Array[];
+  /**
+   * The struct sl_vec images of all classes, SL_VEC_BYTES each in class order (summary u64 LE,
+   * then SL_WORDS words u64 LE): what the loader writes.
+   */
+  vectorImages: Uint8Array;
+  /** class → its image in vectorImages (views, made on first use). */
+  readonly vectors: Uint8Array[];
   /** sl_pfx4 entries; a /0 per dimension always. */
   pfx4: PrefixClass[];
   /** sl_pfx6 entries; a /0 per dimension always. */
@@ -114,16 +119,24 @@ export interface ClassifierTables {
   malformed: SetAction;
 }
 
-/** Interns bitsets: equal vectors get one class id, in order of first appearance. */
+/**
+ * Interns bitsets: equal vectors get one class id, in order of first appearance. A vector is
+ * kept as its first `nw` words (the rules in use), not SL_MAX_RULES bits: the rest are zero.
+ */
 class ClassPool {
-  private store = new Uint32Array(256 * WORDS32);
+  private readonly stride: number;
+  private store: Uint32Array;
   private readonly buckets = new Map<number, number[]>();
   count = 0;
 
-  constructor(private readonly nw: number) {}
+  constructor(private readonly nw: number) {
+    this.stride = Math.max(nw, 1);
+    this.store = new Uint32Array(256 * this.stride);
+  }
 
   intern(vec: Uint32Array): number {
     const nw = this.nw;
+    const stride = this.stride;
     let h = 0x811c9dc5;
     for (let i = 0; i < nw; i++) {
       h = Math.imul(h ^ vec[i], 0x01000193);
@@ -132,7 +145,7 @@ class ClassPool {
     const bucket = this.buckets.get(h);
     if (bucket) {
       for (const cls of bucket) {
-        const base = cls * WORDS32;
+        const base = cls * stride;
         let same = true;
         for (let i = 0; i < nw; i++)
           if (this.store[base + i] !== vec[i]) {
@@ -149,32 +162,38 @@ class ClassPool {
           'use fewer distinct prefixes, port ranges or ICMP types, or move prefixes into sets',
         { resource: 'classes', limit: SL_MAX_CLASSES, count: cls + 1 },
       );
-    if ((cls + 1) * WORDS32 > this.store.length) {
+    if ((cls + 1) * stride > this.store.length) {
       const grown = new Uint32Array(this.store.length * 2);
       grown.set(this.store);
       this.store = grown;
     }
-    this.store.set(vec.subarray(0, nw), cls * WORDS32);
+    // A loop, not store.set(vec.subarray(…)): a typed-array view costs more than the copy.
+    const store = this.store;
+    const base = cls * stride;
+    for (let i = 0; i < nw; i++) store[base + i] = vec[i];
     this.count++;
     if (bucket) bucket.push(cls);
     else this.buckets.set(h, [cls]);
     return cls;
   }
 
-  /** The struct sl_vec images of every class, as views into one buffer. */
-  images(): Uint8Array[] {
+  /** The struct sl_vec images of every class, one after another. */
+  images(): Uint8Array {
     const n = this.count;
+    const nw = this.nw;
+    const stride = this.stride;
+    // Zero-filled: words past the rules in use stay zero.
     const bytes = new Uint8Array(n * SL_VEC_BYTES);
     const all = new Uint32Array(bytes.buffer);
     const store = this.store;
     for (let cls = 0; cls < n; cls++) {
-      const from = cls * WORDS32;
+      const from = cls * stride;
       const to = cls * VEC_WORDS32;
       let summaryLo = 0;
       let summaryHi = 0;
-      for (let w = 0; w < WORDS32 / 2; w++) {
+      for (let w = 0; 2 * w < nw; w++) {
         const lo = store[from + 2 * w];
-        const hi = store[from + 2 * w + 1];
+        const hi = 2 * w + 1 < nw ? store[from + 2 * w + 1] : 0;
         all[to + 2 + 2 * w] = lo;
         all[to + 3 + 2 * w] = hi;
         if ((lo | hi) !== 0) {
@@ -187,10 +206,7 @@ class ClassPool {
     }
     // The words were stored in host order; the kernel's u64 are little-endian.
     if (!LITTLE_ENDIAN) for (let i = 0; i < all.length; i++) all[i] = swap32(all[i]);
-    const out: Uint8Array[] = [];
-    for (let cls = 0; cls < n; cls++)
-      out.push(bytes.subarray(cls * SL_VEC_BYTES, (cls + 1) * SL_VEC_BYTES));
-    return out;
+    return bytes;
   }
 }
 
@@ -497,12 +513,19 @@ export function compileClassifier(
   });
   const filterCls = pool.intern(filterVec);
 
-  const vectors = pool.images();
+  const vectorImages = pool.images();
+  let vectors: Uint8Array[] | undefined;
   return {
     nrules,
     dims,
     absent,
-    vectors,
+    vectorImages,
+    get vectors(): Uint8Array[] {
+      vectors ??= Array.from({ length: vectorImages.length / SL_VEC_BYTES }, (_, cls) =>
+        vectorImages.subarray(cls * SL_VEC_BYTES, (cls + 1) * SL_VEC_BYTES),
+      );
+      return vectors;
+    },
     pfx4,
     pfx6,
     setcls,
