@@ -566,13 +566,8 @@ export class SluiceController implements Controller {
     read: Awaited<ReturnType<Reconciler['readLb']>>,
   ): LbServiceView[] {
     const live = this.reconciler.lb.services;
-    // Flow-table entries by service id and by backend id (ids are unique), in one pass.
-    const serviceFlows = new Map<number, number>();
-    const backendFlows = new Map<number, number>();
-    for (const f of read?.flows ?? []) {
-      serviceFlows.set(f.serviceId, (serviceFlows.get(f.serviceId) ?? 0) + 1);
-      backendFlows.set(f.backend, (backendFlows.get(f.backend) ?? 0) + 1);
-    }
+    const serviceFlows = read?.flows.services ?? new Map<number, number>();
+    const backendFlows = read?.flows.backends ?? new Map<number, number>();
     const devices = this.reconciler
       .status()
       .filter((a) => a.hook === 'xdp' && a.state === 'attached')

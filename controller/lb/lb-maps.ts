@@ -885,6 +885,30 @@ export class LbMaps {
     return out;
   }
 
+  /**
+   * Flow-table entries by service id and by backend id, counted without decoding them: this is
+   * what stats and /metrics show, and a table may hold millions. (The "per-cpu" tables have
+   * per-CPU LRU lists, BPF_F_NO_COMMON_LRU, not per-CPU values: one value an entry in both.)
+   */
+  async countFlows(): Promise<{ services: Map<number, number>; backends: Map<number, number> }> {
+    const services = new Map<number, number>();
+    const backends = new Map<number, number>();
+    for (const map of this.#flowMaps()) {
+      const { keys, values, count } = await accessAsync(map.name, 'read the flows', () =>
+        map.lookupBatch(),
+      );
+      const size = map.keySize;
+      for (let i = 0; i < count; i++) {
+        // the service id: the key's last two bytes (struct lb_flow4_key, lb_flow6_key)
+        const svc = keys.readUInt16LE((i + 1) * size - 2);
+        const backend = values.readUInt32LE(i * FLOW_SIZE);
+        services.set(svc, (services.get(svc) ?? 0) + 1);
+        backends.set(backend, (backends.get(backend) ?? 0) + 1);
+      }
+    }
+    return { services, backends };
+  }
+
   /** Empties the flow tables in use (every flow re-selects on its next packet); returns how many went. */
   clearFlows(): number {
     let removed = 0;
@@ -904,13 +928,12 @@ export class LbMaps {
       const { keys, values, count } = await accessAsync(map.name, 'read the flows', () =>
         map.lookupBatch(),
       );
-      const valueSize = map.perCpu ? values.length / Math.max(count, 1) : FLOW_SIZE;
       const size = map.keySize;
       for (let i = 0; i < count; i++) {
         const key = keys.subarray(i * size, (i + 1) * size);
         // the service id: the key's last two bytes (struct lb_flow4_key, lb_flow6_key)
         const svc = key.readUInt16LE(size - 2);
-        const backend = values.readUInt32LE(i * valueSize);
+        const backend = values.readUInt32LE(i * FLOW_SIZE);
         if (doomed(svc, backend) && map.delete(key)) removed++;
       }
     }

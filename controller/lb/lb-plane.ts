@@ -46,7 +46,17 @@ import {
 import { buildMaglevTable, movedShare, predictMoves } from './maglev.js';
 import { backendKey, serviceKey } from './service-key.js';
 
+/** Flow-table entries by service id and by backend id. */
+type FlowCounts = Awaited<ReturnType<LbMaps['countFlows']>>;
+
 const OWNERS = 'lb_owners';
+/**
+ * Counting the active flows reads the whole flow table (a batch read; about a second for a
+ * million entries): counts are reused until this many times the last count's duration has
+ * passed, so stats and /metrics scrapes cost at most about a tenth of a core however large the
+ * table, and a small table is counted afresh on every read.
+ */
+const FLOW_COUNT_SPACING = 10;
 
 /** A backend as the kernel holds it now. */
 export interface LiveBackend {
@@ -130,6 +140,8 @@ export class LbPlane {
   readonly #logger: Logger;
   #object: BpfObject | null = null;
   #maps: LbMaps | null = null;
+  /** The last flow count (see FLOW_COUNT_SPACING); `until` is Infinity while it runs. */
+  #flowCount: { maps: LbMaps; until: number; counts: Promise<FlowCounts> } | null = null;
   #owners: BpfMap | null = null;
   #xdp: BpfProgram | null = null;
   #natTc: BpfProgram | null = null;
@@ -290,9 +302,28 @@ export class LbPlane {
   }
 
   /** Counters and flows as the kernel holds them, for views; null when nothing is loaded. */
-  async read(): Promise<{ counters: LbCounters; flows: LbFlowEntry[] } | null> {
-    if (!this.#maps) return null;
-    return { counters: await this.#maps.readCounters(), flows: await this.#maps.readFlows() };
+  /** Counters, and flow-table entries by service id and by backend id (ids are unique). */
+  async read(): Promise<{ counters: LbCounters; flows: FlowCounts } | null> {
+    const maps = this.#maps;
+    if (!maps) return null;
+    let last = this.#flowCount;
+    if (!last || last.maps !== maps || performance.now() >= last.until) {
+      const started = performance.now();
+      const counts = maps.countFlows().then(
+        (c) => {
+          const now = performance.now();
+          entry.until = now + (now - started) * FLOW_COUNT_SPACING;
+          return c;
+        },
+        (error: unknown) => {
+          if (this.#flowCount === entry) this.#flowCount = null;
+          throw error;
+        },
+      );
+      const entry = { maps, until: Infinity, counts };
+      this.#flowCount = last = entry;
+    }
+    return { counters: await maps.readCounters(), flows: await last.counts };
   }
 
   /** Date.now() when the next removed backend finishes draining; null when none drains. */

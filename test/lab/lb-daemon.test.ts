@@ -108,6 +108,10 @@ await describeKernel('the load balancer driven by the daemon, with real traffic'
           answered[a] = (answered[a] ?? 0) + 1;
         }
         for (const [a, n] of Object.entries(answered)) expect(took[a]).toBe(n);
+        // The flow table holds each connection (closing ones too, until their timeout).
+        expect(svc.activeFlows).toBeGreaterThanOrEqual(sources.length);
+        const active = Object.fromEntries(svc.backends.map((b) => [b.address, b.activeFlows]));
+        for (const [a, n] of Object.entries(answered)) expect(active[a]).toBeGreaterThanOrEqual(n);
         await api('DELETE', svcPath(key));
       });
     }
