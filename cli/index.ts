@@ -16,10 +16,11 @@ import { selfcheckCommand } from './commands/selfcheck.js';
 import { serveCommand, type ServeRunner } from './commands/serve.js';
 import { setCommand } from './commands/set.js';
 import { statsCommand } from './commands/stats.js';
+import { devicesCommand } from './commands/devices.js';
 import { statusCommand } from './commands/status.js';
 import { processContext, type CommandContext } from './context.js';
 import { ApiError, describeFailure } from './errors.js';
-import { processIo, type CliIo } from './output.js';
+import { processIo, stopOnClosedStdout, type CliIo } from './output.js';
 import type { SelfcheckRunner } from '../netns-lab/selfcheck.js';
 
 function packageVersion(): string {
@@ -96,6 +97,7 @@ export function buildProgram(io: CliIo = processIo, deps: CliDeps = {}): Command
   program.addCommand(applyCommand(context));
   program.addCommand(statsCommand(context));
   program.addCommand(statusCommand(context));
+  program.addCommand(devicesCommand(context));
   program.addCommand(eventsCommand(context));
   program.addCommand(compileCommand());
   program.addCommand(selfcheckCommand(deps.selfcheck));
@@ -128,6 +130,8 @@ export async function main(
   let running: Command | undefined;
   program.hook('preAction', (_program, actionCommand) => {
     running = actionCommand;
+    // The daemon's log is its stdout: what a closed one means is for its supervisor to say.
+    if (io === processIo && actionCommand.name() !== 'serve') stopOnClosedStdout();
   });
   try {
     await program.parseAsync(argv);

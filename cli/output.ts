@@ -12,6 +12,17 @@ export const processIo: CliIo = {
   err: (text) => void process.stderr.write(text),
 };
 
+/**
+ * `sluice rule ls | head`: when the reader of stdout goes away, stop quietly, as other Unix tools
+ * do, instead of dying on an unhandled EPIPE with a stack trace.
+ */
+export function stopOnClosedStdout(): void {
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    process.exit(process.exitCode ?? 0);
+  });
+}
+
 /** Writes a command's result (stdout by default). */
 export function print(command: Command, text: string): void {
   const write = command.configureOutput().writeOut ?? processIo.out;

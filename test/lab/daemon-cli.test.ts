@@ -577,6 +577,24 @@ await describeKernel('every CLI command against a real daemon', () => {
     });
   });
 
+  it('devices: the namespace as the daemon sees it, with the hook it runs', async () => {
+    const json = JSON.parse(await ok('devices', '--json')) as {
+      devices: { name: string; ifindex: number; up: boolean }[];
+    };
+    const wire = json.devices.find((d) => d.name === W);
+    expect(wire).toMatchObject({ up: true });
+    expect(json.devices.map((d) => d.name)).toContain('lo');
+    const row = (await ok('devices')).split('\n').find((l) => l.startsWith(`${W} `));
+    expect(row?.split(/\s+/)).toEqual([
+      W,
+      String(wire!.ifindex),
+      'up',
+      expect.any(String),
+      expect.any(String),
+      'xdp',
+    ]);
+  });
+
   it('events: hello, then a config event for a change, until interrupted', async () => {
     const stop = new AbortController();
     const running = runCliWith(

@@ -131,6 +131,15 @@ beforeAll(async () => {
         ],
       },
     },
+    'GET /v1/devices': {
+      json: {
+        devices: [
+          { name: 'lo', ifindex: 1, up: true, mac: '00:00:00:00:00:00', mtu: 65536 },
+          { name: 'veth1', ifindex: 7, up: true, mac: '02:00:00:00:00:01', mtu: 1500 },
+          { name: 'veth2', ifindex: 8, up: false, mac: null, mtu: null },
+        ],
+      },
+    },
     'GET /v1/events': {
       events: [
         { event: 'reconcile', data: { type: 'reconcile', generation: 8, ok: true } },
@@ -491,6 +500,17 @@ describe('status and events', () => {
     expect(JSON.parse((await run('status', '--json')).stdout)).toMatchObject({
       desiredGeneration: 8,
     });
+  });
+
+  it('lists the devices, with the hooks sluice runs on each', async () => {
+    expect((await run('devices')).stdout).toMatchInlineSnapshot(`
+      "DEVICE  IFINDEX  STATE  MAC                  MTU  SLUICE
+      lo            1  up     00:00:00:00:00:00  65536
+      veth1         7  up     02:00:00:00:00:01   1500  xdp
+      veth2         8  down   -                      -
+      "
+    `);
+    expect(JSON.parse((await run('devices', '--json')).stdout).devices).toHaveLength(3);
   });
 
   it('prints one line per server-sent event until the stream ends', async () => {
