@@ -115,10 +115,13 @@
  * some 3 ns a packet (bench lb-cost).
  *
  * Fast path (lb_xdp4): an untagged IPv4 frame without options or fragmentation, carrying TCP
- * or UDP, is parsed by a few loads (lb_parse_ipv4_fast) and goes through copies of selection
- * and forwarding inlined into one function, where the compiler keeps only their IPv4 paths;
- * everything else takes the general path (lb_parse_xdp, lb_select, lb_forward). Both run the
- * same code (lb_select_pkt, lb_forward_pkt), so they behave alike.
+ * or UDP, is checked by a few loads and balanced in one function; everything else takes the
+ * general path (lb_parse_xdp, lb_select, lb_forward). The fast path copies no parse: it reads
+ * each field from the packet where it is used, since a copy is held on the stack across every
+ * helper call (a store and a load each time, 5-10 ns a packet in bench lb-cost). Both paths
+ * share the service lookup (lb_find_service) and the flow table and Maglev (lb_choose); the
+ * fast path forwards by IPv4 copies of DSR, NAT and IPIP (lb_fwd4_*, the general functions'
+ * steps for such a packet), and GUE and IPIP to an IPv6 backend by the general lb_forward_pkt.
  *
  * Cost (bench/lb-cost.ts compares lb_xdp with a minimal C balancer, bench/c/lb_min.bpf.c): the
  * kernel hashes and compares whole keys on every lookup, so every map a packet looks up by key
@@ -131,9 +134,9 @@
  *  - Parsing, selection (service and backend) and forwarding are global functions on the
  *    general path: each is checked once, and the caller sees only scalars back, so the parse's
  *    outcomes do not multiply the paths through selection and forwarding (the same plan as
- *    pipeline.bpf.c). The fast path has one parse outcome, so it inlines them; it is a global
- *    function of its own (lb_xdp4) so that its stack is not added to the general path's
- *    against the 512 bytes a chain of calls may use.
+ *    pipeline.bpf.c). The fast path has one parse outcome, so it inlines what it uses; it is a
+ *    global function of its own (lb_xdp4) so that its stack is not added to the general
+ *    path's against the 512 bytes a chain of calls may use.
  *  - Offsets from the parse (l3_off, l4_off) are unknown to the global functions: each is
  *    bounded (LB_MAX_L3_OFF, LB_MAX_L4_OFF) before it addresses the packet, and every
  *    access is preceded by a check of the pointer it uses (the verifier rejects a negative
@@ -736,26 +739,28 @@ static __always_inline struct lb_svc *lb_svc_lookup(__u8 family, union lb_skey *
 }
 
 /*
- * The service of lp arriving on ctx's device (header, steps 1-2), or NULL (LB_EV_OTHER_DEVICE,
- * LB_EV_FRAGMENT_PASS counted). Its pointer stays valid for the program's run: lb_services4/6
- * free replaced values only after an RCU grace period.
+ * The service of a packet to daddr (4-byte aligned: a parse or the packet's IPv4 header) and
+ * dport (network order, read when `ports`) arriving on ctx's device (header, steps 1-2), or NULL
+ * (LB_EV_OTHER_DEVICE, LB_EV_FRAGMENT_PASS counted). Its pointer stays valid for the program's
+ * run: lb_services4/6 free replaced values only after an RCU grace period.
  */
-static __always_inline struct lb_svc *lb_find_service(struct xdp_md *ctx, const struct lb_pkt *lp,
-						      struct lb_events *ev)
+static __always_inline struct lb_svc *lb_find_service(struct xdp_md *ctx, __u8 family,
+						      const void *daddr, __u8 proto, __be16 dport,
+						      __u8 frag, __u8 ports, struct lb_events *ev)
 {
 	union lb_skey k;
 	struct lb_svc *s;
 	__u32 elsewhere = 0;
-	__u8 family = lp->family;
 
+	daddr = __builtin_assume_aligned(daddr, 4);
 	if (family == 4)
-		__builtin_memcpy(&k.v4.addr, lp->daddr, 4);
+		__builtin_memcpy(&k.v4.addr, daddr, 4);
 	else
-		__builtin_memcpy(k.v6.addr, lp->daddr, 16);
-	k.v4.proto = lp->proto;
+		__builtin_memcpy(k.v6.addr, daddr, 16);
+	k.v4.proto = proto;
 	k.v4.pad = 0;
-	if (!lp->frag) {
-		k.v4.port = bpf_htons(lp->dport);
+	if (!frag) {
+		k.v4.port = dport;
 		s = lb_svc_lookup(family, &k);
 		if (s) {
 			if (lb_on_device(s, ctx))
@@ -774,13 +779,25 @@ static __always_inline struct lb_svc *lb_find_service(struct xdp_md *ctx, const 
 		lb_event(ev, LB_EV_OTHER_DEVICE);
 		return NULL;
 	}
-	if (lp->frag && (lp->ports)) {
-		k.v4.port = bpf_htons(lp->dport);
+	if (frag && ports) {
+		k.v4.port = dport;
 		if (lb_svc_lookup(family, &k))
 			lb_event(ev, LB_EV_FRAGMENT_PASS);
 	}
 	return NULL;
 }
+
+/*
+ * What the flow table or Maglev chose for a packet: the backend (its lb_backends value, read in
+ * place), the flow hash, and what to count.
+ */
+struct lb_choice {
+	const struct lb_backend *be;
+	__u32 backend; /* id */
+	__u32 hash;
+	__u8 flow_event; /* LB_EV_FLOW_HIT, _MISS or _STALE (LB_EVENTS: none), counted last */
+	__u8 new_flow; /* 1: a flow-table entry was written */
+};
 
 /*
  * sel->be = *be, word by word: struct lb_backend is 2-byte aligned (its fields are bytes and a
@@ -797,9 +814,9 @@ static __always_inline void lb_copy_backend(struct lb_sel *sel, const struct lb_
 		to[i] = from[i];
 }
 
-/* Maglev: the backend of flow's slot in the service's table, into *sel. 0, or -1 (counted). */
+/* Maglev: the backend of flow's slot in the service's table, into *ch. 0, or -1 (counted). */
 static __always_inline int lb_pick(const union lb_fkey *k, __u8 family, const struct lb_svc *svc,
-				   struct lb_sel *sel, struct lb_events *ev)
+				   struct lb_choice *ch, struct lb_events *ev)
 {
 	struct bpf_map___lb *table;
 	struct lb_backend *be;
@@ -828,9 +845,9 @@ static __always_inline int lb_pick(const union lb_fkey *k, __u8 family, const st
 		lb_event(ev, LB_EV_NO_BACKEND);
 		return -1;
 	}
-	lb_copy_backend(sel, be);
-	sel->backend = id;
-	sel->hash = hash;
+	ch->be = be;
+	ch->backend = id;
+	ch->hash = hash;
 	return 0;
 }
 
@@ -843,10 +860,14 @@ static __always_inline int lb_insert_allowed(const struct lb_config *cfg, __u64 
 
 	if (!(cfg->flags & LB_CFG_INSERT_CAP))
 		return 1;
+	burst = cfg->insert_burst;
+	/* a depth of 0 never grants, whatever the bucket holds: left unread and unwritten (its
+	 * state decides nothing until setConfig, which zeroes it) */
+	if (!burst)
+		return 0;
 	b = bpf_map_lookup_elem(&lb_insert_tb, &zero);
 	if (!b)
 		return 0;
-	burst = cfg->insert_burst;
 	if (burst > LB_BURST_MAX)
 		burst = LB_BURST_MAX;
 	cap = burst * LB_NSEC;
@@ -945,6 +966,81 @@ static __always_inline int lb_flow_expired(const struct lb_flow *f, const struct
 }
 
 /*
+ * The flow table and Maglev for a flow of service svc (header, step 4): key k of family, every
+ * field set; tcp_flags 0 unless TCP. Returns 0 (ch filled), or -2 when the packet passes (no
+ * table or no backend: counted in ev). ch->flow_event and ch->new_flow are set either way, for
+ * the caller to count last (header, counters).
+ */
+static __always_inline int lb_choose(const struct lb_svc *svc, const struct lb_config *cfg,
+				     union lb_fkey *k, __u8 family, __u8 proto, __u8 tcp_flags,
+				     struct lb_choice *ch, struct lb_events *ev)
+{
+	__u32 flags = cfg->flags, tcp, syn, fin_rst;
+	struct lb_flow *f;
+	__u64 now;
+
+	ch->new_flow = 0;
+	now = bpf_ktime_get_coarse_ns();
+	tcp = proto == SL_IPPROTO_TCP;
+	syn = (tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
+	fin_rst = tcp_flags & (LB_TCP_FIN | LB_TCP_RST);
+
+	f = lb_flow_lookup(flags, family, k);
+	if (f) {
+		__u32 id = f->backend;
+		struct lb_backend *be = bpf_map_lookup_elem(&lb_backends, &id);
+
+		if (be && (be->flags & LB_BE_ACTIVE) && !(syn && (be->flags & LB_BE_DOWN)) &&
+		    !lb_flow_expired(f, svc, cfg, tcp, now)) {
+			ch->be = be;
+			ch->backend = id;
+			ch->hash = f->hash;
+			if (fin_rst) {
+				if (!(f->state & LB_FLOW_CLOSING)) {
+					f->state |= LB_FLOW_CLOSING;
+					f->ts_ns = now;
+					lb_event(ev, LB_EV_FLOW_CLOSING);
+				}
+			} else if (syn && (f->state & LB_FLOW_CLOSING)) {
+				f->state &= ~LB_FLOW_CLOSING;
+				f->ts_ns = now;
+			} else if (!(f->state & LB_FLOW_CLOSING) && now > f->ts_ns + LB_REFRESH_NS) {
+				f->ts_ns = now;
+			}
+			ch->flow_event = LB_EV_FLOW_HIT;
+			return 0;
+		}
+		ch->flow_event = LB_EV_FLOW_STALE;
+	} else {
+		ch->flow_event = LB_EV_FLOW_MISS;
+	}
+	if (tcp && !syn)
+		lb_event(ev, LB_EV_NON_SYN_MISS);
+	if (lb_pick(k, family, svc, ch, ev) < 0)
+		return -2;
+	if (!lb_insert_allowed(cfg, now)) {
+		lb_event(ev, LB_EV_INSERT_CAP);
+		return 0;
+	}
+	{
+		/* built here, not zeroed up front: a hit never needs it */
+		struct lb_flow entry = {
+			.backend = ch->backend,
+			.hash = ch->hash,
+			.ts_ns = now,
+			.state = fin_rst ? LB_FLOW_CLOSING : 0,
+		};
+
+		if (lb_flow_update(flags, family, k, &entry)) {
+			lb_event(ev, LB_EV_INSERT_FAIL);
+			return 0;
+		}
+	}
+	ch->new_flow = 1;
+	return 0;
+}
+
+/*
  * Chooses the service and backend of lp, arriving on ctx's device, into *sel (header, steps
  * 1-4). Returns 0 (sel filled), -1 when no service applies, or -2 when the service's packet
  * passes (no table or no backend: counted in ev; sel->svc is set). The flow-table event is left
@@ -953,15 +1049,15 @@ static __always_inline int lb_flow_expired(const struct lb_flow *f, const struct
 static __always_inline int lb_select_pkt(struct xdp_md *ctx, const struct lb_pkt *lp,
 					 struct lb_sel *sel, struct lb_events *ev)
 {
+	struct lb_choice ch;
 	union lb_fkey k;
 	struct lb_config *cfg;
 	struct lb_svc *svc;
-	struct lb_flow *f;
-	__u32 zero = 0, tcp, syn, fin_rst, flags;
-	__u8 family;
-	__u64 now;
+	__u32 zero = 0;
+	__u8 family = lp->family;
 
-	svc = lb_find_service(ctx, lp, ev);
+	svc = lb_find_service(ctx, family, lp->daddr, lp->proto, bpf_htons(lp->dport), lp->frag,
+			      lp->ports, ev);
 	if (!svc)
 		return -1;
 	sel->svc = svc->id;
@@ -972,7 +1068,6 @@ static __always_inline int lb_select_pkt(struct xdp_md *ctx, const struct lb_pkt
 	if (!cfg)
 		return -2;
 	/* the flow key, IPv4's 16 bytes or IPv6's 40, every byte written (pad, unset ports) */
-	family = lp->family;
 	if (family == 4) {
 		__builtin_memcpy(&k.v4.src, lp->saddr, 4);
 		__builtin_memcpy(&k.v4.dst, lp->daddr, 4);
@@ -990,78 +1085,28 @@ static __always_inline int lb_select_pkt(struct xdp_md *ctx, const struct lb_pkt
 	}
 	if (lp->frag) {
 		/* ports stay 0: every piece of the datagram hashes alike, statelessly */
-		if (lb_pick(&k, family, svc, sel, ev) < 0)
+		if (lb_pick(&k, family, svc, &ch, ev) < 0)
 			return -2;
 		lb_event(ev, LB_EV_FRAGMENT);
-		return 0;
-	}
-	if (family == 4) {
-		k.v4.sport = bpf_htons(lp->sport);
-		k.v4.dport = bpf_htons(lp->dport);
 	} else {
-		k.v6.sport = bpf_htons(lp->sport);
-		k.v6.dport = bpf_htons(lp->dport);
-	}
+		int rc;
 
-	flags = cfg->flags;
-	now = bpf_ktime_get_coarse_ns();
-	/* tcp_flags is 0 unless TCP */
-	tcp = lp->proto == SL_IPPROTO_TCP;
-	syn = (lp->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
-	fin_rst = lp->tcp_flags & (LB_TCP_FIN | LB_TCP_RST);
-
-	f = lb_flow_lookup(flags, family, &k);
-	if (f) {
-		__u32 id = f->backend;
-		struct lb_backend *be = bpf_map_lookup_elem(&lb_backends, &id);
-
-		if (be && (be->flags & LB_BE_ACTIVE) && !(syn && (be->flags & LB_BE_DOWN)) &&
-		    !lb_flow_expired(f, svc, cfg, tcp, now)) {
-			lb_copy_backend(sel, be);
-			sel->backend = id;
-			sel->hash = f->hash;
-			if (fin_rst) {
-				if (!(f->state & LB_FLOW_CLOSING)) {
-					f->state |= LB_FLOW_CLOSING;
-					f->ts_ns = now;
-					lb_event(ev, LB_EV_FLOW_CLOSING);
-				}
-			} else if (syn && (f->state & LB_FLOW_CLOSING)) {
-				f->state &= ~LB_FLOW_CLOSING;
-				f->ts_ns = now;
-			} else if (!(f->state & LB_FLOW_CLOSING) && now > f->ts_ns + LB_REFRESH_NS) {
-				f->ts_ns = now;
-			}
-			sel->flow_event = LB_EV_FLOW_HIT;
-			return 0;
+		if (family == 4) {
+			k.v4.sport = bpf_htons(lp->sport);
+			k.v4.dport = bpf_htons(lp->dport);
+		} else {
+			k.v6.sport = bpf_htons(lp->sport);
+			k.v6.dport = bpf_htons(lp->dport);
 		}
-		sel->flow_event = LB_EV_FLOW_STALE;
-	} else {
-		sel->flow_event = LB_EV_FLOW_MISS;
+		rc = lb_choose(svc, cfg, &k, family, lp->proto, lp->tcp_flags, &ch, ev);
+		sel->flow_event = ch.flow_event;
+		sel->new_flow = ch.new_flow;
+		if (rc < 0)
+			return rc;
 	}
-	if (tcp && !syn)
-		lb_event(ev, LB_EV_NON_SYN_MISS);
-	if (lb_pick(&k, family, svc, sel, ev) < 0)
-		return -2;
-	if (!lb_insert_allowed(cfg, now)) {
-		lb_event(ev, LB_EV_INSERT_CAP);
-		return 0;
-	}
-	{
-		/* built here, not zeroed up front: a hit never needs it */
-		struct lb_flow entry = {
-			.backend = sel->backend,
-			.hash = sel->hash,
-			.ts_ns = now,
-			.state = fin_rst ? LB_FLOW_CLOSING : 0,
-		};
-
-		if (lb_flow_update(flags, family, &k, &entry)) {
-			lb_event(ev, LB_EV_INSERT_FAIL);
-			return 0;
-		}
-	}
-	sel->new_flow = 1;
+	lb_copy_backend(sel, ch.be);
+	sel->backend = ch.backend;
+	sel->hash = ch.hash;
 	return 0;
 }
 
@@ -1159,15 +1204,15 @@ static __always_inline __u8 lb_tos(const struct lb_pkt *p)
 
 /* L2 DSR: only the MACs change. */
 static __always_inline int lb_fwd_dsr(struct xdp_md *ctx, const struct lb_pkt *lp,
-				      const struct lb_sel *sel, struct lb_events *ev)
+				      const struct lb_backend *be, struct lb_events *ev)
 {
 	struct bpf_fib_lookup fib __attribute__((aligned(8))); /* zeroed by words of 8 */
 
-	if (sel->be.family != lp->family) {
+	if (be->family != lp->family) {
 		lb_event(ev, LB_EV_FAMILY);
 		return XDP_PASS;
 	}
-	if (lb_fib(ctx, &fib, lp->family, lp->saddr, sel->be.addr, lp->proto,
+	if (lb_fib(ctx, &fib, lp->family, lp->saddr, be->addr, lp->proto,
 		   bpf_htons(lp->sport), bpf_htons(lp->dport), lp->tot_len, lp->tos,
 		   lp->flowinfo, ev))
 		return XDP_PASS;
@@ -1286,16 +1331,17 @@ __noinline int lb_csum_frame(struct xdp_md *ctx, __u32 off, __u32 len)
  * protocol is the inner family's (4 or 41); gue 1: outer IP, UDP to LB_GUE_PORT, lb_gue_hdr.
  */
 static __always_inline int lb_fwd_encap(struct xdp_md *ctx, const struct lb_pkt *lp,
-					const struct lb_sel *sel, const struct lb_config *cfg,
-					__u32 gue, struct lb_events *ev)
+					const struct lb_backend *be, __u32 hash,
+					const struct lb_config *cfg, __u32 gue,
+					struct lb_events *ev)
 {
 	struct bpf_fib_lookup fib __attribute__((aligned(8))); /* zeroed by words of 8 */
 	__be32 src[4] = {};
 	__u32 l3 = lp->l3_off, inner_len = lp->tot_len, hdr, tos = lb_tos(lp);
-	__u8 outer = sel->be.family;
+	__u8 outer = be->family;
 	__u8 inner_proto = lp->family == 4 ? LB_IPPROTO_IPIP : LB_IPPROTO_IPV6;
 	__u8 proto = gue ? SL_IPPROTO_UDP : inner_proto;
-	__be16 sport = gue ? bpf_htons(LB_GUE_SPORT(sel->hash)) : 0;
+	__be16 sport = gue ? bpf_htons(LB_GUE_SPORT(hash)) : 0;
 	__be16 dport = gue ? bpf_htons(LB_GUE_PORT) : 0;
 	__u32 udp_len = inner_len + LB_GUE_HLEN;
 	void *data, *end;
@@ -1317,12 +1363,12 @@ static __always_inline int lb_fwd_encap(struct xdp_md *ctx, const struct lb_pkt 
 		lb_event(ev, LB_EV_ENCAP_FAIL);
 		return XDP_PASS;
 	}
-	if (lb_outer_src(cfg, outer, sel->hash, src)) {
+	if (lb_outer_src(cfg, outer, hash, src)) {
 		lb_event(ev, LB_EV_NO_SOURCE);
 		return XDP_PASS;
 	}
-	if (lb_fib(ctx, &fib, outer, (const __u8 *)src, sel->be.addr, proto, sport, dport,
-		   inner_len + hdr, tos, bpf_htonl((tos << 20) | (sel->hash & 0xfffff)), ev))
+	if (lb_fib(ctx, &fib, outer, (const __u8 *)src, be->addr, proto, sport, dport,
+		   inner_len + hdr, tos, bpf_htonl((tos << 20) | (hash & 0xfffff)), ev))
 		return XDP_PASS;
 	if (bpf_xdp_adjust_head(ctx, -(int)hdr)) {
 		lb_event(ev, LB_EV_ENCAP_FAIL);
@@ -1370,7 +1416,7 @@ static __always_inline int lb_fwd_encap(struct xdp_md *ctx, const struct lb_pkt 
 		w[1] = (__u32)df << 16;
 		w[2] = LB_OUTER_TTL | (__u32)proto << 8;
 		w[3] = src[0];
-		__builtin_memcpy(&w[4], sel->be.addr, 4);
+		__builtin_memcpy(&w[4], be->addr, 4);
 #pragma unroll
 		for (int i = 0; i < 5; i++)
 			sum += (w[i] & 0xffff) + (w[i] >> 16);
@@ -1384,12 +1430,12 @@ static __always_inline int lb_fwd_encap(struct xdp_md *ctx, const struct lb_pkt 
 
 		if ((void *)(ip6 + 1) > end)
 			goto broken;
-		*(__be32 *)ip6 = bpf_htonl((6U << 28) | (tos << 20) | (sel->hash & 0xfffff));
+		*(__be32 *)ip6 = bpf_htonl((6U << 28) | (tos << 20) | (hash & 0xfffff));
 		ip6->payload_len = bpf_htons(inner_len + hdr - sizeof(*ip6));
 		ip6->nexthdr = proto;
 		ip6->hop_limit = LB_OUTER_TTL;
 		__builtin_memcpy(&ip6->saddr, src, 16);
-		__builtin_memcpy(&ip6->daddr, sel->be.addr, 16);
+		__builtin_memcpy(&ip6->daddr, be->addr, 16);
 		o += sizeof(*ip6);
 	}
 	if (gue) {
@@ -1406,7 +1452,7 @@ static __always_inline int lb_fwd_encap(struct xdp_md *ctx, const struct lb_pkt 
 		u->gue.flags = 0;
 		if (outer == 6) {
 			/* RFC 8200 wants one over IPv6: the pseudo-header, then the datagram */
-			const __u16 *a = (const __u16 *)src, *b = (const __u16 *)sel->be.addr;
+			const __u16 *a = (const __u16 *)src, *b = (const __u16 *)be->addr;
 			int sum = lb_csum_frame(ctx, l3 + sizeof(struct ipv6hdr), udp_len);
 
 			if (sum < 0)
@@ -1457,41 +1503,59 @@ static __always_inline int lb_addr_equal(const __u8 *a, const __u8 *b)
 }
 
 /*
- * The reverse-NAT entry of lp sent to sel's backend at port bport (header, step 5), written
- * when missing or different: lb_nat4 or lb_nat6, by family.
+ * lb_nat_remember's IPv4 entry (addresses and ports in network order), written when missing or
+ * different: 0, or the update's error.
  */
-static __always_inline void lb_nat_remember(const struct lb_pkt *lp, const struct lb_sel *sel,
-					    __be16 bport, __be16 vport, struct lb_events *ev)
+static __always_inline long lb_nat4_remember(const struct lb_backend *be, __be32 client,
+					     __be16 cport, __u8 proto, __be32 vip, __be16 vport,
+					     __u32 svc, __be16 bport)
+{
+	struct lb_nat4_key nk = {};
+	struct lb_nat4 nv = {}, *cur;
+
+	__builtin_memcpy(&nk.backend, be->addr, 4);
+	nk.client = client;
+	nk.bport = bport;
+	nk.cport = cport;
+	nk.proto = proto;
+	nv.vip = vip;
+	nv.vport = vport;
+	nv.svc = svc;
+	cur = bpf_map_lookup_elem(&lb_nat4, &nk);
+	if (!cur || cur->vip != nv.vip || cur->vport != nv.vport || cur->svc != nv.svc)
+		return bpf_map_update_elem(&lb_nat4, &nk, &nv, BPF_ANY);
+	return 0;
+}
+
+/*
+ * The reverse-NAT entry of lp of service svc sent to backend be at port bport (header, step 5),
+ * written when missing or different: lb_nat4 or lb_nat6, by family.
+ */
+static __always_inline void lb_nat_remember(const struct lb_pkt *lp, const struct lb_backend *be,
+					    __u32 svc, __be16 bport, __be16 vport,
+					    struct lb_events *ev)
 {
 	long err = 0;
 
 	if (lp->family == 4) {
-		struct lb_nat4_key nk = {};
-		struct lb_nat4 nv = {}, *cur;
+		__be32 client, vip;
 
-		__builtin_memcpy(&nk.backend, sel->be.addr, 4);
-		__builtin_memcpy(&nk.client, lp->saddr, 4);
-		nk.bport = bport;
-		nk.cport = bpf_htons(lp->sport);
-		nk.proto = lp->proto;
-		__builtin_memcpy(&nv.vip, lp->daddr, 4);
-		nv.vport = vport;
-		nv.svc = sel->svc;
-		cur = bpf_map_lookup_elem(&lb_nat4, &nk);
-		if (!cur || cur->vip != nv.vip || cur->vport != nv.vport || cur->svc != nv.svc)
-			err = bpf_map_update_elem(&lb_nat4, &nk, &nv, BPF_ANY);
+		__builtin_memcpy(&client, lp->saddr, 4);
+		__builtin_memcpy(&vip, lp->daddr, 4);
+		err = lb_nat4_remember(be, client, bpf_htons(lp->sport), lp->proto, vip, vport, svc,
+				       bport);
 	} else {
 		struct lb_nat6_key nk = {};
 		struct lb_nat6 nv = {}, *cur;
 
-		__builtin_memcpy(nk.backend, sel->be.addr, 16);
+		__builtin_memcpy(nk.backend, be->addr, 16);
 		__builtin_memcpy(nk.client, lp->saddr, 16);
 		nk.bport = bport;
 		nk.cport = bpf_htons(lp->sport);
 		nk.proto = lp->proto;
 		__builtin_memcpy(nv.vip, lp->daddr, 16);
 		nv.vport = vport;
-		nv.svc = sel->svc;
+		nv.svc = svc;
 		cur = bpf_map_lookup_elem(&lb_nat6, &nk);
 		if (!cur || cur->vport != nv.vport || cur->svc != nv.svc ||
 		    !lb_addr_equal(cur->vip, nv.vip))
@@ -1503,16 +1567,16 @@ static __always_inline void lb_nat_remember(const struct lb_pkt *lp, const struc
 
 /* NAT: destination address and port rewritten, reverse entry written (header, step 5). */
 static __always_inline int lb_fwd_nat(struct xdp_md *ctx, const struct lb_pkt *lp,
-				      const struct lb_sel *sel, struct lb_events *ev)
+				      const struct lb_backend *be, __u32 svc, struct lb_events *ev)
 {
 	struct bpf_fib_lookup fib __attribute__((aligned(8))); /* zeroed by words of 8 */
 	__u32 l3 = lp->l3_off, l4 = lp->l4_off, words, change;
-	__be16 vport = bpf_htons(lp->dport), bport = sel->be.port ? sel->be.port : vport;
+	__be16 vport = bpf_htons(lp->dport), bport = be->port ? be->port : vport;
 	void *data, *end;
 	__u16 *check;
 	__u8 *ip, *l4p;
 
-	if (sel->be.family != lp->family) {
+	if (be->family != lp->family) {
 		lb_event(ev, LB_EV_FAMILY);
 		return XDP_PASS;
 	}
@@ -1522,7 +1586,7 @@ static __always_inline int lb_fwd_nat(struct xdp_md *ctx, const struct lb_pkt *l
 		bport = vport;
 	if (l3 > LB_MAX_L3_OFF || l4 > LB_MAX_L4_OFF)
 		return XDP_PASS;
-	if (lb_fib(ctx, &fib, lp->family, lp->saddr, sel->be.addr, lp->proto,
+	if (lb_fib(ctx, &fib, lp->family, lp->saddr, be->addr, lp->proto,
 		   bpf_htons(lp->sport), bport, lp->tot_len, lp->tos, lp->flowinfo, ev))
 		return XDP_PASS;
 
@@ -1530,7 +1594,7 @@ static __always_inline int lb_fwd_nat(struct xdp_md *ctx, const struct lb_pkt *l
 	end = (void *)(long)ctx->data_end;
 	words = lp->family == 4 ? 2 : 8;
 	/* the address change, for the IPv4 header and the L4 pseudo-header */
-	change = lb_csum_diff(0, (const __u16 *)lp->daddr, (const __u16 *)sel->be.addr,
+	change = lb_csum_diff(0, (const __u16 *)lp->daddr, (const __u16 *)be->addr,
 			      words);
 	ip = data + l3;
 	if (lp->family == 4) {
@@ -1539,13 +1603,13 @@ static __always_inline int lb_fwd_nat(struct xdp_md *ctx, const struct lb_pkt *l
 		if ((void *)(h + 1) > end)
 			return XDP_DROP;
 		h->check = lb_csum_apply(h->check, change);
-		__builtin_memcpy(&h->daddr, sel->be.addr, 4);
+		__builtin_memcpy(&h->daddr, be->addr, 4);
 	} else {
 		struct ipv6hdr *h = (void *)ip;
 
 		if ((void *)(h + 1) > end)
 			return XDP_DROP;
-		__builtin_memcpy(&h->daddr, sel->be.addr, 16);
+		__builtin_memcpy(&h->daddr, be->addr, 16);
 	}
 	/* a later fragment carries no L4 header: its address is all there is to change */
 	if (!(lp->ports))
@@ -1570,31 +1634,32 @@ static __always_inline int lb_fwd_nat(struct xdp_md *ctx, const struct lb_pkt *l
 		*(__be16 *)(l4p + 2) = bport;
 	}
 
-	lb_nat_remember(lp, sel, bport, vport, ev);
+	lb_nat_remember(lp, be, svc, bport, vport, ev);
 	return lb_xmit(ctx, &fib, ev);
 }
 
-/* Sends the packet to sel's backend by the service's mode (header, step 5). */
+/* Sends the packet to backend be of service svc by its mode (header, step 5). */
 static __always_inline int lb_forward_pkt(struct xdp_md *ctx, const struct lb_pkt *lp,
-					  const struct lb_sel *sel, struct lb_events *ev)
+					  __u8 fwd_mode, const struct lb_backend *be, __u32 hash,
+					  __u32 svc, struct lb_events *ev)
 {
 	struct lb_config *cfg;
 	__u32 zero = 0;
 
-	switch (sel->fwd_mode) {
+	switch (fwd_mode) {
 	case LB_FWD_DSR:
-		return lb_fwd_dsr(ctx, lp, sel, ev);
+		return lb_fwd_dsr(ctx, lp, be, ev);
 	case LB_FWD_IPIP:
 	case LB_FWD_GUE:
 		cfg = bpf_map_lookup_elem(&lb_config, &zero);
 		if (!cfg)
 			return XDP_PASS;
 		/* a constant `gue` at each call: IPIP's copy has none of GUE's code on its path */
-		if (sel->fwd_mode == LB_FWD_IPIP)
-			return lb_fwd_encap(ctx, lp, sel, cfg, 0, ev);
-		return lb_fwd_encap(ctx, lp, sel, cfg, 1, ev);
+		if (fwd_mode == LB_FWD_IPIP)
+			return lb_fwd_encap(ctx, lp, be, hash, cfg, 0, ev);
+		return lb_fwd_encap(ctx, lp, be, hash, cfg, 1, ev);
 	case LB_FWD_NAT:
-		return lb_fwd_nat(ctx, lp, sel, ev);
+		return lb_fwd_nat(ctx, lp, be, svc, ev);
 	}
 	return XDP_PASS;
 }
@@ -1605,105 +1670,251 @@ __noinline int lb_forward(struct xdp_md *ctx, struct lb_pkt *lp, struct lb_sel *
 {
 	if (!lp || !sel || !ev)
 		return XDP_PASS;
-	return lb_forward_pkt(ctx, lp, sel, ev);
+	return lb_forward_pkt(ctx, lp, sel->fwd_mode, &sel->be, sel->hash, sel->svc, ev);
 }
 
 /*
- * The common case in a few instructions: an untagged IPv4 frame without options, not a
- * fragment, carrying TCP (its 20-byte header present) or UDP (8). Fills *lp as lb_parse would
- * (every field the balancer reads) and returns 0; anything else: -1, for lb_parse to take.
+ * lp of an lb_xdp4 packet (ip: its IPv4 header, l4: 20 bytes of TCP or UDP after it), as
+ * lb_parse would fill it: for forwarding, read from the packet once selection is done.
  */
-static __always_inline int lb_parse_ipv4_fast(struct xdp_md *ctx, struct lb_pkt *lp)
+static __always_inline void lb_pkt_ipv4(struct lb_pkt *lp, const struct iphdr *ip,
+					const __u8 *l4)
 {
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
-	__u8 *l4 = (void *)(ip + 1);
-
-	if (l4 + 20 > (__u8 *)end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return -1;
-	/* version 4, IHL 5; neither MF nor an offset */
-	if (*(__u8 *)ip != 0x45 || (ip->frag_off & bpf_htons(0x3fff)))
-		return -1;
-	if (ip->protocol == SL_IPPROTO_TCP)
-		lp->tcp_flags = l4[13];
-	else if (ip->protocol == SL_IPPROTO_UDP)
-		lp->tcp_flags = 0;
-	else
-		return -1;
-	__builtin_memset(lp->saddr, 0, sizeof(lp->saddr));
-	__builtin_memset(lp->daddr, 0, sizeof(lp->daddr));
+	__builtin_memset(lp, 0, sizeof(*lp));
 	__builtin_memcpy(lp->saddr, &ip->saddr, 4);
 	__builtin_memcpy(lp->daddr, &ip->daddr, 4);
-	lp->flowinfo = 0;
 	lp->sport = bpf_ntohs(*(__be16 *)l4);
 	lp->dport = bpf_ntohs(*(__be16 *)(l4 + 2));
 	lp->tot_len = bpf_ntohs(ip->tot_len);
-	lp->l3_off = sizeof(*eth);
-	lp->l4_off = sizeof(*eth) + sizeof(*ip);
+	lp->l3_off = ETH_HLEN;
+	lp->l4_off = ETH_HLEN + sizeof(*ip);
 	lp->family = 4;
 	lp->proto = ip->protocol;
 	lp->tos = ip->tos;
 	lp->ports = 1;
-	lp->frag = 0;
-	return 0;
 }
 
 /*
- * Selection, counters and forwarding of a parsed packet of len bytes. fast: lp came from
- * lb_parse_ipv4_fast, and selection and forwarding are inlined, so that the compiler keeps
- * only their IPv4 paths (lp's fields are known constants there) and the packet makes no calls
- * but helpers'; else the global functions, checked once for whatever the parse gave.
+ * The forwarding of lb_xdp4 packets (ip: the IPv4 header after an untagged Ethernet header,
+ * l4: 20 bytes of TCP or UDP after it, both checked by lb_xdp4): lb_fwd_dsr, lb_fwd_nat and
+ * lb_fwd_encap (IPIP to an IPv4 backend) as they run for such a packet, each field read from
+ * the packet where it is used.
  */
-static __always_inline int lb_balance(struct xdp_md *ctx, struct lb_pkt *lp, __u64 len,
-				      const int fast)
+static __always_inline int lb_fwd4_dsr(struct xdp_md *ctx, const struct iphdr *ip,
+				       const __u8 *l4, const struct lb_backend *be,
+				       struct lb_events *ev)
 {
+	struct bpf_fib_lookup fib __attribute__((aligned(8))); /* zeroed by words of 8 */
+
+	if (be->family != 4) {
+		lb_event(ev, LB_EV_FAMILY);
+		return XDP_PASS;
+	}
+	if (lb_fib(ctx, &fib, 4, (const __u8 *)&ip->saddr, be->addr, ip->protocol,
+		   *(__be16 *)l4, *(__be16 *)(l4 + 2), bpf_ntohs(ip->tot_len), ip->tos, 0, ev))
+		return XDP_PASS;
+	return lb_xmit(ctx, &fib, ev);
+}
+
+static __always_inline int lb_fwd4_nat(struct xdp_md *ctx, struct iphdr *ip, __u8 *l4,
+				       const struct lb_backend *be, __u32 svc,
+				       struct lb_events *ev)
+{
+	struct bpf_fib_lookup fib __attribute__((aligned(8))); /* zeroed by words of 8 */
+	__be16 vport = *(__be16 *)(l4 + 2), bport = be->port ? be->port : vport;
+	__u32 change;
+	__be32 vip;
+	__u16 *check;
+
+	if (be->family != 4) {
+		lb_event(ev, LB_EV_FAMILY);
+		return XDP_PASS;
+	}
+	if (lb_fib(ctx, &fib, 4, (const __u8 *)&ip->saddr, be->addr, ip->protocol,
+		   *(__be16 *)l4, bport, bpf_ntohs(ip->tot_len), ip->tos, 0, ev))
+		return XDP_PASS;
+
+	vip = ip->daddr;
+	change = lb_csum_diff(0, (const __u16 *)&vip, (const __u16 *)be->addr, 2);
+	ip->check = lb_csum_apply(ip->check, change);
+	__builtin_memcpy(&ip->daddr, be->addr, 4);
+	change = lb_csum_diff(change, &vport, &bport, 1);
+	if (ip->protocol == SL_IPPROTO_TCP) {
+		check = (__u16 *)(l4 + 16);
+		*check = lb_csum_apply(*check, change);
+	} else {
+		check = (__u16 *)(l4 + 6);
+		if (*check) {
+			*check = lb_csum_apply(*check, change);
+			if (!*check)
+				*check = 0xffff;
+		}
+	}
+	*(__be16 *)(l4 + 2) = bport;
+	if (lb_nat4_remember(be, ip->saddr, *(__be16 *)l4, ip->protocol, vip, vport, svc, bport))
+		lb_event(ev, LB_EV_NAT_INSERT_FAIL);
+	return lb_xmit(ctx, &fib, ev);
+}
+
+static __always_inline int lb_fwd4_ipip(struct xdp_md *ctx, const struct iphdr *ip,
+					const struct lb_backend *be, __u32 hash,
+					const struct lb_config *cfg, struct lb_events *ev)
+{
+	struct bpf_fib_lookup fib __attribute__((aligned(8))); /* zeroed by words of 8 */
+	__u32 inner_len = bpf_ntohs(ip->tot_len), len = inner_len + sizeof(struct iphdr);
+	__u32 w[5], sum = 0, *to, tos;
+	__be32 src;
+	void *data, *end;
+	struct iphdr *in;
+	__u8 *o;
+
+	if (len > 0xffff) {
+		lb_event(ev, LB_EV_ENCAP_FAIL);
+		return XDP_PASS;
+	}
+	if (lb_outer_src(cfg, 4, hash, &src)) {
+		lb_event(ev, LB_EV_NO_SOURCE);
+		return XDP_PASS;
+	}
+	tos = ip->tos;
+	if (lb_fib(ctx, &fib, 4, (const __u8 *)&src, be->addr, LB_IPPROTO_IPIP, 0, 0, len, tos, 0,
+		   ev))
+		return XDP_PASS;
+	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct iphdr))) {
+		lb_event(ev, LB_EV_ENCAP_FAIL);
+		return XDP_PASS;
+	}
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	o = data + ETH_HLEN;
+	in = (void *)(o + sizeof(struct iphdr));
+	/* not taken: the frame held the inner headers before (lb_fwd_encap's `broken`) */
+	if ((void *)(in + 1) > end || data + sizeof(struct iphdr) + LB_MAX_L3_OFF > end) {
+		lb_event(ev, LB_EV_ENCAP_FAIL);
+		return XDP_DROP;
+	}
+	*(__be16 *)(data + 12) = bpf_htons(ETH_P_IP);
+	/* as lb_fwd_encap's outer IPv4 header */
+	w[0] = 0x45 | tos << 8 | (__u32)bpf_htons(len) << 16;
+	w[1] = (__u32)(in->frag_off & bpf_htons(0x4000)) << 16;
+	w[2] = LB_OUTER_TTL | (__u32)LB_IPPROTO_IPIP << 8;
+	w[3] = src;
+	__builtin_memcpy(&w[4], be->addr, 4);
+#pragma unroll
+	for (int i = 0; i < 5; i++)
+		sum += (w[i] & 0xffff) + (w[i] >> 16);
+	w[2] |= (__u32)(~lb_csum_fold(sum) & 0xffff) << 16;
+	to = (void *)o;
+#pragma unroll
+	for (int i = 0; i < 5; i++)
+		to[i] = w[i];
+	return lb_xmit(ctx, &fib, ev);
+}
+
+/*
+ * lb_forward_pkt for lb_xdp4 packets: DSR, NAT, and IPIP to an IPv4 backend above; the rest
+ * (GUE, IPIP to an IPv6 backend) through lb_forward_pkt, lp read from the packet.
+ */
+static __always_inline int lb_forward4(struct xdp_md *ctx, struct iphdr *ip, __u8 *l4,
+				       __u8 fwd_mode, const struct lb_backend *be, __u32 hash,
+				       __u32 svc, struct lb_events *ev)
+{
+	struct lb_config *cfg;
+	struct lb_pkt lp;
+	__u32 zero = 0;
+
+	switch (fwd_mode) {
+	case LB_FWD_DSR:
+		return lb_fwd4_dsr(ctx, ip, l4, be, ev);
+	case LB_FWD_NAT:
+		return lb_fwd4_nat(ctx, ip, l4, be, svc, ev);
+	case LB_FWD_IPIP:
+		if (be->family != 4)
+			break;
+		cfg = bpf_map_lookup_elem(&lb_config, &zero);
+		if (!cfg)
+			return XDP_PASS;
+		return lb_fwd4_ipip(ctx, ip, be, hash, cfg, ev);
+	}
+	lb_pkt_ipv4(&lp, ip, l4);
+	return lb_forward_pkt(ctx, &lp, fwd_mode, be, hash, svc, ev);
+}
+
+/*
+ * The fast path (header): an untagged IPv4 frame without options, not a fragment, carrying TCP
+ * or UDP with 20 bytes past the IP header; anything else returns LB_SLOW before any count or
+ * write. Selection reads the packet where it needs a field instead of a parse copied up front:
+ * the packet stays in cache, and a copy would be held on the stack across every helper call.
+ * A function of its own so that its stack and the general path's (its calls included) are not
+ * added up against the verifier's 512 bytes.
+ */
+__noinline int lb_xdp4(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	__u8 *l4 = (void *)(ip + 1), proto, tcp_flags;
+	__u64 len = end - data;
+	struct lb_choice ch;
+	struct lb_config *cfg;
 	struct lb_events *ev;
-	struct lb_sel sel; /* not zeroed: selection writes every field read here and in
-			    * forwarding before it returns 0 (svc, new_flow and flow_event
-			    * before -2) */
+	struct lb_svc *svc;
+	union lb_fkey k;
+	__u32 zero = 0;
 	int rc;
+
+	if (l4 + 20 > (__u8 *)end || *(__be16 *)(data + 12) != bpf_htons(ETH_P_IP))
+		return LB_SLOW;
+	/* version 4, IHL 5; neither MF nor an offset */
+	if (*(__u8 *)ip != 0x45 || (ip->frag_off & bpf_htons(0x3fff)))
+		return LB_SLOW;
+	proto = ip->protocol;
+	if (proto == SL_IPPROTO_TCP)
+		tcp_flags = l4[13];
+	else if (proto == SL_IPPROTO_UDP)
+		tcp_flags = 0;
+	else
+		return LB_SLOW;
 
 	ev = lb_events_here();
 	if (!ev)
 		return XDP_PASS;
-	rc = fast ? lb_select_pkt(ctx, lp, &sel, ev) : lb_select(ctx, lp, &sel, ev);
-	if (rc == -1)
+	svc = lb_find_service(ctx, 4, &ip->daddr, proto, *(__be16 *)(l4 + 2), 0, 1, ev);
+	if (!svc)
 		return XDP_PASS;
-	/* counted last, after forwarding (header, counters) */
-	if (rc < 0) {
-		lb_event(ev, sel.flow_event);
-		lb_count(&lb_svc_stats, sel.svc, len, sel.new_flow);
+	cfg = bpf_map_lookup_elem(&lb_config, &zero);
+	if (!cfg) {
+		lb_count(&lb_svc_stats, svc->id, len, 0);
 		return XDP_PASS;
 	}
-	rc = fast ? lb_forward_pkt(ctx, lp, &sel, ev) : lb_forward(ctx, lp, &sel, ev);
-	lb_event(ev, sel.flow_event);
-	lb_count(&lb_svc_stats, sel.svc, len, sel.new_flow);
+	k.v4.src = ip->saddr;
+	k.v4.dst = ip->daddr;
+	k.w[2] = *(__u32 *)l4;
+	k.v4.proto = proto;
+	k.v4.pad = 0;
+	k.v4.svc = svc->id;
+	rc = lb_choose(svc, cfg, &k, 4, proto, tcp_flags, &ch, ev);
+	if (!rc)
+		rc = lb_forward4(ctx, ip, l4, svc->fwd_mode, ch.be, ch.hash, svc->id, ev);
+	else
+		rc = XDP_PASS;
+	/* counted last (header, counters) */
+	lb_event(ev, ch.flow_event);
+	lb_count(&lb_svc_stats, svc->id, len, ch.new_flow);
 	if (rc == XDP_TX || rc == XDP_REDIRECT)
-		lb_count(&lb_be_stats, sel.backend, len, sel.new_flow);
+		lb_count(&lb_be_stats, ch.backend, len, ch.new_flow);
 	return rc;
-}
-
-/*
- * The fast path (header): lb_balance of an lb_parse_ipv4_fast packet, or LB_SLOW when it is not
- * one. A function of its own so that its stack and the general path's (its calls included) are
- * not added up against the verifier's 512 bytes.
- */
-__noinline int lb_xdp4(struct xdp_md *ctx)
-{
-	struct lb_pkt lp;
-
-	if (lb_parse_ipv4_fast(ctx, &lp))
-		return LB_SLOW;
-	return lb_balance(ctx, &lp, ctx->data_end - ctx->data, 1);
 }
 
 SEC("xdp")
 int lb_xdp(struct xdp_md *ctx)
 {
 	__u64 len = ctx->data_end - ctx->data;
+	struct lb_events *ev;
 	struct lb_pkt lp;
+	struct lb_sel sel; /* not zeroed: selection writes every field read here and in
+			    * forwarding before it returns 0 (svc, new_flow and flow_event
+			    * before -2) */
 	int rc;
 
 	rc = lb_xdp4(ctx);
@@ -1712,7 +1923,24 @@ int lb_xdp(struct xdp_md *ctx)
 	__builtin_memset(&lp, 0, sizeof(lp));
 	if (lb_parse_xdp(ctx, &lp) < 0)
 		return XDP_PASS;
-	return lb_balance(ctx, &lp, len, 0);
+	ev = lb_events_here();
+	if (!ev)
+		return XDP_PASS;
+	rc = lb_select(ctx, &lp, &sel, ev);
+	if (rc == -1)
+		return XDP_PASS;
+	/* counted last, after forwarding (header, counters) */
+	if (rc < 0) {
+		lb_event(ev, sel.flow_event);
+		lb_count(&lb_svc_stats, sel.svc, len, sel.new_flow);
+		return XDP_PASS;
+	}
+	rc = lb_forward(ctx, &lp, &sel, ev);
+	lb_event(ev, sel.flow_event);
+	lb_count(&lb_svc_stats, sel.svc, len, sel.new_flow);
+	if (rc == XDP_TX || rc == XDP_REDIRECT)
+		lb_count(&lb_be_stats, sel.backend, len, sel.new_flow);
+	return rc;
 }
 
 /* ---- the reverse NAT path (TC) ---- */
