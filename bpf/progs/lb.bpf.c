@@ -1327,6 +1327,32 @@ __noinline int lb_csum_frame(struct xdp_md *ctx, __u32 off, __u32 len)
 }
 
 /*
+ * Writes an outer IPv4 header at o (20 bytes the caller checked): total length len, DF as df,
+ * protocol proto, from src to dst (4 bytes). The header is built as its five words, as a
+ * little-endian machine loads them, summed for the checksum before they are stored (a sum of
+ * halfwords does not depend on the byte order): version and IHL, TOS, total length; id 0 and
+ * DF; TTL, protocol and the checksum; the addresses. Stores to the packet may be unaligned.
+ */
+static __always_inline void lb_outer4(__u8 *o, __u32 tos, __u32 len, __be16 df, __u8 proto,
+				      __be32 src, const __u8 *dst)
+{
+	__u32 w[5], sum = 0, *to = (void *)o;
+
+	w[0] = 0x45 | tos << 8 | (__u32)bpf_htons(len) << 16;
+	w[1] = (__u32)df << 16;
+	w[2] = LB_OUTER_TTL | (__u32)proto << 8;
+	w[3] = src;
+	__builtin_memcpy(&w[4], dst, 4);
+#pragma unroll
+	for (int i = 0; i < 5; i++)
+		sum += (w[i] & 0xffff) + (w[i] >> 16);
+	w[2] |= (__u32)(~lb_csum_fold(sum) & 0xffff) << 16;
+#pragma unroll
+	for (int i = 0; i < 5; i++)
+		to[i] = w[i];
+}
+
+/*
  * IPIP and GUE: outer headers in front (header, step 5). gue 0: an outer IP header whose
  * protocol is the inner family's (4 or 41); gue 1: outer IP, UDP to LB_GUE_PORT, lb_gue_hdr.
  */
@@ -1393,14 +1419,6 @@ static __always_inline int lb_fwd_encap(struct xdp_md *ctx, const struct lb_pkt 
 
 	o = data + l3;
 	if (outer == 4) {
-		/*
-		 * The header as its five words, as a little-endian machine loads them, summed
-		 * for the checksum before they are stored (a sum of halfwords does not depend on
-		 * the byte order): version and IHL, TOS, total length; id 0 and DF; TTL,
-		 * protocol and the checksum; the addresses. Stores to the packet may be
-		 * unaligned.
-		 */
-		__u32 w[5], sum = 0, *to = (void *)o;
 		__be16 df = bpf_htons(0x4000); /* set for IPv6 inside */
 
 		if (o + sizeof(struct iphdr) > (__u8 *)end)
@@ -1412,18 +1430,7 @@ static __always_inline int lb_fwd_encap(struct xdp_md *ctx, const struct lb_pkt 
 				goto broken;
 			df = in->frag_off & bpf_htons(0x4000);
 		}
-		w[0] = 0x45 | tos << 8 | (__u32)bpf_htons(inner_len + hdr) << 16;
-		w[1] = (__u32)df << 16;
-		w[2] = LB_OUTER_TTL | (__u32)proto << 8;
-		w[3] = src[0];
-		__builtin_memcpy(&w[4], be->addr, 4);
-#pragma unroll
-		for (int i = 0; i < 5; i++)
-			sum += (w[i] & 0xffff) + (w[i] >> 16);
-		w[2] |= (__u32)(~lb_csum_fold(sum) & 0xffff) << 16;
-#pragma unroll
-		for (int i = 0; i < 5; i++)
-			to[i] = w[i];
+		lb_outer4(o, tos, inner_len + hdr, df, proto, src[0], be->addr);
 		o += sizeof(struct iphdr);
 	} else {
 		struct ipv6hdr *ip6 = (void *)o;
@@ -1674,6 +1681,19 @@ __noinline int lb_forward(struct xdp_md *ctx, struct lb_pkt *lp, struct lb_sel *
 }
 
 /*
+ * A balanced packet's counts, written last, after forwarding (header, counters): its flow-table
+ * event, its service's, and its backend's when the packet left for it (rc).
+ */
+static __always_inline void lb_count_packet(struct lb_events *ev, __u8 flow_event, __u32 svc,
+					    __u32 backend, __u64 len, __u8 new_flow, int rc)
+{
+	lb_event(ev, flow_event);
+	lb_count(&lb_svc_stats, svc, len, new_flow);
+	if (rc == XDP_TX || rc == XDP_REDIRECT)
+		lb_count(&lb_be_stats, backend, len, new_flow);
+}
+
+/*
  * lp of an lb_xdp4 packet (ip: its IPv4 header, l4: 20 bytes of TCP or UDP after it), as
  * lb_parse would fill it: for forwarding, read from the packet once selection is done.
  */
@@ -1762,7 +1782,7 @@ static __always_inline int lb_fwd4_ipip(struct xdp_md *ctx, const struct iphdr *
 {
 	struct bpf_fib_lookup fib __attribute__((aligned(8))); /* zeroed by words of 8 */
 	__u32 inner_len = bpf_ntohs(ip->tot_len), len = inner_len + sizeof(struct iphdr);
-	__u32 w[5], sum = 0, *to, tos;
+	__u32 tos;
 	__be32 src;
 	void *data, *end;
 	struct iphdr *in;
@@ -1794,20 +1814,7 @@ static __always_inline int lb_fwd4_ipip(struct xdp_md *ctx, const struct iphdr *
 		return XDP_DROP;
 	}
 	*(__be16 *)(data + 12) = bpf_htons(ETH_P_IP);
-	/* as lb_fwd_encap's outer IPv4 header */
-	w[0] = 0x45 | tos << 8 | (__u32)bpf_htons(len) << 16;
-	w[1] = (__u32)(in->frag_off & bpf_htons(0x4000)) << 16;
-	w[2] = LB_OUTER_TTL | (__u32)LB_IPPROTO_IPIP << 8;
-	w[3] = src;
-	__builtin_memcpy(&w[4], be->addr, 4);
-#pragma unroll
-	for (int i = 0; i < 5; i++)
-		sum += (w[i] & 0xffff) + (w[i] >> 16);
-	w[2] |= (__u32)(~lb_csum_fold(sum) & 0xffff) << 16;
-	to = (void *)o;
-#pragma unroll
-	for (int i = 0; i < 5; i++)
-		to[i] = w[i];
+	lb_outer4(o, tos, len, in->frag_off & bpf_htons(0x4000), LB_IPPROTO_IPIP, src, be->addr);
 	return lb_xmit(ctx, &fib, ev);
 }
 
@@ -1898,11 +1905,7 @@ __noinline int lb_xdp4(struct xdp_md *ctx)
 		rc = lb_forward4(ctx, ip, l4, svc->fwd_mode, ch.be, ch.hash, svc->id, ev);
 	else
 		rc = XDP_PASS;
-	/* counted last (header, counters) */
-	lb_event(ev, ch.flow_event);
-	lb_count(&lb_svc_stats, svc->id, len, ch.new_flow);
-	if (rc == XDP_TX || rc == XDP_REDIRECT)
-		lb_count(&lb_be_stats, ch.backend, len, ch.new_flow);
+	lb_count_packet(ev, ch.flow_event, svc->id, ch.backend, len, ch.new_flow, rc);
 	return rc;
 }
 
@@ -1929,17 +1932,12 @@ int lb_xdp(struct xdp_md *ctx)
 	rc = lb_select(ctx, &lp, &sel, ev);
 	if (rc == -1)
 		return XDP_PASS;
-	/* counted last, after forwarding (header, counters) */
 	if (rc < 0) {
-		lb_event(ev, sel.flow_event);
-		lb_count(&lb_svc_stats, sel.svc, len, sel.new_flow);
+		lb_count_packet(ev, sel.flow_event, sel.svc, 0, len, sel.new_flow, XDP_PASS);
 		return XDP_PASS;
 	}
 	rc = lb_forward(ctx, &lp, &sel, ev);
-	lb_event(ev, sel.flow_event);
-	lb_count(&lb_svc_stats, sel.svc, len, sel.new_flow);
-	if (rc == XDP_TX || rc == XDP_REDIRECT)
-		lb_count(&lb_be_stats, sel.backend, len, sel.new_flow);
+	lb_count_packet(ev, sel.flow_event, sel.svc, sel.backend, len, sel.new_flow, rc);
 	return rc;
 }
 

@@ -899,8 +899,7 @@ export class LbMaps {
       );
       const size = map.keySize;
       for (let i = 0; i < count; i++) {
-        // the service id: the key's last two bytes (struct lb_flow4_key, lb_flow6_key)
-        const svc = keys.readUInt16LE((i + 1) * size - 2);
+        const svc = flowService(keys, size, i);
         const backend = values.readUInt32LE(i * FLOW_SIZE);
         services.set(svc, (services.get(svc) ?? 0) + 1);
         backends.set(backend, (backends.get(backend) ?? 0) + 1);
@@ -931,8 +930,7 @@ export class LbMaps {
       const size = map.keySize;
       for (let i = 0; i < count; i++) {
         const key = keys.subarray(i * size, (i + 1) * size);
-        // the service id: the key's last two bytes (struct lb_flow4_key, lb_flow6_key)
-        const svc = key.readUInt16LE(size - 2);
+        const svc = flowService(keys, size, i);
         const backend = values.readUInt32LE(i * FLOW_SIZE);
         if (doomed(svc, backend) && map.delete(key)) removed++;
       }
@@ -974,6 +972,11 @@ export class LbMaps {
   close(): void {
     for (const m of Object.values(this.#maps)) m.close();
   }
+}
+
+/** The service id of flow-table key `i` of `size` bytes: its last two bytes (lb_flow4_key, lb_flow6_key). */
+function flowService(keys: Buffer, size: number, i: number): number {
+  return keys.readUInt16LE((i + 1) * size - 2);
 }
 
 /** The maps of one loaded lb_decap.o: which outer destinations are decapsulated, and counters. */

@@ -301,29 +301,30 @@ export class LbPlane {
     this.#decap = null;
   }
 
-  /** Counters and flows as the kernel holds them, for views; null when nothing is loaded. */
-  /** Counters, and flow-table entries by service id and by backend id (ids are unique). */
+  /** Counters, and flow-table entries by service id and by backend id; null when nothing is loaded. */
   async read(): Promise<{ counters: LbCounters; flows: FlowCounts } | null> {
     const maps = this.#maps;
     if (!maps) return null;
-    let last = this.#flowCount;
-    if (!last || last.maps !== maps || performance.now() >= last.until) {
-      const started = performance.now();
-      const counts = maps.countFlows().then(
-        (c) => {
-          const now = performance.now();
-          entry.until = now + (now - started) * FLOW_COUNT_SPACING;
-          return c;
-        },
-        (error: unknown) => {
-          if (this.#flowCount === entry) this.#flowCount = null;
-          throw error;
-        },
-      );
-      const entry = { maps, until: Infinity, counts };
-      this.#flowCount = last = entry;
-    }
-    return { counters: await maps.readCounters(), flows: await last.counts };
+    return { counters: await maps.readCounters(), flows: await this.#countFlows(maps) };
+  }
+
+  /** The last count while it is recent enough (FLOW_COUNT_SPACING), else a new one. */
+  #countFlows(maps: LbMaps): Promise<FlowCounts> {
+    const last = this.#flowCount;
+    if (last && last.maps === maps && performance.now() < last.until) return last.counts;
+    const started = performance.now();
+    const entry = { maps, until: Infinity, counts: maps.countFlows() };
+    entry.counts.then(
+      () => {
+        const now = performance.now();
+        entry.until = now + (now - started) * FLOW_COUNT_SPACING;
+      },
+      () => {
+        if (this.#flowCount === entry) this.#flowCount = null;
+      },
+    );
+    this.#flowCount = entry;
+    return entry.counts;
   }
 
   /** Date.now() when the next removed backend finishes draining; null when none drains. */
