@@ -575,24 +575,28 @@ export class Attachment {
       vlan: [this.maps.sl_vlan, (i) => index.vlan(gen, i)],
       flags: [this.maps.sl_flags, (i) => index.flags(gen, i)],
     };
+    const shadowArrays = {} as Record<ArrayName, Uint32Array>;
     for (const name of Object.keys(arrays) as ArrayName[]) {
       const now = arrays[name];
       const before = old?.arrays[name];
       const idx = changedIndexes(now, before);
+      shadowArrays[name] = before?.length === now.length ? before : now.slice();
       if (idx.length === 0) continue;
       const values = Buffer.alloc(idx.length * 4);
       idx.forEach((i, n) => values.writeUInt32LE(now[i], n * 4));
       const [map, at] = where[name];
       await this.#batch(map, idx.map(at), values, 4);
+      for (const i of idx) shadowArrays[name][i] = now[i];
     }
 
-    // Views, not copies: compileClassifier makes new tables each time and nothing changes them.
+    // Copies, patched where they differ: an extension changes tables in place after they are
+    // written (classify-extend), so the shadow cannot be a view of them.
     this.#shadow[gen] = {
       rules,
-      vectors: images,
+      vectors: patchRecords(old?.vectors, images, vecChanged, SIZE.vec),
       pfx,
       setcls,
-      arrays,
+      arrays: shadowArrays,
     };
   }
 
@@ -818,6 +822,26 @@ function changedRecords(now: Buffer, before: Buffer | undefined, size: number): 
   }
   for (let r = common; r < count; r++) changed.push(r);
   return changed;
+}
+
+/**
+ * `before` made equal to `now` by copying the records `changed` (every record past before's end
+ * among them): in place when its buffer has room, else in a new buffer with room to grow.
+ */
+function patchRecords(
+  before: Buffer | undefined,
+  now: Buffer,
+  changed: readonly number[],
+  size: number,
+): Buffer {
+  if (!before || before.byteOffset + now.length > before.buffer.byteLength) {
+    const room = Buffer.alloc(Math.max(now.length, 2 * (before?.length ?? 0)));
+    now.copy(room);
+    return room.subarray(0, now.length);
+  }
+  const out = Buffer.from(before.buffer, before.byteOffset, now.length);
+  for (const r of changed) now.copy(out, r * size, r * size, (r + 1) * size);
+  return out;
 }
 
 /** The records `which` of `from` (`size` bytes each), one after another. */

@@ -115,8 +115,20 @@ export interface ClassifierTables {
   positions: Position[];
   /** filter bit → expression. */
   filters: string[];
+  /** The set bits and masks the set dimensions were compiled against (ClassifyOptions). */
+  setBits: ReadonlyMap<string, number>;
+  masks: readonly bigint[];
   defaultAction: SetAction;
   malformed: SetAction;
+}
+
+/** A getter of the views of each class's image in `images`, made on first use. */
+export function lazyVectors(images: Uint8Array): () => Uint8Array[] {
+  let vectors: Uint8Array[] | undefined;
+  return () =>
+    (vectors ??= Array.from({ length: images.length / SL_VEC_BYTES }, (_, cls) =>
+      images.subarray(cls * SL_VEC_BYTES, (cls + 1) * SL_VEC_BYTES),
+    ));
 }
 
 /**
@@ -223,7 +235,7 @@ function clearBit(vec: Uint32Array, pos: number): void {
 }
 
 /** Which dimensions a rule constrains, as a bit mask. */
-function constrained(rule: Rule): number {
+export function constrained(rule: Rule): number {
   let m = 0;
   if (rule.src) m |= 1 << SRC;
   if (rule.dst) m |= 1 << DST;
@@ -514,17 +526,14 @@ export function compileClassifier(
   const filterCls = pool.intern(filterVec);
 
   const vectorImages = pool.images();
-  let vectors: Uint8Array[] | undefined;
+  const vectors = lazyVectors(vectorImages);
   return {
     nrules,
     dims,
     absent,
     vectorImages,
     get vectors(): Uint8Array[] {
-      vectors ??= Array.from({ length: vectorImages.length / SL_VEC_BYTES }, (_, cls) =>
-        vectorImages.subarray(cls * SL_VEC_BYTES, (cls + 1) * SL_VEC_BYTES),
-      );
-      return vectors;
+      return vectors();
     },
     pfx4,
     pfx6,
@@ -538,6 +547,8 @@ export function compileClassifier(
     hasFilters: filters.length > 0,
     positions,
     filters,
+    setBits: options.setBits,
+    masks: options.masks,
     defaultAction: options.defaultAction,
     malformed: options.malformed,
   };

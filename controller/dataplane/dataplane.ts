@@ -12,7 +12,8 @@ import {
   type Hook,
   type XdpAttachMode,
 } from './attachment.js';
-import { compileClassifier, type ClassifierTables } from './classify.js';
+import { extendClassifier } from './classify-extend.js';
+import { compileClassifier, type ClassifierTables, type ClassifyOptions } from './classify.js';
 import { readCounters, type AttachmentCounters } from './counters.js';
 import { DataplaneError } from './errors.js';
 import { decodeName, encodeName, openNameTable } from './name-table.js';
@@ -143,6 +144,8 @@ function parseKeyName(name: string): AttachmentKey | null {
 export class Dataplane {
   readonly #attachments = new Map<string, Attachment>();
   readonly #applied = new Map<string, Applied>();
+  /** The tables each attachment last had written: a rule add extends them (classify-extend). */
+  readonly #tables = new WeakMap<Attachment, ClassifierTables>();
   #queue: Promise<unknown> = Promise.resolve();
   #masksSig = '';
   /** Masks the kernel tries hold now (after the last flush). */
@@ -550,17 +553,25 @@ export class Dataplane {
 
   /** Compiles and writes one attachment's rule set as a new generation. */
   async #write(att: Attachment, applied: Applied, masks: number[]): Promise<void> {
-    const tables: ClassifierTables = compileClassifier(applied.rules, {
+    const options: ClassifyOptions = {
       setBits: new Map(this.sets.bits),
       masks: masks.map(BigInt),
       defaultAction: applied.spec.rules.defaultAction ?? 'pass',
       malformed: applied.spec.rules.malformed ?? 'drop',
-    });
+    };
+    // Rules appended to what the attachment holds (a rule add) extend its last tables, which that
+    // uses up: until this write succeeds, the next one compiles afresh.
+    const last = this.#tables.get(att);
+    this.#tables.delete(att);
+    const tables: ClassifierTables =
+      (last && extendClassifier(last, applied.rules, options)) ??
+      compileClassifier(applied.rules, options);
     const devices = new Map<string, number>();
     for (const r of applied.rules) {
       if (r.redirect) devices.set(r.redirect.to, this.#ifindex(r.redirect.to, 'redirect'));
     }
     await att.writeRuleSet(tables, devices);
+    this.#tables.set(att, tables);
   }
 
   /**

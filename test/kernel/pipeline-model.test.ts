@@ -71,6 +71,10 @@ interface Stats {
   filterRules: number;
 }
 
+function emptyStats(): Stats {
+  return { frames: 0, byRule: 0, counted: 0, stepLimit: 0, malformed: 0, filterRules: 0 };
+}
+
 function rerun(hook: string, seed: number): string {
   return `round seed ${seed} at ${hook}; rerun: SLUICE_PIPELINE_SEED=${BASE_SEED} CI=true npx vitest run --project kernel test/kernel/pipeline-model.test.ts`;
 }
@@ -233,14 +237,7 @@ await describeKernel('the pipeline program against the rule-by-rule model', () =
       `decides ${rounds} random rule sets × ${FRAMES_PER_ROUND} random frames as the model does at ${hook}, and counts each rule's matches`,
       { timeout: 240_000 * SCALE },
       async () => {
-        const stats: Stats = {
-          frames: 0,
-          byRule: 0,
-          counted: 0,
-          stepLimit: 0,
-          malformed: 0,
-          filterRules: 0,
-        };
+        const stats = emptyStats();
         const offset = hook === 'xdp' ? 0 : TC_SEED_OFFSET;
         for (let i = 0; i < rounds; i++) {
           const seed = (BASE_SEED + offset + i) >>> 0;
@@ -266,4 +263,37 @@ await describeKernel('the pipeline program against the rule-by-rule model', () =
       },
     );
   }
+
+  // Rule adds extend the last tables in place (classify-extend) and each generation is written
+  // from a diff against its own copy of what it holds: a rule set grown a few rules at a time
+  // must decide and count as the model after every step, in both generations.
+  it(
+    'decides and counts as the model after each of 48 appends of 1 to 5 rules to 8 rule sets at xdp',
+    { timeout: 240_000 },
+    async () => {
+      const stats = emptyStats();
+      for (let i = 0; i < 8; i++) {
+        const seed = (BASE_SEED + 2 * TC_SEED_OFFSET + i) >>> 0;
+        const sc = generateRuleScenario(seed, { longRun: i % 4 === 1 });
+        // Without priorities every rule goes behind the last: an append, not an insertion.
+        const all = sc.ruleSet.rules.map(({ priority: _, ...rule }) => rule);
+        let at = Math.floor(all.length / 3);
+        for (let step = 0; step < 6 && at < all.length; step++) {
+          at = Math.min(all.length, at + 1 + ((seed >>> step) % 5));
+          const grown = { ...sc, ruleSet: { ...sc.ruleSet, rules: all.slice(0, at) } };
+          let failure: string | undefined;
+          try {
+            failure = await round('xdp', grown, (seed ^ (0x5a5a0000 + step)) >>> 0, stats);
+          } catch (error: unknown) {
+            failure = `threw ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`;
+          }
+          if (failure !== undefined)
+            expect.fail(
+              `append step ${step} of ${rerun('xdp', seed)}\nsets ${JSON.stringify(sc.sets)}\nrule set ${JSON.stringify(grown.ruleSet)}\n${failure}`,
+            );
+        }
+      }
+      expect(stats.byRule / stats.frames).toBeGreaterThan(0.2);
+    },
+  );
 });
