@@ -188,6 +188,23 @@ export class BpfMap extends KernelHandle<NativeMap> implements FdHolder {
   }
 
   /**
+   * updateBatch on this thread: one syscall for a few dozen entries, where a worker thread's round
+   * trip would cost more than the write. Throws SyscallError.
+   */
+  updateBatchSync(
+    keys: Uint8Array,
+    values: Uint8Array,
+    options: { count?: number; flag?: UpdateFlag } = {},
+  ): BatchResult {
+    return this.native.updateBatchSync(
+      keys,
+      values,
+      options.count,
+      updateFlag(options.flag, `batch update map "${this.name}"`),
+    );
+  }
+
+  /**
    * Reads the whole map on a worker thread (bpf_map_lookup_batch, or get_next_key + lookup). Memory
    * grows with the elements found, in chunks, not with `maxEntries`.
    */

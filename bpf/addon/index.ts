@@ -58,6 +58,12 @@ export interface NativeMap {
     count?: number,
     flags?: number,
   ): Promise<NativeBatchResult>;
+  updateBatchSync(
+    keys: Uint8Array,
+    values: Uint8Array,
+    count?: number,
+    flags?: number,
+  ): NativeBatchResult;
   lookupBatch(): Promise<NativeLookupBatchResult>;
   deleteBatch(keys: Uint8Array, count?: number): Promise<NativeBatchResult>;
   info(): NativeMapInfo;

@@ -10,6 +10,7 @@ import {
   isPinned,
   openObject,
   openPinned,
+  possibleCpus,
   unpin,
   withNetns,
   type BpfLink,
@@ -48,7 +49,7 @@ import {
 import type { ClassifierTables } from './classify.js';
 import { DataplaneError } from './errors.js';
 import { loadFilterBank } from './filter-bank.js';
-import { decodeName, encodeName, openNameTable } from './name-table.js';
+import { NAME_BYTES, decodeName, encodeName, openNameTable } from './name-table.js';
 import type { Rule } from './model.js';
 
 /** Where a pipeline runs. */
@@ -83,6 +84,11 @@ const PROGRAMS = {
 } as const;
 
 /** Maps of pipeline.bpf.c that live beside the object (pinned per attachment) or per instance. */
+/** Entries a write sends in one syscall on the calling thread (#batch); more go to a worker. */
+const SYNC_BATCH = 4096;
+/** A per-CPU rule counter as a batch writes it: 8-byte aligned, one per possible CPU. */
+const PERCPU_COUNTER_BYTES = Math.ceil(SIZE.ruleCounter / 8) * 8 * possibleCpus();
+
 const SHARED = new Set(['sl_set4', 'sl_set6']);
 /**
  * The kernel adds BPF_F_RDONLY_PROG to every devmap it creates, and libbpf 1.1 then refuses to reuse
@@ -299,11 +305,20 @@ export class Attachment {
       SL_MAX_LIMITERS,
       'rate limits',
     );
-    for (const id of newStats) {
-      const slot = this.#statSlots.get(id)!;
-      this.maps.sl_rule_stats.update(u32(slot), Buffer.alloc(SIZE.ruleCounter));
-      this.ids.update(u32(slot), encodeName(id));
-    }
+    // New rules' counters from zero and their names, a batch each (a rule add brings dozens).
+    const statSlots = newStats.map((id) => this.#statSlots.get(id)!);
+    await this.#batch(
+      this.maps.sl_rule_stats,
+      statSlots,
+      Buffer.alloc(statSlots.length * PERCPU_COUNTER_BYTES),
+      PERCPU_COUNTER_BYTES,
+    );
+    await this.#batch(
+      this.ids,
+      statSlots,
+      Buffer.concat(newStats.map((id) => encodeName(id))),
+      NAME_BYTES,
+    );
     for (const id of newLimits) {
       const slot = this.#limitSlots.get(id)!;
       this.maps.sl_limit_stats.update(u32(slot), Buffer.alloc(SIZE.limiterCounter));
@@ -623,11 +638,13 @@ export class Attachment {
 
   /** Array-map writes by index, batched. */
   async #batch(map: BpfMap, indexes: number[], values: Buffer, size: number): Promise<void> {
-    // A few entries: a syscall each on this thread beats the round trip to a worker thread.
-    if (indexes.length <= 64) {
-      indexes.forEach((index, i) =>
-        map.update(u32(index), values.subarray(i * size, (i + 1) * size)),
-      );
+    if (indexes.length === 0) return;
+    // Up to a few thousand entries, one syscall on this thread beats the round trip to a worker
+    // thread (a rule add writes dozens); more would hold the thread that answers requests.
+    if (indexes.length <= SYNC_BATCH) {
+      map.updateBatchSync(Buffer.from(Uint32Array.from(indexes).buffer), values, {
+        count: indexes.length,
+      });
       return;
     }
     const CHUNK = 65536;

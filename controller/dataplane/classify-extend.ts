@@ -37,6 +37,11 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /** References to each class in a generation's tables, by class: what decides in place or copy. */
 const referenceCounts = new WeakMap<ClassifierTables, Int32Array>();
+/**
+ * Tables (the arrays, changed in place from one extension to the next) whose every slot holds
+ * one class, with that class: most dimensions of a rule set are unconstrained, or nearly.
+ */
+const uniformTables = new WeakMap<Uint32Array, number>();
 
 /** A run of table slots [from, to) whose vectors all gain the bits of delta `delta`. */
 interface Segment {
@@ -403,6 +408,11 @@ class Extension {
   private countTables(): void {
     for (const e of this.newEntries) this.refs[e.cls]++;
     for (const [table, segments] of this.segments) {
+      const whole = this.wholeTable(table, segments);
+      if (whole !== undefined) {
+        this.count(whole, segments[0].delta, table.length);
+        continue;
+      }
       for (const { from, to, delta } of segments) {
         let s = from;
         while (s < to) {
@@ -465,10 +475,32 @@ class Extension {
     }
   }
 
+  /**
+   * The class of every slot of `table` when all hold one (uniformTables) and all gain the same
+   * bits: then the table is counted and rewritten without a walk over its slots.
+   */
+  private wholeTable(table: Uint32Array, segments: readonly Segment[]): number | undefined {
+    if (segments.length !== 1 || segments[0].from !== 0 || segments[0].to !== table.length)
+      return undefined;
+    return uniformTables.get(table);
+  }
+
   /** `table` with the slots whose class changed rewritten. */
   private rewriteTable(table: Uint32Array): Uint32Array {
     const nd = this.deltas.length;
-    for (const { from, to, delta } of this.segments.get(table) ?? []) {
+    const segments = this.segments.get(table) ?? [];
+    const whole = this.wholeTable(table, segments);
+    if (whole !== undefined) {
+      const target = this.targets.get(whole * nd + segments[0].delta)!;
+      if (target !== whole) {
+        table.fill(target);
+        uniformTables.set(table, target);
+      }
+      return table;
+    }
+    // Slots now gain different bits, or the table was never known to be uniform.
+    if (segments.length > 0) uniformTables.delete(table);
+    for (const { from, to, delta } of segments) {
       let s = from;
       while (s < to) {
         const cls = table[s];
@@ -506,11 +538,20 @@ interface Interval {
   hi: number;
 }
 
-/** Counts, per class, the references the tables hold (slots, entries, absent and filter classes). */
+/**
+ * Counts, per class, the references the tables hold (slots, entries, absent and filter classes),
+ * and notes the tables whose slots all hold one class.
+ */
 function countReferences(t: ClassifierTables): Int32Array {
   const refs = new Int32Array(SL_MAX_CLASSES);
-  for (const table of [t.proto, t.ports[0], t.ports[1], t.icmp[0], t.icmp[1], t.vlan, t.flags])
-    for (let s = 0; s < table.length; s++) refs[table[s]]++;
+  for (const table of [t.proto, t.ports[0], t.ports[1], t.icmp[0], t.icmp[1], t.vlan, t.flags]) {
+    let uniform = true;
+    for (let s = 0; s < table.length; s++) {
+      refs[table[s]]++;
+      if (table[s] !== table[0]) uniform = false;
+    }
+    if (uniform) uniformTables.set(table, table[0]);
+  }
   for (const e of t.pfx4) refs[e.cls]++;
   for (const e of t.pfx6) refs[e.cls]++;
   for (const e of t.setcls) refs[e.cls]++;

@@ -1062,14 +1062,38 @@ export function sameElements(a: readonly unknown[], b: readonly unknown[]): bool
 }
 
 /**
- * Rule sets already validated, by the very spec object, with what they were checked against:
- * the controller validates a document and then applies it, the same objects both times. A hit
- * needs the same rule objects too, so a spec changed in place is checked again.
+ * A rule set as checked, with what resuming the check for rules appended to it needs: the rules
+ * in the order given, the ids and generated-id repeats seen, the filters, limiters and redirect
+ * devices counted, and the highest priority.
  */
-const validatedSets = new WeakMap<
-  object,
-  { sets: string; rules: readonly unknown[]; actions: string; result: Rule[] }
->();
+interface CheckedRuleSet {
+  /** The spec's rules, as checked (a copy: a spec changed in place is checked again). */
+  specRules: readonly unknown[];
+  sets: string;
+  actions: string;
+  /** The rules in the order given. */
+  given: Rule[];
+  ids: Map<string, number>;
+  repeats: Map<string, number>;
+  filters: Set<string>;
+  limiters: number;
+  redirects: Set<string>;
+  maxPriority: number;
+  /** In position order: what validateRuleSet returns. */
+  result: Rule[];
+}
+
+/**
+ * Rule sets already validated, by the very spec object: the controller validates a document and
+ * then applies it, the same objects both times. A hit needs the same rule objects too.
+ */
+const validatedSets = new WeakMap<object, CheckedRuleSet>();
+/**
+ * The rule sets validated last: a rule add gives a spec whose rules are another's plus one,
+ * and only the new ones are checked (most recent first, a few).
+ */
+const recentSets: CheckedRuleSet[] = [];
+const RECENT_SETS = 8;
 
 /**
  * Validates a rule set and returns its rules normalised, in position order (priority ascending,
@@ -1084,7 +1108,7 @@ const validatedSets = new WeakMap<
  */
 export function validateRuleSet(spec: RuleSetSpec, context: ValidationContext): Rule[] {
   if (context.devices !== undefined || typeof spec !== 'object' || spec === null)
-    return checkRuleSet(spec, context);
+    return checkRuleSet(spec, context, '', '').result;
   const sets = [...context.sets.keys()].join('\0');
   const actions = `${String(spec.defaultAction)} ${String(spec.malformed)}`;
   const hit = validatedSets.get(spec);
@@ -1093,15 +1117,36 @@ export function validateRuleSet(spec: RuleSetSpec, context: ValidationContext): 
     hit.sets === sets &&
     hit.actions === actions &&
     Array.isArray(spec.rules) &&
-    sameElements(hit.rules, spec.rules)
+    sameElements(hit.specRules, spec.rules)
   )
     return hit.result;
-  const result = checkRuleSet(spec, context);
-  validatedSets.set(spec, { sets, rules: [...spec.rules], actions, result });
-  return result;
+  const base = Array.isArray(spec.rules)
+    ? recentSets.find(
+        (r) =>
+          r.sets === sets &&
+          r.actions === actions &&
+          r.specRules.length < spec.rules.length &&
+          r.specRules.every((rule, i) => rule === spec.rules[i]),
+      )
+    : undefined;
+  const checked = checkRuleSet(spec, context, sets, actions, base);
+  validatedSets.set(spec, checked);
+  recentSets.unshift(checked);
+  if (recentSets.length > RECENT_SETS) recentSets.pop();
+  return checked.result;
 }
 
-function checkRuleSet(spec: RuleSetSpec, context: ValidationContext): Rule[] {
+/**
+ * Checks `spec` whole, or, given `base` (a check of the first rules of `spec.rules`, against the
+ * same sets and actions), only the rules after them.
+ */
+function checkRuleSet(
+  spec: RuleSetSpec,
+  context: ValidationContext,
+  sets: string,
+  actions: string,
+  base?: CheckedRuleSet,
+): CheckedRuleSet {
   if (typeof spec !== 'object' || spec === null)
     throw new RuleSetInvalidError(`rule set ${show(spec)} is not an object`, { field: 'rules' });
   const known = ['rules', 'defaultAction', 'malformed'];
@@ -1121,10 +1166,12 @@ function checkRuleSet(spec: RuleSetSpec, context: ValidationContext): Rule[] {
       `rule set has ${spec.rules.length} rules, more than the ${SL_MAX_RULES} a pipeline holds`,
       { resource: 'rules', limit: SL_MAX_RULES, count: spec.rules.length },
     );
-  const ids = new Map<string, number>();
+  const from = base?.given.length ?? 0;
+  const ids = new Map(base?.ids);
   const filterCache = new Map<string, unknown>();
-  const rules: Rule[] = [];
-  spec.rules.forEach((raw: unknown, ruleIndex) => {
+  const added: Rule[] = [];
+  for (let ruleIndex = from; ruleIndex < spec.rules.length; ruleIndex++) {
+    const raw: unknown = spec.rules[ruleIndex];
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
       throw new RuleInvalidError(`rule #${ruleIndex} is ${show(raw)}, not an object`, {
         ruleIndex,
@@ -1147,19 +1194,19 @@ function checkRuleSet(spec: RuleSetSpec, context: ValidationContext): Rule[] {
       ids.set(r.id, ruleIndex);
       ref.ruleId = r.id;
     }
-    rules.push(checkRule(r, ref, context, filterCache));
-  });
+    added.push(checkRule(r, ref, context, filterCache));
+  }
   // Generated ids: a hash of the fields but id and priority, so that a rule keeps its counters
   // when rules are added or moved around it; repeats of an equal rule are told apart by order.
-  const repeats = new Map<string, number>();
-  rules.forEach((rule) => {
-    if (rule.idGiven) return;
+  const repeats = new Map(base?.repeats);
+  for (const rule of added) {
+    if (rule.idGiven) continue;
     const fields = spec.rules[rule.index] as unknown as Record<string, unknown>;
     const hash = `~${hash53(fingerprint(fields))}`;
     const n = (repeats.get(hash) ?? 0) + 1;
     repeats.set(hash, n);
     rule.id = n === 1 ? hash : `${hash}.${n}`;
-  });
+  }
   const count = (
     resource: 'filters' | 'limiters' | 'redirects',
     n: number,
@@ -1172,22 +1219,41 @@ function checkRuleSet(spec: RuleSetSpec, context: ValidationContext): Rule[] {
         { resource, limit, count: n },
       );
   };
-  count(
-    'filters',
-    new Set(rules.flatMap((r) => (r.filter !== undefined ? [r.filter] : []))).size,
-    SL_MAX_FILTERS,
-    'distinct filter expressions',
-  );
-  count('limiters', rules.filter((r) => r.limit).length, SL_MAX_LIMITERS, 'ratelimit rules');
-  count(
-    'redirects',
-    new Set(rules.flatMap((r) => (r.redirect ? [r.redirect.to] : []))).size,
-    SL_MAX_REDIRECTS,
-    'redirect devices',
-  );
-  // Array.prototype.sort is stable: equal priorities keep the order given.
-  rules.sort((a, b) => a.priority - b.priority);
-  return rules;
+  const filters = new Set(base?.filters);
+  const redirects = new Set(base?.redirects);
+  let limiters = base?.limiters ?? 0;
+  let maxPriority = base?.maxPriority ?? -Infinity;
+  // True when no new rule goes before a rule of `base`.
+  let inOrder = true;
+  for (const r of added) {
+    if (r.filter !== undefined) filters.add(r.filter);
+    if (r.redirect) redirects.add(r.redirect.to);
+    if (r.limit) limiters++;
+    if (base && r.priority < base.maxPriority) inOrder = false;
+    maxPriority = Math.max(maxPriority, r.priority);
+  }
+  count('filters', filters.size, SL_MAX_FILTERS, 'distinct filter expressions');
+  count('limiters', limiters, SL_MAX_LIMITERS, 'ratelimit rules');
+  count('redirects', redirects.size, SL_MAX_REDIRECTS, 'redirect devices');
+  const given = base ? [...base.given, ...added] : added;
+  // Array.prototype.sort is stable: equal priorities keep the order given. Rules appended with
+  // priorities no lower than any before them go behind the rules as they were.
+  const byPriority = (a: Rule, b: Rule): number => a.priority - b.priority;
+  const result =
+    base && inOrder ? [...base.result, ...added.sort(byPriority)] : [...given].sort(byPriority);
+  return {
+    specRules: [...spec.rules],
+    sets,
+    actions,
+    given,
+    ids,
+    repeats,
+    filters,
+    limiters,
+    redirects,
+    maxPriority,
+    result,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -421,4 +421,38 @@ await describeKernel('addon maps', () => {
     `);
     hash.close();
   });
+
+  it('batch-updates a few entries on the calling thread, per-CPU arrays too, in one call', async () => {
+    await withMap({ type: 'array', keySize: 4, valueSize: 8, maxEntries: 64 }, async (array) => {
+      const keys = Buffer.concat([3, 9, 60].map(u32));
+      const values = Buffer.concat([u64(30), u64(90), u64(600)]);
+      expect(array.updateBatchSync(keys, values)).toEqual({ count: 3, fallback: false });
+      expect([3, 9, 60, 4].map((k) => array.lookup(u32(k)))).toEqual([
+        u64(30),
+        u64(90),
+        u64(600),
+        u64(0),
+      ]);
+      // `count` writes the first entries only.
+      array.updateBatchSync(Buffer.concat([u32(4), u32(5)]), Buffer.concat([u64(7), u64(8)]), {
+        count: 1,
+      });
+      expect([array.lookup(u32(4)), array.lookup(u32(5))]).toEqual([u64(7), u64(0)]);
+      expect(() => array.updateBatchSync(keys, Buffer.alloc(8))).toThrow(/3 keys but 1 values/);
+      expect(() => array.updateBatchSync(u32(64), u64(1))).toThrow(SyscallError);
+    });
+    const cpus = possibleCpus();
+    await withMap(
+      { type: 'percpu_array', keySize: 4, valueSize: 8, maxEntries: 4 },
+      async (percpu) => {
+        // One 8-byte value per possible CPU and key.
+        const values = Buffer.alloc(2 * 8 * cpus);
+        for (let c = 0; c < cpus; c++) values.writeBigUInt64LE(BigInt(100 + c), (cpus + c) * 8);
+        percpu.updateBatchSync(Buffer.concat([u32(0), u32(1)]), values);
+        expect(percpu.lookupPerCpu(u32(1))).toEqual(
+          Array.from({ length: cpus }, (_, c) => u64(100 + c)),
+        );
+      },
+    );
+  });
 });

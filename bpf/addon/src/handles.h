@@ -52,6 +52,13 @@ class Map : public Napi::ObjectWrap<Map> {
   Napi::Value Delete(const Napi::CallbackInfo& info);
   Napi::Value NextKey(const Napi::CallbackInfo& info);
   Napi::Value UpdateBatch(const Napi::CallbackInfo& info);
+  Napi::Value UpdateBatchSync(const Napi::CallbackInfo& info);
+  struct UpdateBatchArgs {
+    Bytes keys, values;
+    size_t valueSize = 0;
+    uint32_t count = 0, flags = 0;
+  };
+  UpdateBatchArgs UpdateArgs(Napi::Env env, const Napi::CallbackInfo& info, const std::string& what);
   Napi::Value LookupBatch(const Napi::CallbackInfo& info);
   Napi::Value DeleteBatch(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);

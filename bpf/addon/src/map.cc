@@ -63,6 +63,7 @@ Napi::Function Map::Define(Napi::Env env) {
                          InstanceMethod<&Map::Delete>("delete"),
                          InstanceMethod<&Map::NextKey>("nextKey"),
                          InstanceMethod<&Map::UpdateBatch>("updateBatch"),
+                         InstanceMethod<&Map::UpdateBatchSync>("updateBatchSync"),
                          InstanceMethod<&Map::LookupBatch>("lookupBatch"),
                          InstanceMethod<&Map::DeleteBatch>("deleteBatch"),
                          InstanceMethod<&Map::Info>("info"),
@@ -631,32 +632,66 @@ uint32_t BatchCount(Napi::Env env, const Napi::Value& v, const std::string& what
 
 }  // namespace
 
+// The arguments of updateBatch and updateBatchSync, checked against the map's sizes.
+Map::UpdateBatchArgs Map::UpdateArgs(Napi::Env env, const Napi::CallbackInfo& info, const std::string& what) {
+  UpdateBatchArgs a;
+  a.keys = ArgBytes(env, info[0], what + ": keys");
+  a.values = ArgBytes(env, info[1], what + ": values");
+  a.valueSize = StoredValueSize();
+  if (keySize_ == 0 || a.keys.len % keySize_ != 0)
+    ThrowInvalid(env, what + ": keys are " + std::to_string(a.keys.len) + " bytes, not a multiple of the key size " +
+                          std::to_string(keySize_));
+  if (a.valueSize == 0 || a.values.len % a.valueSize != 0)
+    ThrowInvalid(env, what + ": values are " + std::to_string(a.values.len) +
+                          " bytes, not a multiple of the value size " + std::to_string(a.valueSize));
+  size_t nk = a.keys.len / keySize_, nv = a.values.len / a.valueSize;
+  if (nk != nv)
+    ThrowInvalid(env, what + ": " + std::to_string(nk) + " keys but " + std::to_string(nv) + " values");
+  a.count = BatchCount(env, info[2], what, nk);
+  a.flags = CheckFlags(env, "batch update", info[3]);
+  return a;
+}
+
 // updateBatch(keys, values, count?, flags?) → Promise<{count, fallback}>
 Napi::Value Map::UpdateBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdOrThrow(env);
   std::string what = "batch update map " + Quote(name_);
-  Bytes keys = ArgBytes(env, info[0], what + ": keys");
-  Bytes values = ArgBytes(env, info[1], what + ": values");
-  size_t vs = StoredValueSize();
-  if (keySize_ == 0 || keys.len % keySize_ != 0)
-    ThrowInvalid(env, what + ": keys are " + std::to_string(keys.len) + " bytes, not a multiple of the key size " +
-                          std::to_string(keySize_));
-  if (vs == 0 || values.len % vs != 0)
-    ThrowInvalid(env, what + ": values are " + std::to_string(values.len) +
-                          " bytes, not a multiple of the value size " + std::to_string(vs));
-  size_t nk = keys.len / keySize_, nv = values.len / vs;
-  if (nk != nv)
-    ThrowInvalid(env, what + ": " + std::to_string(nk) + " keys but " + std::to_string(nv) + " values");
-  uint32_t count = BatchCount(env, info[2], what, nk);
-  uint32_t flags = CheckFlags(env, "batch update", info[3]);
+  UpdateBatchArgs a = UpdateArgs(env, info, what);
   int dup = DupFd(fd);
   if (dup < 0) ThrowSyscall(env, what, "fcntl", -dup);
-  auto* worker = new BatchWorker(env, BatchWorker::Op::Update, Fd(dup), name_, type_, keySize_, vs, maxEntries_);
-  worker->SetInput(keys, values, count, flags);
+  auto* worker = new BatchWorker(env, BatchWorker::Op::Update, Fd(dup), name_, type_, keySize_, a.valueSize, maxEntries_);
+  worker->SetInput(a.keys, a.values, a.count, a.flags);
   Napi::Promise p = worker->Promise();
   worker->Queue();
   return p;
+}
+
+// updateBatchSync(keys, values, count?, flags?) → {count, fallback}: the same batch on this
+// thread, for a few dozen entries, where the trip to a worker and back costs more than the write.
+Napi::Value Map::UpdateBatchSync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdOrThrow(env);
+  std::string what = "batch update map " + Quote(name_);
+  UpdateBatchArgs a = UpdateArgs(env, info, what);
+  LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = a.flags, .flags = 0);
+  uint32_t n = a.count;
+  int r = a.count == 0 ? 0 : bpf_map_update_batch(fd, a.keys.data, a.values.data, &n, &opts);
+  bool fellBack = false;
+  if (r < 0) {
+    int err = -r;
+    if (n != 0 || !(err == kENOTSUPP || err == EOPNOTSUPP || err == EINVAL))
+      ThrowSyscall(env, what, "bpf_map_update_batch", err);
+    fellBack = true;
+    for (uint32_t i = 0; i < a.count; i++)
+      if (bpf_map_update_elem(fd, a.keys.data + static_cast<size_t>(i) * keySize_, a.values.data + i * a.valueSize,
+                              a.flags) < 0)
+        ThrowSyscall(env, what, "bpf_map_update_elem", errno);
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("count", a.count);
+  result.Set("fallback", fellBack);
+  return result;
 }
 
 // deleteBatch(keys, count?) → Promise<{count, fallback}>
