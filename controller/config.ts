@@ -257,21 +257,61 @@ export function toRuleSpec(rule: NormalRule): RuleSpec {
   return spec;
 }
 
-/** The rule set of attachment `key`: its rules in document order, with their document indexes. */
 /** ruleGroups per document: validating and then applying one document groups its rules once. */
-const groupsOf = new WeakMap<NormalConfig, Map<string, { spec: RuleSetSpec; index: number[] }>>();
+const groupsOf = new WeakMap<NormalConfig, Map<string, RuleGroup>>();
 
-function ruleGroups(config: NormalConfig): Map<string, { spec: RuleSetSpec; index: number[] }> {
-  let groups = groupsOf.get(config);
+/** The documents grouped last, newest first: a rule add's document is one plus a rule. */
+const recentlyGrouped: { config: NormalConfig; groups: Map<string, RuleGroup> }[] = [];
+const RECENTLY_GROUPED = 4;
+
+type RuleGroup = { spec: RuleSetSpec; index: number[] };
+
+function ruleGroups(config: NormalConfig): Map<string, RuleGroup> {
+  let groups: Map<string, RuleGroup> | null | undefined = groupsOf.get(config);
   if (groups === undefined) {
-    groups = groupRules(config);
+    groups = null;
+    for (const last of recentlyGrouped) if ((groups = groupAppended(last, config))) break;
+    groups ??= groupRules(config);
     groupsOf.set(config, groups);
+    recentlyGrouped.unshift({ config, groups });
+    if (recentlyGrouped.length > RECENTLY_GROUPED) recentlyGrouped.pop();
   }
   return groups;
 }
 
-function groupRules(config: NormalConfig): Map<string, { spec: RuleSetSpec; index: number[] }> {
-  const groups = new Map<string, { spec: RuleSetSpec; index: number[] }>();
+/**
+ * The groups of `config` from those of `last` when `config` is `last` with rules appended (the
+ * same attachments, the same rule objects first): only the groups that gain rules are new
+ * objects, so every cache keyed on an unchanged group's spec still holds. Null otherwise.
+ */
+function groupAppended(
+  last: { config: NormalConfig; groups: Map<string, RuleGroup> },
+  config: NormalConfig,
+): Map<string, RuleGroup> | null {
+  const before = last.config.rules;
+  const rules = config.rules;
+  if (config.attachments !== last.config.attachments || rules.length <= before.length) return null;
+  for (let i = 0; i < before.length; i++) if (rules[i] !== before[i]) return null;
+  const groups = new Map(last.groups);
+  const grown = new Set<string>();
+  for (let i = before.length; i < rules.length; i++) {
+    const key = attachmentKey(rules[i]);
+    let group = groups.get(key);
+    if (!group || !grown.has(key)) {
+      group = group
+        ? { spec: { ...group.spec, rules: [...group.spec.rules] }, index: [...group.index] }
+        : { spec: { rules: [] }, index: [] };
+      groups.set(key, group);
+      grown.add(key);
+    }
+    group.spec.rules.push(toRuleSpec(rules[i]));
+    group.index.push(i);
+  }
+  return groups;
+}
+
+function groupRules(config: NormalConfig): Map<string, RuleGroup> {
+  const groups = new Map<string, RuleGroup>();
   for (const att of config.attachments) {
     groups.set(attachmentKey(att), {
       spec: {

@@ -436,17 +436,20 @@ export class SluiceController implements Controller {
       checkShape(RuleSchema, rule);
       let nextRuleId = c.nextRuleId;
       let id = rule.id;
+      const taken = ruleIds(c.config.rules);
       if (id !== undefined) {
-        if (c.config.rules.some((r) => r.id === id))
-          throw new ConflictError(`add rule "${id}": a rule with that id exists`);
+        if (taken.has(id)) throw new ConflictError(`add rule "${id}": a rule with that id exists`);
       } else {
-        const taken = new Set(c.config.rules.map((r) => r.id));
         do id = `r${nextRuleId++}`;
         while (taken.has(id));
       }
       added = { ...rule, id };
+      const rules = [...c.config.rules, added];
+      // The ids move on with the rules: the next add in a group asks for them again.
+      ruleIdsOf.delete(c.config.rules);
+      ruleIdsOf.set(rules, taken.add(id));
       return {
-        config: { ...c.config, rules: [...c.config.rules, added] },
+        config: { ...c.config, rules },
         nextRuleId,
         diff: { ...emptyDiff(), rules: { added: [id], removed: [], changed: [] } },
       };
@@ -927,6 +930,19 @@ export class SluiceController implements Controller {
       this.logger.error({ err: again }, 'restoring the previous desired state failed');
     }
   }
+}
+
+/** The ids of a rules array, by the array (the controller never changes one, it makes another). */
+const ruleIdsOf = new WeakMap<readonly NormalRule[], Set<string>>();
+
+/** The ids of `rules`, built once per array (or moved on from the array it extends). */
+function ruleIds(rules: readonly NormalRule[]): Set<string> {
+  let ids = ruleIdsOf.get(rules);
+  if (ids === undefined) {
+    ids = new Set(rules.map((r) => r.id));
+    ruleIdsOf.set(rules, ids);
+  }
+  return ids;
 }
 
 /** The index of the service `text` ("VIP:PORT[/PROTO]") names in `config`; NotFoundError. */

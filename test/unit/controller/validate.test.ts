@@ -1,7 +1,12 @@
 // Whole-document validation (controller/config.ts): shape errors and the data plane's own errors, each naming the JSON Pointer, the rule and the field.
 import { describe, expect, it } from 'vitest';
 
-import { diffConfig, normalizeDocument, validateConfig } from '../../../controller/config.js';
+import {
+  diffConfig,
+  normalizeDocument,
+  toDataplaneSpec,
+  validateConfig,
+} from '../../../controller/config.js';
 import type { ConfigDoc, NormalConfig } from '../../../controller/document.js';
 import { ConfigInvalidError } from '../../../controller/errors.js';
 
@@ -157,5 +162,59 @@ describe('document validation', () => {
       removed: [],
       changed: [{ name: 's', added: 2, removed: 1 }],
     });
+  });
+});
+
+describe('documents grown by rule adds', () => {
+  const attachments: NormalConfig['attachments'] = [
+    { device: 'veth1' },
+    { device: 'veth2', defaultAction: 'drop' },
+    { device: 'veth1', hook: 'tc-ingress' },
+  ];
+  const rule = (i: number): NormalConfig['rules'][number] => ({
+    id: `r${i}`,
+    device: i % 3 === 0 ? 'veth2' : i % 5 === 0 ? 'veth9' : 'veth1',
+    ...(i % 7 === 0 ? { hook: 'tc-ingress' as const } : {}),
+    dport: 1000 + i,
+    action: 'drop',
+  });
+
+  it('split into the same rule sets as a document written whole, step after step', () => {
+    // Each step appends to the last document's rules (as addRule does); the fresh copy shares
+    // no object with it, so nothing is derived.
+    let config: NormalConfig = { version: 1, attachments, sets: [], rules: [] };
+    let previous = config;
+    for (let n = 1; n <= 40; n += 1 + (n % 4)) {
+      config = {
+        ...config,
+        rules: [
+          ...config.rules,
+          ...Array.from({ length: n % 4 || 1 }, (_, k) => rule(config.rules.length + k)),
+        ],
+      };
+      validateConfig(config);
+      expect(toDataplaneSpec(config)).toEqual(toDataplaneSpec(structuredClone(config)));
+      // The document it grew from is as it was (a rollback reconciles it again).
+      expect(toDataplaneSpec(previous)).toEqual(toDataplaneSpec(structuredClone(previous)));
+      previous = config;
+    }
+  });
+
+  it('still names the document index of a bad appended rule', () => {
+    let config: NormalConfig = { version: 1, attachments, sets: [], rules: [rule(1), rule(2)] };
+    validateConfig(config);
+    config = {
+      ...config,
+      rules: [
+        ...config.rules,
+        { id: 'bad', device: 'veth1', dport: 70000, action: 'drop' } as never,
+      ],
+    };
+    expect(() => validateConfig(config)).toThrow(ConfigInvalidError);
+    try {
+      validateConfig(config);
+    } catch (error: unknown) {
+      expect((error as ConfigInvalidError).pointer).toBe('/rules/2/dport');
+    }
   });
 });
