@@ -293,19 +293,28 @@ function groupAppended(
   if (config.attachments !== last.config.attachments || rules.length <= before.length) return null;
   for (let i = 0; i < before.length; i++) if (rules[i] !== before[i]) return null;
   const groups = new Map(last.groups);
-  const grown = new Set<string>();
+  /** The groups that gain rules, with what they were. */
+  const grown = new Map<string, RuleGroup | undefined>();
   for (let i = before.length; i < rules.length; i++) {
     const key = attachmentKey(rules[i]);
     let group = groups.get(key);
     if (!group || !grown.has(key)) {
+      grown.set(key, group);
       group = group
         ? { spec: { ...group.spec, rules: [...group.spec.rules] }, index: [...group.index] }
         : { spec: { rules: [] }, index: [] };
       groups.set(key, group);
-      grown.add(key);
     }
     group.spec.rules.push(toRuleSpec(rules[i]));
     group.index.push(i);
+  }
+  // Redirect targets carry over too: the old set's plus the new rules'.
+  for (const [key, old] of grown) {
+    const known = old && targetsOf.get(old.spec);
+    if (!known) continue;
+    const spec = groups.get(key)!.spec;
+    const added = spec.rules.slice(old.spec.rules.length).flatMap((r) => (r.to ? [r.to] : []));
+    targetsOf.set(spec, added.length > 0 ? [...new Set([...known, ...added])] : known);
   }
   return groups;
 }

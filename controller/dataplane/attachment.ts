@@ -126,6 +126,9 @@ export class Attachment {
   /** The load balancer's program in SL_PROG_LB as this process last wrote it (undefined: not yet). */
   #balancer: BpfProgram | null | undefined;
   #rules: Rule[] = [];
+  /** The rule structs of the generation written last, by position, and its redirect devices. */
+  #lastImages: Buffer | undefined;
+  #lastDevices: ReadonlyMap<string, number> = new Map();
 
   private constructor(
     readonly key: AttachmentKey,
@@ -296,9 +299,20 @@ export class Attachment {
   ): Promise<void> {
     const next: Gen = this.#gen === 0 ? 1 : 0;
     const rules = tables.positions.map((p) => p.rule);
-    const keepStats = new Set(rules.map((r) => r.id));
+    // Rules appended behind the very rules written last (a rule add): only the new ones need
+    // slots, limiter settings and encoding, and no slot is freed.
+    const before = this.#rules;
+    const appended =
+      this.#lastImages?.length === before.length * SIZE.rule &&
+      rules.length >= before.length &&
+      before.every((r, i) => r === rules[i]) &&
+      (!before.some((r) => r.redirect) || sameEntries(devices, this.#lastDevices))
+        ? before.length
+        : 0;
+    const fresh = appended > 0 ? rules.slice(appended) : rules;
+    const keepStats = new Set(fresh.map((r) => r.id));
     const newStats = this.#assign(this.#statSlots, keepStats, SL_MAX_RULES, 'rules');
-    const limited = rules.filter((r) => r.action === 'ratelimit');
+    const limited = fresh.filter((r) => r.action === 'ratelimit');
     const newLimits = this.#assign(
       this.#limitSlots,
       new Set(limited.map((r) => r.id)),
@@ -335,9 +349,11 @@ export class Attachment {
       );
     }
 
-    // Rules: one struct per position.
+    // Rules: one struct per position (the appended ones behind a copy of the last images).
     const ruleImages = Buffer.alloc(rules.length * SIZE.rule);
+    if (appended > 0) this.#lastImages!.copy(ruleImages);
     tables.positions.forEach(({ rule, filterBit }, position) => {
+      if (position < appended) return;
       let ifindex = 0;
       let redirect = 0;
       if (rule.action === 'redirect') {
@@ -417,6 +433,9 @@ export class Attachment {
     this.maps.sl_ctl.update(u32(0), encodeCtl(next));
     this.#gen = next;
     this.#rules = rules;
+    this.#lastImages = ruleImages;
+    this.#lastDevices = devices;
+    if (appended > 0) return;
 
     // Slots of rules that left are free again; a new rule zeroes its slot before it is used.
     for (const id of [...this.#statSlots.keys()]) {
@@ -839,6 +858,13 @@ function changedRecords(now: Buffer, before: Buffer | undefined, size: number): 
   }
   for (let r = common; r < count; r++) changed.push(r);
   return changed;
+}
+
+/** True when both maps hold the same keys with the same values. */
+function sameEntries<K, V>(a: ReadonlyMap<K, V>, b: ReadonlyMap<K, V>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  return true;
 }
 
 /**

@@ -24,6 +24,7 @@ import {
   SL_VEC_BYTES,
   type ClassifierTables,
   type ClassifyOptions,
+  type Position,
   type PrefixClass,
   type SetClass,
 } from './classify.js';
@@ -71,7 +72,10 @@ export function extendClassifier(
   // Past a few hundred new rules, one full compile is as quick and numbers classes compactly.
   if (!LITTLE_ENDIAN || n1 <= n0 || n1 > SL_MAX_RULES || n1 - n0 > MAX_APPENDED) return null;
   if (!sameSetContext(prev, options)) return null;
-  for (let p = 0; p < n0; p++) if (!sameMatch(prev.positions[p].rule, rules[p])) return null;
+  for (let p = 0; p < n0; p++) {
+    const rule = prev.positions[p].rule;
+    if (rule !== rules[p] && !sameMatch(rule, rules[p])) return null;
+  }
   const added = rules.slice(n0);
   for (const rule of added) {
     if (rule.filter !== undefined) return null;
@@ -186,11 +190,7 @@ class Extension {
       flags: table(prev.flags),
       filterCls: prev.filterCls,
       hasFilters: prev.hasFilters,
-      positions: rules.map((rule, p) =>
-        p < this.n0 && prev.positions[p].filterBit !== undefined
-          ? { rule, filterBit: prev.positions[p].filterBit }
-          : { rule },
-      ),
+      positions: this.positions(rules),
       filters: prev.filters,
       setBits: this.options.setBits,
       masks: this.options.masks,
@@ -199,6 +199,19 @@ class Extension {
     };
     referenceCounts.set(tables, this.refs);
     return tables;
+  }
+
+  /** prev's positions (used up with it) holding `rules`, the new ones behind. */
+  private positions(rules: readonly Rule[]): Position[] {
+    const positions = this.prev.positions;
+    for (let p = 0; p < this.n0; p++) {
+      const at = positions[p];
+      // An earlier rule may be another object with the same match (its action changed, say).
+      if (at.rule !== rules[p])
+        positions[p] = at.filterBit === undefined ? { rule: rules[p] } : { ...at, rule: rules[p] };
+    }
+    for (let p = this.n0; p < rules.length; p++) positions.push({ rule: rules[p] });
+    return positions;
   }
 
   // -- deltas --------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 // The data plane of one sluice instance: prefix sets and per-device pipelines, adopted from bpffs on
 // open, changed only through apply() and the incremental set calls, read back through counters().
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -58,21 +58,54 @@ export interface DataplaneSpec {
 /** Each rule's JSON, by the very rule object: callers keep unchanged rules as the same objects. */
 const ruleJson = new WeakMap<object, string>();
 
-/**
- * A text equal for equal rule sets on the same hook (the rules in order, the set's own actions),
- * cheap when most rules are the objects of the last call.
- */
-export function ruleSetSignature(rules: RuleSetSpec, hook: Hook): string {
-  const parts = [hook, String(rules.defaultAction ?? ''), String(rules.malformed ?? '')];
-  for (const rule of rules.rules ?? []) {
+/** A SHA-256 over the JSON of each rule of an array, in order, kept open to be extended. */
+interface RulesDigest {
+  /** A copy of the array digested. */
+  rules: readonly unknown[];
+  hash: Hash;
+  hex: string;
+}
+/** The rule arrays digested last, newest first: a rule add's array is one of them plus a rule. */
+const recentDigests: RulesDigest[] = [];
+const RECENT_DIGESTS = 8;
+
+/** The digest of `rules`, extending that of an array it starts with when one is recent. */
+function rulesDigest(rules: readonly unknown[]): string {
+  // Compared element by element, not by the array: an array may have grown in place.
+  let base: RulesDigest | undefined;
+  for (const d of recentDigests) {
+    if (d.rules.length > rules.length || (base && d.rules.length <= base.rules.length)) continue;
+    if (!d.rules.every((r, i) => r === rules[i])) continue;
+    if (d.rules.length === rules.length) return d.hex;
+    base = d;
+  }
+  const hash = base ? base.hash.copy() : createHash('sha256');
+  for (let i = base?.rules.length ?? 0; i < rules.length; i++) {
+    const rule = rules[i] as object;
     let json = ruleJson.get(rule);
     if (json === undefined) {
       json = JSON.stringify(rule);
       ruleJson.set(rule, json);
     }
-    parts.push(json);
+    hash.update(json).update('\n');
   }
-  return parts.join('\n');
+  const hex = hash.copy().digest('hex');
+  recentDigests.unshift({ rules: [...rules], hash, hex });
+  if (recentDigests.length > RECENT_DIGESTS) recentDigests.pop();
+  return hex;
+}
+
+/**
+ * A text equal for equal rule sets on the same hook (the rules in order, the set's own actions):
+ * a digest of the rules' JSON, extended from the last one's when rules were appended.
+ */
+export function ruleSetSignature(rules: RuleSetSpec, hook: Hook): string {
+  return [
+    hook,
+    String(rules.defaultAction ?? ''),
+    String(rules.malformed ?? ''),
+    rulesDigest(rules.rules ?? []),
+  ].join('\n');
 }
 
 /**
