@@ -863,24 +863,33 @@ export class SluiceController implements Controller {
       }
     }
     const t1 = performance.now();
-    try {
-      await this.store.save(
-        current,
-        accepted.flatMap((a) => (a.edit ? [a.edit] : [])),
-      );
-    } catch (error: unknown) {
-      for (const a of accepted) a.change.reject(error);
+    // The journal write waits on the disk while the kernel is changed: both are done before any
+    // change is answered. Should the disk refuse, the kernel goes back to what the disk holds.
+    const saving = this.store.save(
+      current,
+      accepted.flatMap((a) => (a.edit ? [a.edit] : [])),
+    );
+    // One set change alone may go incrementally; a group is applied whole.
+    const delta = accepted.length === 1 ? accepted[0].delta : undefined;
+    const applying = this.reconciler.reconcile(current.config, current.generation, delta);
+    const [saved, applied] = await Promise.allSettled([saving, applying]);
+    const t2 = performance.now();
+    if (saved.status === 'rejected') {
+      await this.reconciler
+        .reconcile(before.config, before.generation)
+        .catch((error: unknown) =>
+          this.logger.error(
+            { err: error },
+            'restoring the data plane after a refused write failed',
+          ),
+        );
+      for (const a of accepted) a.change.reject(saved.reason);
       return;
     }
     this.#committed = current;
-    const t2 = performance.now();
-    try {
-      // One set change alone may go incrementally; a group is applied whole.
-      const delta = accepted.length === 1 ? accepted[0].delta : undefined;
-      await this.reconciler.reconcile(current.config, current.generation, delta);
-    } catch (error: unknown) {
-      await this.#rollBack(before, current, error);
-      if (accepted.length === 1) accepted[0].change.reject(error);
+    if (applied.status === 'rejected') {
+      await this.#rollBack(before, current, applied.reason);
+      if (accepted.length === 1) accepted[0].change.reject(applied.reason);
       else {
         // Find the culprit: each change again, by itself, on the restored state.
         this.#pending.unshift(...accepted.map((a) => ({ ...a.change, alone: true })));
@@ -892,7 +901,7 @@ export class SluiceController implements Controller {
       {
         generation: current.generation,
         changes: accepted.length,
-        ms: { validate: ms(t0, t1), persist: ms(t1, t2), reconcile: ms(t2, performance.now()) },
+        ms: { validate: ms(t0, t1), persistAndReconcile: ms(t1, t2) },
       },
       'change applied',
     );

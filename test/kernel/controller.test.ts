@@ -179,36 +179,50 @@ await describeKernel('the controller on a real kernel', () => {
     for (const i of [0, 1, 2, 3, 5, 6, 7, 8, 9]) await c.removeRule(`g${i}`);
   });
 
-  it('refuses a change the disk did not take, and takes the kernel back to what is on disk', async () => {
-    const c = controller!;
-    const before = c.config().generation;
-    // The disk is what fails here (a full or broken disk is not made on the host for a test):
-    // the store's save is made to throw; the kernel is real.
-    const store = (c as unknown as { store: { save: () => Promise<void> } }).store;
-    const save = store.save;
-    store.save = () => Promise.reject(new StateWriteError('save state: no space left (injected)'));
-    try {
-      const error = await c
-        .addRule({ id: 'unsaved', device: dev, proto: 'udp', dport: 3000, action: 'drop' })
-        .catch((e: unknown) => e);
-      expect(error).toBeInstanceOf(StateWriteError);
-    } finally {
-      store.save = save;
-    }
-    expect(c.config().generation).toBe(before);
-    expect(kernelRuleIds(`${dev}@xdp`)).toEqual(['blocked', 'r1']);
-    expect(c.status().attachments[0].appliedGeneration).toBe(before);
-    const next = await c.addRule({
-      id: 'saved',
-      device: dev,
-      proto: 'udp',
-      dport: 3000,
-      action: 'drop',
-    });
-    expect(next.generation).toBe(before + 1);
-    expect(kernelRuleIds(`${dev}@xdp`)).toContain('saved');
-    await c.removeRule('saved');
-  });
+  // The journal write and the kernel's change run side by side: the disk may refuse before the
+  // kernel changed or after.
+  it.each([
+    ['at once', 0],
+    ['after the kernel changed', 200],
+  ])(
+    'refuses a change the disk did not take (%s), and takes the kernel back to what is on disk',
+    async (_, delayMs) => {
+      const c = controller!;
+      const before = c.config().generation;
+      // The disk is what fails here (a full or broken disk is not made on the host for a test):
+      // the store's save is made to throw; the kernel is real.
+      const store = (c as unknown as { store: { save: () => Promise<void> } }).store;
+      const save = store.save;
+      store.save = () =>
+        new Promise((_resolve, reject) =>
+          setTimeout(
+            () => reject(new StateWriteError('save state: no space left (injected)')),
+            delayMs,
+          ),
+        );
+      try {
+        const error = await c
+          .addRule({ id: 'unsaved', device: dev, proto: 'udp', dport: 3000, action: 'drop' })
+          .catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(StateWriteError);
+      } finally {
+        store.save = save;
+      }
+      expect(c.config().generation).toBe(before);
+      expect(kernelRuleIds(`${dev}@xdp`)).toEqual(['blocked', 'r1']);
+      expect(c.status().attachments[0].appliedGeneration).toBe(before);
+      const next = await c.addRule({
+        id: 'saved',
+        device: dev,
+        proto: 'udp',
+        dport: 3000,
+        action: 'drop',
+      });
+      expect(next.generation).toBe(before + 1);
+      expect(kernelRuleIds(`${dev}@xdp`)).toContain('saved');
+      await c.removeRule('saved');
+    },
+  );
 
   it('attaches a device that appears later, and again within 1 s after it is re-created', async () => {
     const c = controller!;
