@@ -305,7 +305,7 @@ export class Reconciler extends EventEmitter {
     const keep = pending
       .filter((p) => this.dataplane.attachments.has(p.key) && this.#linkIfindex(p.key) === 0)
       .map((p) => p.key);
-    const spec: DataplaneSpec = { ...dataplaneSpec, keep };
+    const spec: DataplaneSpec = { ...dataplaneSpec, keep, devices };
     let incremental = false;
     const failed = new Map<string, string>();
     if (

@@ -123,6 +123,8 @@ export class Attachment {
   readonly #limitSlots = new Map<string, number>();
   readonly #txSlots = new Map<number, number>();
   readonly #banks: [BpfProgram | null, BpfProgram | null] = [null, null];
+  /** True where this process emptied a generation's bank slot (after adoption: not known). */
+  readonly #bankSlotEmpty: [boolean, boolean] = [false, false];
   /** The load balancer's program in SL_PROG_LB as this process last wrote it (undefined: not yet). */
   #balancer: BpfProgram | null | undefined;
   #rules: Rule[] = [];
@@ -414,8 +416,10 @@ export class Attachment {
       );
       this.maps.sl_progs.setFd(u32(bankSlot), bank);
       this.#banks[next] = bank;
-    } else {
+      this.#bankSlotEmpty[next] = false;
+    } else if (!this.#bankSlotEmpty[next]) {
       this.maps.sl_progs.delete(u32(bankSlot));
+      this.#bankSlotEmpty[next] = true;
     }
 
     this.maps.sl_gen.update(

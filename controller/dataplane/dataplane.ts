@@ -53,6 +53,11 @@ export interface DataplaneSpec {
    * pins and counters wait for it). Given in `attachments` again, they are written anew.
    */
   keep?: readonly string[];
+  /**
+   * Devices the caller looked up for this very change (name → ifindex), so that apply does not
+   * ask the kernel again; a device not in it is looked up.
+   */
+  devices?: ReadonlyMap<string, number>;
 }
 
 /** Each rule's JSON, by the very rule object: callers keep unchanged rules as the same objects. */
@@ -179,6 +184,8 @@ export class Dataplane {
   readonly #applied = new Map<string, Applied>();
   /** The tables each attachment last had written: a rule add extends them (classify-extend). */
   readonly #tables = new WeakMap<Attachment, ClassifierTables>();
+  /** DataplaneSpec.devices of the apply under way. */
+  #looked: ReadonlyMap<string, number> | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #masksSig = '';
   /** Masks the kernel tries hold now (after the last flush). */
@@ -245,7 +252,14 @@ export class Dataplane {
    * attachment's rule set as one generation flip. Attachments not in `spec` are detached.
    */
   apply(spec: DataplaneSpec): Promise<ApplyReport> {
-    return this.#serial(() => this.#apply(spec));
+    return this.#serial(async () => {
+      this.#looked = spec.devices;
+      try {
+        return await this.#apply(spec);
+      } finally {
+        this.#looked = undefined;
+      }
+    });
   }
 
   /**
@@ -648,6 +662,8 @@ export class Dataplane {
   }
 
   #ifindex(device: string, what: string): number {
+    const looked = this.#looked?.get(device);
+    if (looked !== undefined) return looked;
     try {
       return ifindexOf(device, this.netns);
     } catch (error: unknown) {

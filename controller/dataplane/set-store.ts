@@ -40,6 +40,8 @@ export class SetStore {
   readonly v4 = new FamilyIndex(4);
   readonly v6 = new FamilyIndex(6);
   readonly #bits = new Map<string, number>();
+  /** What recordFingerprints last wrote (masks, fingerprints, bits); undefined: not known. */
+  #recorded: string | undefined;
   #adopted = false;
   /** False until the tries were read back (adoption defers it: a million keys take a second). */
   #loaded = false;
@@ -138,11 +140,15 @@ export class SetStore {
   /** Forgets every recorded fingerprint: call before writes whose outcome they would not describe. */
   clearFingerprints(): void {
     for (const bit of this.#bits.values()) this.fingerprints.update(u32(bit), encodeName(''));
+    this.#recorded = undefined;
   }
 
   /** Records, after a complete load, the text fingerprint of each set and the masks now held. */
   recordFingerprints(fingerprints: ReadonlyMap<string, string>): void {
     const masks = this.masks();
+    // A rule change leaves both as this process last recorded them: nothing to write.
+    const recorded = `${masks.join(',')} ${[...fingerprints].join(';')} ${[...this.#bits].join(';')}`;
+    if (recorded === this.#recorded) return;
     const value = Buffer.alloc(MASKS_VALUE_SIZE);
     value.writeUInt32LE(masks.length, 0);
     masks.forEach((mask, i) => value.writeUInt32LE(mask >>> 0, 4 + i * 4));
@@ -151,6 +157,7 @@ export class SetStore {
       const bit = this.#bits.get(name);
       if (bit !== undefined) this.fingerprints.update(u32(bit), encodeName(fp));
     }
+    this.#recorded = recorded;
   }
 
   /** The bit of each set, for the classifiers. */
