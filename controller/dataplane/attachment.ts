@@ -902,7 +902,7 @@ function pickRecords(from: Buffer, which: readonly number[], size: number): Buff
 /**
  * The indexes where `now` differs from `before` (all of them without `before`). Most tables are
  * as they were after a rule change: one memcmp says so. A changed one (a port table of 65,536
- * entries where a rule change alters a few) is compared by memcmp 1,024 entries at a time and
+ * entries where a rule change alters a few) is compared by memcmp 8,192 entries at a time and
  * scanned only where a block differs.
  */
 function changedIndexes(now: Uint32Array, before: Uint32Array | undefined): number[] {
@@ -910,7 +910,8 @@ function changedIndexes(now: Uint32Array, before: Uint32Array | undefined): numb
   const a = Buffer.from(now.buffer, now.byteOffset, now.byteLength);
   const b = Buffer.from(before.buffer, before.byteOffset, before.byteLength);
   if (a.equals(b)) return [];
-  const BLOCK = 1024;
+  // Large blocks: a rule add changes a few slots, and each compare is a call into C++.
+  const BLOCK = 8192;
   const idx: number[] = [];
   for (let start = 0; start < now.length; start += BLOCK) {
     const end = Math.min(start + BLOCK, now.length);
