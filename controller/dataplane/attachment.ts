@@ -118,6 +118,8 @@ type ArrayName = 'proto' | 'sport' | 'dport' | 'icmp4' | 'icmp6' | 'vlan' | 'fla
 export class Attachment {
   #gen: Gen;
   #shadow: [Shadow | null, Shadow | null] = [null, null];
+  /** Generations never written since their maps were created: all zeros, no shadow needed. */
+  #zeroed: [boolean, boolean] = [false, false];
   /** Rule identity → counter slot; limiter identity → limiter slot; ifindex → devmap slot. */
   readonly #statSlots = new Map<string, number>();
   readonly #limitSlots = new Map<string, number>();
@@ -232,6 +234,8 @@ export class Attachment {
         expectedAttachType,
       );
       if (!fresh) att.#readSlots();
+      // New maps hold zeros: what the first write of each generation is diffed against.
+      else att.#zeroed = [true, true];
       return att;
     }
   }
@@ -385,9 +389,15 @@ export class Attachment {
     });
     // Only the positions whose struct differs from what this generation last held.
     const shadow = this.#shadow[next];
-    const changed = changedRecords(ruleImages, shadow?.rules, SIZE.rule);
+    const zeroed = this.#zeroed[next];
+    const changed = changedRecords(
+      ruleImages,
+      shadow?.rules ?? (zeroed ? Buffer.alloc(ruleImages.length) : undefined),
+      SIZE.rule,
+    );
     // Until this generation is written whole, what it holds is not known.
     this.#shadow[next] = null;
+    this.#zeroed[next] = false;
     if (changed.length > 0) {
       await this.#batch(
         this.maps.sl_rules,
@@ -397,7 +407,7 @@ export class Attachment {
       );
     }
 
-    await this.#writeTables(next, tables, ruleImages, shadow);
+    await this.#writeTables(next, tables, ruleImages, shadow, zeroed);
 
     // The bank of the new generation, where rules have expressions.
     const bankSlot = next === 0 ? SL_PROG_BANK0 : SL_PROG_BANK1;
@@ -550,6 +560,7 @@ export class Attachment {
     t: ClassifierTables,
     rules: Buffer,
     old: Shadow | null,
+    zeroed: boolean,
   ): Promise<void> {
     // Vectors: only classes whose image changed.
     const images = Buffer.from(
@@ -564,7 +575,8 @@ export class Attachment {
         'LIMIT_EXCEEDED',
       );
     }
-    const vecChanged = changedRecords(images, old?.vectors, SIZE.vec);
+    const oldVectors = old?.vectors ?? (zeroed ? Buffer.alloc(images.length) : undefined);
+    const vecChanged = changedRecords(images, oldVectors, SIZE.vec);
     await this.#batch(
       this.maps.sl_vecs,
       vecChanged.map((cls) => index.vec(gen, cls)),
@@ -576,7 +588,7 @@ export class Attachment {
     const pfx = new Map<string, number>();
     for (const e of t.pfx4) pfx.set(encodePfxKey(gen, e.dim, e.addr, e.len).toString('hex'), e.cls);
     for (const e of t.pfx6) pfx.set(encodePfxKey(gen, e.dim, e.addr, e.len).toString('hex'), e.cls);
-    const oldPfx = old?.pfx ?? this.#readTrieKeys(gen);
+    const oldPfx = old?.pfx ?? (zeroed ? new Map<string, number>() : this.#readTrieKeys(gen));
     for (const [key] of oldPfx) {
       if (!pfx.has(key)) this.#trieOf(key).delete(Buffer.from(key, 'hex'));
     }
@@ -587,7 +599,8 @@ export class Attachment {
     const setcls = new Map<string, number>();
     for (const e of t.setcls)
       setcls.set(encodeSetclsKey(gen, e.dim, e.mask).toString('hex'), e.cls);
-    const oldSetcls = old?.setcls ?? this.#readSetclsKeys(gen);
+    const oldSetcls =
+      old?.setcls ?? (zeroed ? new Map<string, number>() : this.#readSetclsKeys(gen));
     for (const [key] of oldSetcls) {
       if (!setcls.has(key)) this.maps.sl_setcls.delete(Buffer.from(key, 'hex'));
     }
@@ -616,7 +629,7 @@ export class Attachment {
     const shadowArrays = {} as Record<ArrayName, Uint32Array>;
     for (const name of Object.keys(arrays) as ArrayName[]) {
       const now = arrays[name];
-      const before = old?.arrays[name];
+      const before = old?.arrays[name] ?? (zeroed ? new Uint32Array(now.length) : undefined);
       const idx = changedIndexes(now, before);
       shadowArrays[name] = before?.length === now.length ? before : now.slice();
       if (idx.length === 0) continue;
@@ -631,7 +644,7 @@ export class Attachment {
     // written (classify-extend), so the shadow cannot be a view of them.
     this.#shadow[gen] = {
       rules,
-      vectors: patchRecords(old?.vectors, images, vecChanged, SIZE.vec),
+      vectors: patchRecords(oldVectors, images, vecChanged, SIZE.vec),
       pfx,
       setcls,
       arrays: shadowArrays,
