@@ -863,31 +863,45 @@ export class SluiceController implements Controller {
       }
     }
     const t1 = performance.now();
-    // The journal write waits on the disk while the kernel is changed: both are done before any
-    // change is answered. Should the disk refuse, the kernel goes back to what the disk holds.
-    const saving = this.store.save(
-      current,
-      accepted.flatMap((a) => (a.edit ? [a.edit] : [])),
-    );
+    // A change of rules or attachments: the journal write waits on the disk while the kernel is
+    // changed, both done before any change is answered; should the disk refuse, the kernel goes
+    // back to what the disk holds. A change of sets may write a file of a million lines, which
+    // would only compete with the kernel's writes: it goes to disk first.
+    const save = (): Promise<void> =>
+      this.store.save(
+        current,
+        accepted.flatMap((a) => (a.edit ? [a.edit] : [])),
+      );
     // One set change alone may go incrementally; a group is applied whole.
     const delta = accepted.length === 1 ? accepted[0].delta : undefined;
-    const applying = this.reconciler.reconcile(current.config, current.generation, delta);
-    const [saved, applied] = await Promise.allSettled([saving, applying]);
+    const apply = (): Promise<unknown> =>
+      this.reconciler.reconcile(current.config, current.generation, delta);
+    const sideBySide = accepted.every(
+      ({ diff: { sets } }) => sets.added.length + sets.changed.length + sets.removed.length === 0,
+    );
+    let saved: PromiseSettledResult<void>;
+    let applied: PromiseSettledResult<unknown> | undefined;
+    if (sideBySide) [saved, applied] = await Promise.allSettled([save(), apply()]);
+    else {
+      [saved] = await Promise.allSettled([save()]);
+      if (saved.status === 'fulfilled') [applied] = await Promise.allSettled([apply()]);
+    }
     const t2 = performance.now();
     if (saved.status === 'rejected') {
-      await this.reconciler
-        .reconcile(before.config, before.generation)
-        .catch((error: unknown) =>
-          this.logger.error(
-            { err: error },
-            'restoring the data plane after a refused write failed',
-          ),
-        );
+      if (applied)
+        await this.reconciler
+          .reconcile(before.config, before.generation)
+          .catch((error: unknown) =>
+            this.logger.error(
+              { err: error },
+              'restoring the data plane after a refused write failed',
+            ),
+          );
       for (const a of accepted) a.change.reject(saved.reason);
       return;
     }
     this.#committed = current;
-    if (applied.status === 'rejected') {
+    if (applied?.status === 'rejected') {
       await this.#rollBack(before, current, applied.reason);
       if (accepted.length === 1) accepted[0].change.reject(applied.reason);
       else {
