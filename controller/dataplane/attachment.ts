@@ -83,12 +83,12 @@ const PROGRAMS = {
   },
 } as const;
 
-/** Maps of pipeline.bpf.c that live beside the object (pinned per attachment) or per instance. */
 /** Entries a write sends in one syscall on the calling thread (#batch); more go to a worker. */
 const SYNC_BATCH = 4096;
 /** A per-CPU rule counter as a batch writes it: 8-byte aligned, one per possible CPU. */
 const PERCPU_COUNTER_BYTES = Math.ceil(SIZE.ruleCounter / 8) * 8 * possibleCpus();
 
+/** Maps of pipeline.bpf.c that live beside the object (pinned per attachment) or per instance. */
 const SHARED = new Set(['sl_set4', 'sl_set6']);
 /**
  * The kernel adds BPF_F_RDONLY_PROG to every devmap it creates, and libbpf 1.1 then refuses to reuse
