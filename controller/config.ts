@@ -261,7 +261,17 @@ export function toRuleSpec(rule: NormalRule): RuleSpec {
 const groupsOf = new WeakMap<NormalConfig, Map<string, RuleGroup>>();
 
 /** The documents grouped last, newest first: a rule add's document is one plus a rule. */
-const recentlyGrouped: { config: NormalConfig; groups: Map<string, RuleGroup> }[] = [];
+const recentlyGrouped: Grouped[] = [];
+
+/**
+ * A document's rules and attachments with their groups: not the document, whose sets (a million
+ * prefixes, replaced by a reload) must not be kept alive by this cache.
+ */
+interface Grouped {
+  rules: NormalConfig['rules'];
+  attachments: NormalConfig['attachments'];
+  groups: Map<string, RuleGroup>;
+}
 const RECENTLY_GROUPED = 4;
 
 type RuleGroup = { spec: RuleSetSpec; index: number[] };
@@ -273,7 +283,7 @@ function ruleGroups(config: NormalConfig): Map<string, RuleGroup> {
     for (const last of recentlyGrouped) if ((groups = groupAppended(last, config))) break;
     groups ??= groupRules(config);
     groupsOf.set(config, groups);
-    recentlyGrouped.unshift({ config, groups });
+    recentlyGrouped.unshift({ rules: config.rules, attachments: config.attachments, groups });
     if (recentlyGrouped.length > RECENTLY_GROUPED) recentlyGrouped.pop();
   }
   return groups;
@@ -284,13 +294,10 @@ function ruleGroups(config: NormalConfig): Map<string, RuleGroup> {
  * same attachments, the same rule objects first): only the groups that gain rules are new
  * objects, so every cache keyed on an unchanged group's spec still holds. Null otherwise.
  */
-function groupAppended(
-  last: { config: NormalConfig; groups: Map<string, RuleGroup> },
-  config: NormalConfig,
-): Map<string, RuleGroup> | null {
-  const before = last.config.rules;
+function groupAppended(last: Grouped, config: NormalConfig): Map<string, RuleGroup> | null {
+  const before = last.rules;
   const rules = config.rules;
-  if (config.attachments !== last.config.attachments || rules.length <= before.length) return null;
+  if (config.attachments !== last.attachments || rules.length <= before.length) return null;
   for (let i = 0; i < before.length; i++) if (rules[i] !== before[i]) return null;
   const groups = new Map(last.groups);
   /** The groups that gain rules, with what they were. */
