@@ -426,16 +426,7 @@ class Extension {
         this.count(whole, segments[0].delta, table.length);
         continue;
       }
-      for (const { from, to, delta } of segments) {
-        let s = from;
-        while (s < to) {
-          const cls = table[s];
-          let e = s + 1;
-          while (e < to && table[e] === cls) e++;
-          this.count(cls, delta, e - s);
-          s = e;
-        }
-      }
+      forEachRun(table, segments, (cls, delta, s, e) => this.count(cls, delta, e - s));
     }
   }
 
@@ -513,17 +504,10 @@ class Extension {
     }
     // Slots now gain different bits, or the table was never known to be uniform.
     if (segments.length > 0) uniformTables.delete(table);
-    for (const { from, to, delta } of segments) {
-      let s = from;
-      while (s < to) {
-        const cls = table[s];
-        let e = s + 1;
-        while (e < to && table[e] === cls) e++;
-        const target = this.targets.get(cls * nd + delta)!;
-        if (target !== cls) table.fill(target, s, e);
-        s = e;
-      }
-    }
+    forEachRun(table, segments, (cls, delta, s, e) => {
+      const target = this.targets.get(cls * nd + delta)!;
+      if (target !== cls) table.fill(target, s, e);
+    });
     return table;
   }
 }
@@ -544,6 +528,24 @@ function withRoom(images: Uint8Array, bytes: number): Uint8Array {
 
 /** Buffers withRoom made: nothing else lives past their images. */
 const roomy = new WeakSet<ArrayBufferLike>();
+
+/** Calls `fn` for each run [s, e) of equal classes within the segments of `table`. */
+function forEachRun(
+  table: Uint32Array,
+  segments: readonly Segment[],
+  fn: (cls: number, delta: number, s: number, e: number) => void,
+): void {
+  for (const { from, to, delta } of segments) {
+    let s = from;
+    while (s < to) {
+      const cls = table[s];
+      let e = s + 1;
+      while (e < to && table[e] === cls) e++;
+      fn(cls, delta, s, e);
+      s = e;
+    }
+  }
+}
 
 interface Interval {
   pos: number;
