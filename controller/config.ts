@@ -388,8 +388,9 @@ export function validateConfig(config: NormalConfig): void {
     setNames.set(set.name, i);
     if (parsedSets.has(set.prefixes)) return;
     try {
-      // Parsed once: the data plane's load reuses these keys for the same array.
-      prefixKeysOf(set.prefixes, set.name);
+      // Parsed once: the data plane's load reuses these keys (and the fingerprint) for the same
+      // array.
+      prefixKeysOf(set.prefixes, set.name, fingerprintOf(set.prefixes));
     } catch (error: unknown) {
       if (error instanceof PrefixInvalidError && error.entry !== undefined) {
         throw new ConfigInvalidError(`/sets/${i}/prefixes/${error.entry}: ${error.message}`, {

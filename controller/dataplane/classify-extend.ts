@@ -34,6 +34,8 @@ const { SRC, DST, SSET, DSET, PROTO, SPORT, DPORT, ICMP, VLAN, FLAGS } = SL_DIM;
 /** 32-bit words of a struct sl_vec image: two of summary, then the rule bits. */
 const VEC_WORDS32 = SL_VEC_BYTES / 4;
 const MAX_APPENDED = 256;
+/** How many more references a group needs than those left unchanged to keep their class. */
+const MOVE_MIN = 4096;
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /** References to each class in a generation's tables, by class: what decides in place or copy. */
@@ -101,6 +103,8 @@ class Extension {
   private readonly groups = new Map<number, number>();
   /** (class * deltas + delta) → the class those references hold afterwards. */
   private readonly targets = new Map<number, number>();
+  /** Class → the copy of its old bits that its unchanged references move to (see decide). */
+  private readonly moved = new Map<number, number>();
   private refs!: Int32Array;
   private images!: Uint8Array;
   private words!: Uint32Array;
@@ -154,7 +158,9 @@ class Extension {
   build(rules: readonly Rule[]): ClassifierTables {
     const prev = this.prev;
     const to = (cls: number, delta: number): number =>
-      delta < 0 ? cls : this.targets.get(cls * this.deltas.length + delta)!;
+      delta < 0
+        ? (this.moved.get(cls) ?? cls)
+        : this.targets.get(cls * this.deltas.length + delta)!;
     const table = (t: Uint32Array): Uint32Array => this.rewriteTable(t);
     const absent = prev.absent.map((cls, d) => to(cls, this.unconstrained[d]));
     const pfx4: PrefixClass[] = [];
@@ -188,7 +194,7 @@ class Extension {
       icmp: [table(prev.icmp[0]), table(prev.icmp[1])],
       vlan: table(prev.vlan),
       flags: table(prev.flags),
-      filterCls: prev.filterCls,
+      filterCls: to(prev.filterCls, -1),
       hasFilters: prev.hasFilters,
       positions: this.positions(rules),
       filters: prev.filters,
@@ -431,14 +437,39 @@ class Extension {
   }
 
   /**
-   * For each group of references (a class, the bits they gain): the class itself when the group
-   * holds every remaining reference to it, else a new copy. A class's in-place change is thus its
-   * last group, after every copy was taken from its old bits.
+   * For each class some references change: the largest group of them (a class, the bits they
+   * gain) keeps the class and changes it in place; every other group gets a copy, taken from its
+   * old bits first. References that gain nothing keep the class instead, unless a group
+   * outnumbers them by MOVE_MIN or more: then they move to a copy of the old bits (#moved),
+   * which rewrites fewer table slots. (The first rule to constrain the destination port makes
+   * the slots of every unconstrained dimension gain it, and leaves the other ports as they were:
+   * those 65,535 slots move, not the 200,000 others.)
    */
   private decide(): boolean {
     const nd = this.deltas.length;
+    const refs = this.refs;
+    const keysOf = new Map<number, number[]>();
+    for (const key of this.groups.keys()) {
+      const cls = Math.floor(key / nd);
+      const keys = keysOf.get(cls);
+      if (keys) keys.push(key);
+      else keysOf.set(cls, [key]);
+    }
+    const plans: { cls: number; keys: number[]; keeper: number; unchanged: number }[] = [];
     let extra = 0;
-    for (const [key, n] of this.groups) if (n !== this.refs[Math.floor(key / nd)]) extra++;
+    for (const [cls, keys] of keysOf) {
+      let grouped = 0;
+      let keeper = keys[0];
+      for (const key of keys) {
+        grouped += this.groups.get(key)!;
+        if (this.groups.get(key)! > this.groups.get(keeper)!) keeper = key;
+      }
+      const unchanged = refs[cls] - grouped;
+      if (unchanged > 0 && this.groups.get(keeper)! < unchanged + MOVE_MIN) keeper = -1;
+      // A copy per group but the keeper, and one for the unchanged references that move.
+      extra += unchanged === 0 ? keys.length - 1 : keys.length;
+      plans.push({ cls, keys, keeper, unchanged });
+    }
     if (this.classes + extra > SL_MAX_CLASSES) return false;
     const total = this.classes + extra;
     this.images = withRoom(this.prev.vectorImages, total * SL_VEC_BYTES);
@@ -447,21 +478,34 @@ class Extension {
       this.images.byteOffset,
       this.images.byteLength / 4,
     );
-    const refs = this.refs;
-    for (const [key, n] of this.groups) {
-      const cls = Math.floor(key / nd);
-      const delta = key - cls * nd;
-      let target = cls;
-      if (n !== refs[cls]) {
-        target = this.classes++;
-        this.words.copyWithin(target * VEC_WORDS32, cls * VEC_WORDS32, (cls + 1) * VEC_WORDS32);
+    for (const { cls, keys, keeper, unchanged } of plans) {
+      for (const key of keys) {
+        if (key === keeper) continue;
+        const n = this.groups.get(key)!;
+        const target = this.copyOf(cls);
         refs[cls] -= n;
         refs[target] = n;
+        this.addBits(target, this.deltas[key - cls * nd]);
+        this.targets.set(key, target);
       }
-      this.addBits(target, this.deltas[delta]);
-      this.targets.set(key, target);
+      if (keeper < 0) continue;
+      if (unchanged > 0) {
+        const moved = this.copyOf(cls);
+        refs[cls] -= unchanged;
+        refs[moved] = unchanged;
+        this.moved.set(cls, moved);
+      }
+      this.addBits(cls, this.deltas[keeper - cls * nd]);
+      this.targets.set(keeper, cls);
     }
     return true;
+  }
+
+  /** A new class holding `cls`'s bits. */
+  private copyOf(cls: number): number {
+    const target = this.classes++;
+    this.words.copyWithin(target * VEC_WORDS32, cls * VEC_WORDS32, (cls + 1) * VEC_WORDS32);
+    return target;
   }
 
   /** ORs `bits` into class `cls`'s vector and keeps its summary word right. */
@@ -508,7 +552,32 @@ class Extension {
       const target = this.targets.get(cls * nd + delta)!;
       if (target !== cls) table.fill(target, s, e);
     });
+    if (this.moved.size > 0) this.moveUnchanged(table, segments);
     return table;
+  }
+
+  /** The slots of `table` outside `segments` whose class moved (see decide), rewritten. */
+  private moveUnchanged(table: Uint32Array, segments: readonly Segment[]): void {
+    const uniform = segments.length === 0 ? uniformTables.get(table) : undefined;
+    if (uniform !== undefined) {
+      const target = this.moved.get(uniform);
+      if (target !== undefined) {
+        table.fill(target);
+        uniformTables.set(table, target);
+      }
+      return;
+    }
+    const gaps: Segment[] = [];
+    let from = 0;
+    for (const seg of segments) {
+      if (seg.from > from) gaps.push({ from, to: seg.from, delta: -1 });
+      from = seg.to;
+    }
+    if (from < table.length) gaps.push({ from, to: table.length, delta: -1 });
+    forEachRun(table, gaps, (cls, _delta, s, e) => {
+      const target = this.moved.get(cls);
+      if (target !== undefined) table.fill(target, s, e);
+    });
   }
 }
 

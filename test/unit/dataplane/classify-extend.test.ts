@@ -195,6 +195,34 @@ describe('extending classifier tables by appended rules', () => {
     expect(ext.vectorImages.length / SL_VEC_BYTES).toBe(classes + 1);
   });
 
+  it('keeps the tables of dimensions no rule constrains at class 0 (every rule), as a full compile does, from the first rule on', () => {
+    const rules = validate(
+      Array.from({ length: 3 }, (_, i) => ({
+        id: `r${i}`,
+        proto: 'udp',
+        dport: 1024 + i,
+        action: 'drop',
+      })),
+    );
+    let tables = compile([]);
+    let dport = tables.ports[1].slice();
+    const changedPorts: number[] = [];
+    for (let n = 1; n <= rules.length; n++) {
+      const ext = extendClassifier(tables, rules.slice(0, n), OPTIONS)!;
+      expect(ext).not.toBeNull();
+      expectSameVectors(ext, compile(rules.slice(0, n)));
+      // A generation written before holds zeros there: nothing to write again.
+      for (const table of [ext.ports[0], ext.icmp[0], ext.icmp[1], ext.vlan, ext.flags])
+        expect(table.every((cls) => cls === 0)).toBe(true);
+      changedPorts.push(ext.ports[1].filter((cls, port) => dport[port] !== cls).length);
+      dport = ext.ports[1].slice();
+      tables = ext;
+    }
+    // The first rule moves the other 65,535 ports to a class of their own; the second, its own
+    // port and the first rule's (which held every rule until then); the third, its own port.
+    expect(changedPorts).toEqual([65535, 2, 1]);
+  });
+
   it('declines what only a full compile does: changed earlier rules, filters, other set bits', () => {
     const rules = validate([
       { id: 'a', dport: 80, action: 'drop' },
