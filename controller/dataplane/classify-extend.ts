@@ -21,7 +21,9 @@ import { SL_DIM, SL_DIMS, SL_MAX_CLASSES, SL_MAX_RULES } from './abi.js';
 import {
   constrained,
   lazyVectors,
+  LITTLE_ENDIAN,
   SL_VEC_BYTES,
+  VEC_WORDS32,
   type ClassifierTables,
   type ClassifyOptions,
   type Position,
@@ -31,12 +33,9 @@ import {
 import { type Prefix, type Rule } from './model.js';
 
 const { SRC, DST, SSET, DSET, PROTO, SPORT, DPORT, ICMP, VLAN, FLAGS } = SL_DIM;
-/** 32-bit words of a struct sl_vec image: two of summary, then the rule bits. */
-const VEC_WORDS32 = SL_VEC_BYTES / 4;
 const MAX_APPENDED = 256;
 /** How many more references a group needs than those left unchanged to keep their class. */
 const MOVE_MIN = 4096;
-const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /** References to each class in a generation's tables, by class: what decides in place or copy. */
 const referenceCounts = new WeakMap<ClassifierTables, Int32Array>();

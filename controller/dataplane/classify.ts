@@ -37,13 +37,13 @@ export const SL_VEC_BYTES = 8 + SL_WORDS * 8;
 
 /** 32-bit words of a bitset over SL_MAX_RULES positions. */
 const WORDS32 = SL_MAX_RULES / 32;
-/** 32-bit words of a struct sl_vec image. */
-const VEC_WORDS32 = SL_VEC_BYTES / 4;
+/** 32-bit words of a struct sl_vec image: two of summary, then the rule bits. */
+export const VEC_WORDS32 = SL_VEC_BYTES / 4;
 // Local copies: hot loops read them, and module bindings may be getters once transpiled.
 const { SRC, DST, SSET, DSET, PROTO, SPORT, DPORT, ICMP, VLAN, FLAGS } = SL_DIM;
 const MAX_CLASSES = SL_MAX_CLASSES;
 const MAX_SETS = SL_MAX_SETS;
-const LITTLE_ENDIAN = endianness() === 'LE';
+export const LITTLE_ENDIAN = endianness() === 'LE';
 
 /** Options of compileClassifier. */
 export interface ClassifyOptions {
