@@ -259,12 +259,18 @@ export class SetStore {
     this.#bits.delete(name);
   }
 
-  /** Writes planned changes to the kernel tries. Returns how many entries changed. */
+  /**
+   * Writes planned changes to the kernel tries, the two families side by side (each trie has its
+   * own lock). Returns how many entries changed.
+   */
   async flush(pending: PendingWrites): Promise<number> {
-    let n = 0;
-    for (const batch of pending.v4) n += await writeTrie(this.set4, batch);
-    for (const batch of pending.v6) n += await writeTrie(this.set6, batch);
-    return n;
+    const write = async (map: BpfMap, batches: readonly TrieBatch[]): Promise<number> => {
+      let n = 0;
+      for (const batch of batches) n += await writeTrie(map, batch);
+      return n;
+    };
+    const [v4, v6] = await settled([write(this.set4, pending.v4), write(this.set6, pending.v6)]);
+    return v4 + v6;
   }
 
   /** Closes the map handles (the pins stay). */
@@ -308,9 +314,7 @@ async function writeTrie(map: BpfMap, batch: TrieBatch): Promise<number> {
     }
   };
   const half = batch.updates > 2 * BATCH ? Math.ceil(batch.updates / 2) : batch.updates;
-  // Both halves end before an error is reported: no write is still running behind it.
-  const halves = await Promise.allSettled([update(0, half), update(half, batch.updates)]);
-  for (const h of halves) if (h.status === 'rejected') throw h.reason;
+  await settled([update(0, half), update(half, batch.updates)]);
   for (let at = 0; at < batch.deletes; at += BATCH) {
     const n = Math.min(BATCH, batch.deletes - at);
     await map.deleteBatch(batch.deleteKeys.subarray(at * keySize, (at + n) * keySize), {
@@ -318,4 +322,11 @@ async function writeTrie(map: BpfMap, batch: TrieBatch): Promise<number> {
     });
   }
   return batch.updates + batch.deletes;
+}
+
+/** The values of `writes` once all have ended, or the first one's error: none runs on behind it. */
+async function settled<T>(writes: Promise<T>[]): Promise<T[]> {
+  const results = await Promise.allSettled(writes);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
