@@ -851,11 +851,14 @@ static __always_inline int lb_pick(const union lb_fkey *k, __u8 family, const st
 	return 0;
 }
 
-/* One token from this CPU's insert bucket (header, step 4): 1 if granted. */
-static __always_inline int lb_insert_allowed(const struct lb_config *cfg, __u64 now)
+/*
+ * One token from this CPU's insert bucket (header, step 4): 1 if granted. *clock is the time,
+ * read here (and left for the caller) when it is 0 and the bucket needs it.
+ */
+static __always_inline int lb_insert_allowed(const struct lb_config *cfg, __u64 *clock)
 {
 	struct lb_bucket *b;
-	__u64 burst, cap, rate, tokens, last;
+	__u64 burst, cap, rate, tokens, last, now;
 	__u32 zero = 0, granted;
 
 	if (!(cfg->flags & LB_CFG_INSERT_CAP))
@@ -868,6 +871,9 @@ static __always_inline int lb_insert_allowed(const struct lb_config *cfg, __u64 
 	b = bpf_map_lookup_elem(&lb_insert_tb, &zero);
 	if (!b)
 		return 0;
+	if (!*clock)
+		*clock = bpf_ktime_get_coarse_ns();
+	now = *clock;
 	if (burst > LB_BURST_MAX)
 		burst = LB_BURST_MAX;
 	cap = burst * LB_NSEC;
@@ -980,7 +986,8 @@ static __always_inline int lb_choose(const struct lb_svc *svc, const struct lb_c
 	__u64 now;
 
 	ch->new_flow = 0;
-	now = bpf_ktime_get_coarse_ns();
+	/* the clock is read only where it is used: a miss that inserts nothing never reads it */
+	now = 0;
 	tcp = proto == SL_IPPROTO_TCP;
 	syn = (tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
 	fin_rst = tcp_flags & (LB_TCP_FIN | LB_TCP_RST);
@@ -990,6 +997,7 @@ static __always_inline int lb_choose(const struct lb_svc *svc, const struct lb_c
 		__u32 id = f->backend;
 		struct lb_backend *be = bpf_map_lookup_elem(&lb_backends, &id);
 
+		now = bpf_ktime_get_coarse_ns();
 		if (be && (be->flags & LB_BE_ACTIVE) && !(syn && (be->flags & LB_BE_DOWN)) &&
 		    !lb_flow_expired(f, svc, cfg, tcp, now)) {
 			ch->be = be;
@@ -1018,10 +1026,12 @@ static __always_inline int lb_choose(const struct lb_svc *svc, const struct lb_c
 		lb_event(ev, LB_EV_NON_SYN_MISS);
 	if (lb_pick(k, family, svc, ch, ev) < 0)
 		return -2;
-	if (!lb_insert_allowed(cfg, now)) {
+	if (!lb_insert_allowed(cfg, &now)) {
 		lb_event(ev, LB_EV_INSERT_CAP);
 		return 0;
 	}
+	if (!now)
+		now = bpf_ktime_get_coarse_ns();
 	{
 		/* built here, not zeroed up front: a hit never needs it */
 		struct lb_flow entry = {
