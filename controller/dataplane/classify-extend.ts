@@ -19,8 +19,8 @@
 // reader that keeps what it wrote (the attachment's shadow of a generation) keeps a copy.
 import { SL_DIM, SL_DIMS, SL_MAX_CLASSES, SL_MAX_RULES } from './abi.js';
 import {
+  classifierTables,
   constrained,
-  lazyVectors,
   LITTLE_ENDIAN,
   SL_VEC_BYTES,
   VEC_WORDS32,
@@ -172,36 +172,30 @@ class Extension {
       const cls = to(entry.cls, delta);
       return cls === entry.cls ? entry : { ...entry, cls };
     });
-    const vectorImages = this.images.subarray(0, this.classes * SL_VEC_BYTES);
-    const vectors = lazyVectors(vectorImages);
     let dims = 0;
     for (const rule of rules) dims |= constrained(rule);
     if (dims === 0) dims = 1 << PROTO;
-    const tables: ClassifierTables = {
-      nrules: rules.length,
-      dims,
-      absent,
-      vectorImages,
-      get vectors(): Uint8Array[] {
-        return vectors();
+    const tables = classifierTables(
+      {
+        nrules: rules.length,
+        dims,
+        absent,
+        vectorImages: this.images.subarray(0, this.classes * SL_VEC_BYTES),
+        pfx4,
+        pfx6,
+        setcls,
+        proto: table(prev.proto),
+        ports: [table(prev.ports[0]), table(prev.ports[1])],
+        icmp: [table(prev.icmp[0]), table(prev.icmp[1])],
+        vlan: table(prev.vlan),
+        flags: table(prev.flags),
+        filterCls: to(prev.filterCls, -1),
+        hasFilters: prev.hasFilters,
+        positions: this.positions(rules),
+        filters: prev.filters,
       },
-      pfx4,
-      pfx6,
-      setcls,
-      proto: table(prev.proto),
-      ports: [table(prev.ports[0]), table(prev.ports[1])],
-      icmp: [table(prev.icmp[0]), table(prev.icmp[1])],
-      vlan: table(prev.vlan),
-      flags: table(prev.flags),
-      filterCls: to(prev.filterCls, -1),
-      hasFilters: prev.hasFilters,
-      positions: this.positions(rules),
-      filters: prev.filters,
-      setBits: this.options.setBits,
-      masks: this.options.masks,
-      defaultAction: this.options.defaultAction,
-      malformed: this.options.malformed,
-    };
+      this.options,
+    );
     referenceCounts.set(tables, this.refs);
     return tables;
   }

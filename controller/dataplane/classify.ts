@@ -123,7 +123,7 @@ export interface ClassifierTables {
 }
 
 /** A getter of the views of each class's image in `images`, made on first use. */
-export function lazyVectors(images: Uint8Array): () => Uint8Array[] {
+function lazyVectors(images: Uint8Array): () => Uint8Array[] {
   let vectors: Uint8Array[] | undefined;
   return () =>
     (vectors ??= Array.from({ length: images.length / SL_VEC_BYTES }, (_, cls) =>
@@ -525,28 +525,43 @@ export function compileClassifier(
   });
   const filterCls = pool.intern(filterVec);
 
-  const vectorImages = pool.images();
-  const vectors = lazyVectors(vectorImages);
+  return classifierTables(
+    {
+      nrules,
+      dims,
+      absent,
+      vectorImages: pool.images(),
+      pfx4,
+      pfx6,
+      setcls,
+      proto,
+      ports,
+      icmp,
+      vlan,
+      flags,
+      filterCls,
+      hasFilters: filters.length > 0,
+      positions,
+      filters,
+    },
+    options,
+  );
+}
+
+/**
+ * Tables of `parts` compiled with `options`: with the per-class views of their vector images made
+ * on first use, and the options' set bits, masks and actions (what an extension must match).
+ */
+export function classifierTables(
+  parts: Omit<ClassifierTables, 'vectors' | 'setBits' | 'masks' | 'defaultAction' | 'malformed'>,
+  options: ClassifyOptions,
+): ClassifierTables {
+  const vectors = lazyVectors(parts.vectorImages);
   return {
-    nrules,
-    dims,
-    absent,
-    vectorImages,
+    ...parts,
     get vectors(): Uint8Array[] {
       return vectors();
     },
-    pfx4,
-    pfx6,
-    setcls,
-    proto,
-    ports,
-    icmp,
-    vlan,
-    flags,
-    filterCls,
-    hasFilters: filters.length > 0,
-    positions,
-    filters,
     setBits: options.setBits,
     masks: options.masks,
     defaultAction: options.defaultAction,
