@@ -852,9 +852,17 @@ static __always_inline int lb_pick(const union lb_fkey *k, __u8 family, const st
 }
 
 /*
- * One token from this CPU's insert bucket (header, step 4): 1 if granted. *clock is the time,
- * read here (and left for the caller) when it is 0 and the bucket needs it.
+ * The time of this packet (bpf_ktime_get_coarse_ns), read into *now on first use (*now starts
+ * at 0): a packet that never needs it, a miss that inserts nothing, never reads the clock.
  */
+static __always_inline __u64 lb_clock(__u64 *now)
+{
+	if (!*now)
+		*now = bpf_ktime_get_coarse_ns();
+	return *now;
+}
+
+/* One token from this CPU's insert bucket (header, step 4): 1 if granted. clock: lb_clock's. */
 static __always_inline int lb_insert_allowed(const struct lb_config *cfg, __u64 *clock)
 {
 	struct lb_bucket *b;
@@ -871,9 +879,7 @@ static __always_inline int lb_insert_allowed(const struct lb_config *cfg, __u64 
 	b = bpf_map_lookup_elem(&lb_insert_tb, &zero);
 	if (!b)
 		return 0;
-	if (!*clock)
-		*clock = bpf_ktime_get_coarse_ns();
-	now = *clock;
+	now = lb_clock(clock);
 	if (burst > LB_BURST_MAX)
 		burst = LB_BURST_MAX;
 	cap = burst * LB_NSEC;
@@ -983,11 +989,9 @@ static __always_inline int lb_choose(const struct lb_svc *svc, const struct lb_c
 {
 	__u32 flags = cfg->flags, tcp, syn, fin_rst;
 	struct lb_flow *f;
-	__u64 now;
+	__u64 now = 0;
 
 	ch->new_flow = 0;
-	/* the clock is read only where it is used: a miss that inserts nothing never reads it */
-	now = 0;
 	tcp = proto == SL_IPPROTO_TCP;
 	syn = (tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
 	fin_rst = tcp_flags & (LB_TCP_FIN | LB_TCP_RST);
@@ -997,7 +1001,7 @@ static __always_inline int lb_choose(const struct lb_svc *svc, const struct lb_c
 		__u32 id = f->backend;
 		struct lb_backend *be = bpf_map_lookup_elem(&lb_backends, &id);
 
-		now = bpf_ktime_get_coarse_ns();
+		lb_clock(&now);
 		if (be && (be->flags & LB_BE_ACTIVE) && !(syn && (be->flags & LB_BE_DOWN)) &&
 		    !lb_flow_expired(f, svc, cfg, tcp, now)) {
 			ch->be = be;
@@ -1030,8 +1034,7 @@ static __always_inline int lb_choose(const struct lb_svc *svc, const struct lb_c
 		lb_event(ev, LB_EV_INSERT_CAP);
 		return 0;
 	}
-	if (!now)
-		now = bpf_ktime_get_coarse_ns();
+	lb_clock(&now);
 	{
 		/* built here, not zeroed up front: a hit never needs it */
 		struct lb_flow entry = {
