@@ -4,7 +4,7 @@
 // What a replay builds. Each configuration (the candidate, and the running one when given) gets
 // its own instance under a private bpffs directory, /sys/fs/bpf/sl-replay-<random>/{candidate,
 // running}: its own shared set tries (SetStore opens them under the directory it is given, and
-// pipeline.o's sl_set4/sl_set6 are pinned there, so nothing is shared with a live instance or with
+// pipeline.o's set maps (sl_set4_*, sl_set6) are pinned there, so nothing is shared with a live instance or with
 // the other replay), and per attachment one pipeline object loaded as the real apply loads it
 // (Attachment.load), with the classifier tables, rules, limiters and filter bank writeRuleSet
 // writes. Nothing is attached: the pipeline's entry program (pipeline_xdp for "xdp", pipeline_tc

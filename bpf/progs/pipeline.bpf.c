@@ -98,8 +98,9 @@
  *
  * Maps (writer -> reader; "loader" is controller/dataplane, which writes a generation's half
  * of every per-generation table, then flips sl_ctl):
- *   sl_set4, sl_set6      shared by all attachments (pinned): set-membership u64 masks per
- *                         prefix; set store -> program (SSET/DSET dimensions)
+ *   sl_set4_*, sl_set6    shared by all attachments (pinned): set membership, IPv4 as
+ *                         ranges per /16, IPv6 as u64 masks per prefix (LPM); set store
+ *                         -> program (SSET/DSET dimensions)
  *   sl_pfx4, sl_pfx6      {gen, dim, address} prefix -> class; loader -> program
  *   sl_setcls             {gen, dim, mask} -> class; loader -> program
  *   sl_proto, sl_ports, sl_icmp, sl_vlan, sl_flags   index formula -> class; loader -> program
@@ -196,17 +197,41 @@
 
 /* ---- maps ---- */
 
-/* Set membership of IPv4 prefixes: key prefix, value u64 mask of the sets holding it.
- * Shared by every attachment (pinned); written by the set store, read by SSET/DSET. */
+/* Set membership of IPv4 addresses as ranges per /16 (pipeline.h, "IPv4 set membership"):
+ * shared by every attachment (pinned); written by the set store, read by SSET/DSET. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 4194304);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct sl_set4_key);
-	__type(value, __u64);
-} sl_set4 SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} sl_set4_dir SEC(".maps");
 
-/* The same for IPv6. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct sl_set4_small);
+} sl_set4_sm SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct sl_set4_big);
+} sl_set4_bg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct sl_set4_dense);
+} sl_set4_dn SEC(".maps");
+
+/* Set membership of IPv6 prefixes: key prefix, value u64 mask of the sets holding it.
+ * Shared by every attachment (pinned); written by the set store, read by SSET/DSET. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1048576);
@@ -878,36 +903,97 @@ static __always_inline __u32 sl_pfx6_class(__u32 gen, __u32 dim, const __u8 *add
 }
 
 /* SSET / DSET: {gen, dim, mask of the sets holding the address} -> class. */
-static __always_inline __u32 sl_setcls_class(__u32 gen, __u32 dim, const __u64 *mask,
-					     __u32 absent)
+static __always_inline __u32 sl_setcls_class(__u32 gen, __u32 dim, __u64 mask, __u32 absent)
 {
 	struct sl_setcls_key key;
 	__u32 *cls;
 
-	if (!mask || !*mask)
+	if (!mask)
 		return absent;
 	__builtin_memset(&key, 0, sizeof(key));
 	key.gen = gen;
 	key.dim = dim;
-	key.mask = *mask;
+	key.mask = mask;
 	cls = bpf_map_lookup_elem(&sl_setcls, &key);
 	return cls ? *cls : absent;
 }
 
+/*
+ * The mask of the last range of a block (n entries, a power of two, constant once inlined)
+ * starting at or before off: a search of fixed probes, the padding repeating the last range.
+ */
+static __always_inline __u32 sl_range_mask(const __u64 *e, const __u32 n, __u32 off)
+{
+	__u32 pos = 0;
+
+#pragma unroll
+	for (__u32 step = n / 2; step; step >>= 1)
+		if ((__u32)(e[(pos + step) & (n - 1)] >> 32) <= off)
+			pos += step;
+	return (__u32)e[pos & (n - 1)];
+}
+
+/* The page of a dense /16 holding off: the last whose first start is at or before it. */
+static __always_inline __u32 sl_dense_page(const struct sl_set4_dense *d, __u32 off)
+{
+	__u32 pos = 0;
+
+#pragma unroll
+	for (__u32 step = SL_SET4_PAGES / 2; step; step >>= 1)
+		if (d->first[(pos + step) & (SL_SET4_PAGES - 1)] <= off)
+			pos += step;
+	return pos < d->pages ? pos : (__u32)d->pages - 1;
+}
+
+/* The mask of the sets holding IPv4 address a (host order; pipeline.h, "IPv4 set
+ * membership"). A call of its own: inlined, its key and spills would grow sl_classify's
+ * frame past the verifier's 512 bytes for the chain through the bpf_loop callback. */
+static __noinline __u32 sl_set4_mask(__u32 a)
+{
+	__u32 hi = a >> 16, off = a & 0xffff;
+	const struct sl_set4_small *sb;
+	const struct sl_set4_big *bb;
+	const struct sl_set4_dense *d;
+	__u32 key = hi, *kind;
+
+	kind = bpf_map_lookup_elem(&sl_set4_dir, &key);
+	if (!kind)
+		return 0;
+	switch (*kind) {
+	case SL_SET4_SMALL:
+		sb = bpf_map_lookup_elem(&sl_set4_sm, &key);
+		return sb ? sl_range_mask(sb->e, SL_SET4_SMALL_N, off) : 0;
+	case SL_SET4_BIG:
+		bb = bpf_map_lookup_elem(&sl_set4_bg, &key);
+		return bb ? sl_range_mask(bb->e, SL_SET4_BIG_N, off) : 0;
+	case SL_SET4_DENSE:
+		d = bpf_map_lookup_elem(&sl_set4_dn, &key);
+		if (!d)
+			return 0;
+		key = SL_SET4_PAGE | (__u32)(d->bank & 1) << SL_SET4_BANK_SHIFT | hi << 8 |
+		      (sl_dense_page(d, off) & (SL_SET4_PAGES - 1));
+		bb = bpf_map_lookup_elem(&sl_set4_bg, &key);
+		return bb ? sl_range_mask(bb->e, SL_SET4_BIG_N, off) : 0;
+	default:
+		return 0;
+	}
+}
+
 static __always_inline __u32 sl_set4_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)
 {
-	struct sl_set4_key key = { .prefixlen = 32 };
+	__u32 a = ((__u32)addr[0] << 24) | ((__u32)addr[1] << 16) | ((__u32)addr[2] << 8) | addr[3];
 
-	__builtin_memcpy(key.addr, addr, 4);
-	return sl_setcls_class(gen, dim, bpf_map_lookup_elem(&sl_set4, &key), absent);
+	return sl_setcls_class(gen, dim, sl_set4_mask(a), absent);
 }
 
 static __always_inline __u32 sl_set6_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)
 {
 	struct sl_set6_key key = { .prefixlen = 128 };
+	__u64 *mask;
 
 	__builtin_memcpy(key.addr, addr, 16);
-	return sl_setcls_class(gen, dim, bpf_map_lookup_elem(&sl_set6, &key), absent);
+	mask = bpf_map_lookup_elem(&sl_set6, &key);
+	return sl_setcls_class(gen, dim, mask ? *mask : 0, absent);
 }
 
 /* The class in a flat per-generation array at base + slot, or absent. */

@@ -86,13 +86,12 @@ export const SIZE = {
   srcKey: 24,
   pfx4Key: 12, // padded to the u32 prefixlen's alignment
   pfx6Key: 24,
-  set4Key: 8,
+  set4Small: 64,
+  set4Big: 512,
+  set4Dense: 516,
   set6Key: 20,
   setclsKey: 16,
 } as const;
-
-/** Map names of pipeline.bpf.c, by role. */
-export const SHARED_MAPS = ['sl_set4', 'sl_set6'] as const;
 
 export type Gen = 0 | 1;
 
@@ -189,7 +188,7 @@ export function encodePfxKey(gen: Gen, dim: number, addr: Uint8Array, len: numbe
   return b;
 }
 
-/** struct sl_set4_key / sl_set6_key */
+/** struct sl_set6_key (and an IPv4 prefix's trie key, as FamilyIndex encodes its changes) */
 export function encodeSetKey(addr: Uint8Array, len: number): Buffer {
   const b = Buffer.alloc(4 + addr.length);
   b.writeUInt32LE(len, 0);
@@ -206,7 +205,7 @@ export function encodeSetclsKey(gen: Gen, dim: number, mask: bigint): Buffer {
   return b;
 }
 
-/** A u64 mask value (sl_set4/sl_set6). */
+/** A u64 mask value (sl_set6). */
 export function encodeMask(mask: bigint): Buffer {
   const b = Buffer.alloc(8);
   b.writeBigUInt64LE(BigInt.asUintN(64, mask));

@@ -149,7 +149,8 @@ export class SetInvalidError extends DataplaneError {
 SetInvalidError.prototype.name = 'SetInvalidError';
 
 /** What a LimitExceededError counts. */
-export type LimitedResource = 'rules' | 'sets' | 'classes' | 'filters' | 'limiters' | 'redirects';
+export type LimitedResource =
+  'rules' | 'sets' | 'set-ranges' | 'classes' | 'filters' | 'limiters' | 'redirects';
 
 /** More of something than the pipeline holds: `limit` is the most, `count` what was asked for. */
 export class LimitExceededError extends DataplaneError {

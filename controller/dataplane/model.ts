@@ -1349,7 +1349,7 @@ export function assignSetBits(
   return out;
 }
 
-/** One entry of the shared set tries (sl_set4 / sl_set6): a prefix and the sets holding it. */
+/** One prefix of the shared set maps and the sets holding it. */
 export interface SetEntry {
   addr: Uint8Array;
   len: number;

@@ -1,9 +1,10 @@
-// Prefix-set membership as the shared LPM tries hold it: per prefix, the sets of every prefix that contains it.
+// Prefix-set membership: per prefix, the sets of every prefix that contains it.
 //
-// The kernel keeps one LPM trie per address family (sl_set4, sl_set6) whose value is a mask of the
-// sets an address is in. A longest-prefix lookup returns only the most specific prefix, so when a /8
-// of set A holds a /24 of set B, the /24's value must be A|B: each entry's value is the OR of the
-// "own" masks of all its ancestors and itself.
+// The kernel keeps an LPM trie for IPv6 (sl_set6) whose value is a mask of the sets an address is
+// in. A longest-prefix lookup returns only the most specific prefix, so when a /8 of set A holds a
+// /24 of set B, the /24's value must be A|B: each entry's value is the OR of the "own" masks of all
+// its ancestors and itself. IPv4 is held as ranges per /16 (set4-blocks.ts), which ranges()
+// computes from the same values; the IPv4 changes ("trie batches") say which /16s to rewrite.
 //
 // Representation: one sorted array of keys with two parallel arrays, own mask and kernel value. Keys
 // sort as (address, length), which puts a prefix right before everything inside it, so
@@ -29,6 +30,9 @@ export interface TrieBatch {
   deleteKeys: Buffer;
   deletes: number;
 }
+
+/** Addresses in an IPv4 prefix, by length. */
+const SIZE4 = Array.from({ length: 33 }, (_, len) => 2 ** (32 - len));
 
 /** Changes past this many prefixes merge and recompute in one sweep instead of walking each. */
 const SWEEP_THRESHOLD = 4096;
@@ -164,6 +168,77 @@ export class FamilyIndex {
       if (i >= 0 && this.#value[i] !== 0) return this.#value[i];
     }
     return 0;
+  }
+
+  /**
+   * IPv4: the masks over the addresses [lo, hi) as ranges (hi up to 2^32): starts[0..n) ascends
+   * from lo, and masks[i] holds from starts[i] up to the next start (or hi); neighbours differ.
+   * One sweep over the keys inside, with a stack of the prefixes enclosing the address reached.
+   */
+  ranges(lo: number, hi: number): { starts: Float64Array; masks: Uint32Array; n: number } {
+    if (this.family !== 4) throw new Error('FamilyIndex.ranges: IPv4 only');
+    const keys = this.#keys as Float64Array;
+    const value = this.#value;
+    let first = this.#find(lo * 64);
+    if (first < 0) first = -first - 1;
+    let last = this.#find(hi * 64);
+    if (last < 0) last = -last - 1;
+    // each prefix opens one range and closes one
+    const starts = new Float64Array(2 * (last - first) + 1);
+    const masks = new Uint32Array(starts.length);
+    const ends = new Float64Array(34);
+    const vals = new Uint32Array(34);
+    let depth = 0;
+    // The prefixes that start before lo and hold it, outermost first (those starting at lo or
+    // later come in the sweep).
+    for (let len = 0; len <= 32; len++) {
+      const size = SIZE4[len];
+      const base = Math.floor(lo / size) * size;
+      if (base === lo) break;
+      const i = this.#find(base * 64 + len);
+      if (i >= 0 && value[i] !== 0) {
+        ends[depth] = base + size;
+        vals[depth++] = value[i];
+      }
+    }
+    starts[0] = lo;
+    masks[0] = depth > 0 ? vals[depth - 1] : 0;
+    let n = 1;
+    let i = first;
+    while (i < last && value[i] === 0) i++;
+    // Events in address order: a prefix on the stack ends (its parent's mask resumes), or the
+    // next key starts (its mask, pushed). Equal starts overwrite; a range equal to the one
+    // before it merges into it.
+    for (;;) {
+      let next = hi;
+      let len = -1;
+      if (i < last) {
+        // floor and multiply, not %: a float remainder is a library call in V8
+        next = Math.floor(keys[i] / 64);
+        len = keys[i] - next * 64;
+      }
+      let at: number;
+      let mask: number;
+      if (depth > 0 && ends[depth - 1] <= next && ends[depth - 1] < hi) {
+        at = ends[--depth];
+        mask = depth > 0 ? vals[depth - 1] : 0;
+      } else if (len >= 0) {
+        at = next;
+        mask = value[i];
+        ends[depth] = at + SIZE4[len];
+        vals[depth++] = mask;
+        do i++;
+        while (i < last && value[i] === 0);
+      } else break;
+      if (starts[n - 1] === at) {
+        masks[n - 1] = mask;
+        if (n > 1 && masks[n - 2] === mask) n--;
+      } else if (masks[n - 1] !== mask) {
+        starts[n] = at;
+        masks[n++] = mask;
+      }
+    }
+    return { starts, masks, n };
   }
 
   /**

@@ -1,16 +1,19 @@
-// The shared prefix-set maps (sl_set4, sl_set6): created once per instance, pinned, adopted on restart.
+// The shared prefix-set maps (IPv4 ranges, the IPv6 trie): created once per instance, pinned,
+// adopted on restart.
 import { join } from 'node:path';
 
-import type { BpfMap } from '../../bpf/index.js';
+import { isPinned, unpin, type BpfMap } from '../../bpf/index.js';
 import { SL_MAX_CLASSES, SL_MAX_SETS, u32 } from './abi.js';
 import { LimitExceededError } from './errors.js';
 import { decodeName, encodeName, openNameTable, openOrCreateMap } from './name-table.js';
 import { FamilyIndex, formatKey, type TrieBatch } from './prefix-index.js';
 import type { PrefixKeys } from './prefix-keys.js';
+import { markTouched, Set4Blocks, SET4_PINS, type Set4Writes } from './set4-blocks.js';
 
-/** Capacity of the shared tries (max_entries; LPM tries allocate per entry, so this is only a cap). */
-export const SET4_CAPACITY = 4_194_304;
+/** Capacity of the IPv6 trie (max_entries; LPM tries allocate per entry, so this is only a cap). */
 export const SET6_CAPACITY = 1_048_576;
+/** The IPv4 trie of earlier builds, which the range maps replace: unpinned when found. */
+const LEGACY_SET4 = 'sl_set4';
 const LPM_NO_PREALLOC = 1; // BPF_F_NO_PREALLOC
 const BATCH = 65536;
 /** sl_set_masks holds one value: a count, then that many u32 masks. */
@@ -47,9 +50,16 @@ export class SetStore {
   #loaded = false;
   /** The masks the tries hold while they are not read back, from sl_set_masks. */
   #pinnedMasks: number[] = [];
+  /**
+   * False while the IPv4 ranges hold what an earlier process wrote and the index does not know:
+   * the next flush rewrites every /16. Until then, the masks they hold (once read back).
+   */
+  #v4Synced = true;
+  #v4KernelMasks = new Set<number>();
+  #v4Unknown = false;
 
   private constructor(
-    readonly set4: BpfMap,
+    readonly set4: Set4Blocks,
     readonly set6: BpfMap,
     readonly names: BpfMap,
     /** Per set bit, the fingerprint of the text last loaded whole; '' while unknown. */
@@ -58,18 +68,13 @@ export class SetStore {
   ) {}
 
   /** Paths of the pins this store owns, relative to the instance directory. */
-  static readonly pins = ['sl_set4', 'sl_set6', 'sl_set_names', 'sl_set_fp', 'sl_set_masks'];
+  static readonly pins = [...SET4_PINS, 'sl_set6', 'sl_set_names', 'sl_set_fp', 'sl_set_masks'];
 
   /** Opens the pinned maps under `dir`, or creates and pins them; reads back what they hold. */
   static async open(dir: string): Promise<SetStore> {
-    const set4 = openOrCreateMap(join(dir, 'sl_set4'), {
-      type: 'lpm_trie',
-      keySize: 8,
-      valueSize: 8,
-      maxEntries: SET4_CAPACITY,
-      flags: LPM_NO_PREALLOC,
-      name: 'sl_set4',
-    });
+    const set4 = await Set4Blocks.open(dir);
+    // An earlier build's IPv4 trie: its pipelines keep it while they run; nothing writes it now.
+    if (isPinned(join(dir, LEGACY_SET4))) unpin(join(dir, LEGACY_SET4));
     const set6 = openOrCreateMap(join(dir, 'sl_set6'), {
       type: 'lpm_trie',
       keySize: 20,
@@ -93,6 +98,10 @@ export class SetStore {
       if (name) store.#bits.set(name, bit);
     }
     store.#adopted = store.#bits.size > 0;
+    store.#v4Synced = !set4.occupied;
+    // Ranges created here for sets an earlier build named: what they hold is unknown, so no
+    // recorded state may stand for it (the first apply loads every set).
+    store.#v4Unknown = set4.created && store.#bits.size > 0;
     // With no sets named there is nothing worth deferring: read back now (the tries are empty,
     // or hold leftovers of a crash that the next load must sweep).
     if (!store.#adopted) await store.load();
@@ -110,6 +119,7 @@ export class SetStore {
    * Null when anything is unknown (a load was interrupted, or a set was changed incrementally).
    */
   pinnedState(): PinnedSetState | null {
+    if (this.#v4Unknown) return null;
     const fingerprints = new Map<string, string>();
     for (const [name, bit] of this.#bits) {
       const fp = decodeName(this.fingerprints.lookup(u32(bit)));
@@ -168,7 +178,7 @@ export class SetStore {
   /** Distinct membership masks the tries hold: the classifiers need a class for each. */
   masks(): number[] {
     if (!this.#loaded) return [...this.#pinnedMasks];
-    return [...new Set([...this.v4.masks(), ...this.v6.masks()])];
+    return [...new Set([...this.v4.masks(), ...this.v6.masks(), ...this.#v4KernelMasks])];
   }
 
   /** Names of the sets that exist. */
@@ -260,8 +270,9 @@ export class SetStore {
   }
 
   /**
-   * Writes planned changes to the kernel tries, the two families side by side (each trie has its
-   * own lock). Returns how many entries changed.
+   * Writes planned changes to the kernel: the IPv4 ranges of every /16 the changes touched (all of
+   * them after an adoption), and the IPv6 trie, side by side. Returns how many prefix entries
+   * changed.
    */
   async flush(pending: PendingWrites): Promise<number> {
     const write = async (map: BpfMap, batches: readonly TrieBatch[]): Promise<number> => {
@@ -269,8 +280,31 @@ export class SetStore {
       for (const batch of batches) n += await writeTrie(map, batch);
       return n;
     };
-    const [v4, v6] = await settled([write(this.set4, pending.v4), write(this.set6, pending.v6)]);
-    return v4 + v6;
+    // The IPv6 trie's inserts run on a worker while this thread works out the IPv4 ranges.
+    const v6 = write(this.set6, pending.v6);
+    let ranges: Set4Writes | undefined;
+    try {
+      if (this.#v4Synced) {
+        const dirty = new Uint8Array(65536);
+        for (const batch of pending.v4) markTouched(batch, dirty);
+        ranges = this.set4.plan(this.v4, dirty);
+      } else if (this.#loaded) {
+        // the index holds the whole desired state (planReplaceAll ran): every /16 from it
+        ranges = this.set4.plan(this.v4, 'all');
+        this.#v4Synced = true;
+        this.#v4KernelMasks.clear();
+      }
+      // else the ranges hold what the pins recorded, and the index knows nothing yet: left alone
+    } catch (error) {
+      await settled([v6]).catch(() => undefined);
+      throw error;
+    }
+    if (ranges) this.#v4Unknown = false;
+    const [, n6] = await settled([ranges ? this.set4.write(ranges) : Promise.resolve(0), v6]);
+    // IPv4 counts prefixes, as IPv6 does: how many /16s that rewrote is the ranges' business
+    let v4 = 0;
+    for (const batch of pending.v4) v4 += batch.updates + batch.deletes;
+    return v4 + n6;
   }
 
   /** Closes the map handles (the pins stay). */
@@ -283,14 +317,14 @@ export class SetStore {
   }
 
   async #readBack(): Promise<void> {
-    // Values are what the kernel holds; own masks come with the next planReplaceAll().
-    for (const [family, map] of [
-      [this.v4, this.set4],
-      [this.v6, this.set6],
-    ] as const) {
-      const batch = await map.lookupBatch();
-      family.seedValues(batch);
-      if (batch.count > 0) this.#adopted = true;
+    // Values are what the kernel holds; own masks come with the next planReplaceAll(). The IPv4
+    // ranges cannot give their prefixes back: the next flush rewrites them from the index.
+    const batch = await this.set6.lookupBatch();
+    this.v6.seedValues(batch);
+    if (batch.count > 0) this.#adopted = true;
+    if (!this.#v4Synced) {
+      this.#v4KernelMasks = await this.set4.heldMasks();
+      this.#adopted = true;
     }
     if (this.#bits.size > 0) this.#adopted = true;
   }

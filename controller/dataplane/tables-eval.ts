@@ -142,7 +142,7 @@ function bitsOf(words: Uint32Array): number[] {
  * Decides one frame from the tables alone, as pipeline.bpf.c does: malformed and truncated frames
  * take `tables.malformed`; otherwise one lookup per dimension, the AND of the vectors of the
  * dimensions in `tables.dims`, then the candidates lowest first with the step rule of decide().
- * `setMask` gives what sl_set4 / sl_set6 hold for an address; `filterMatch` is the filter bank
+ * `setMask` gives what the set maps (sl_set4_*, sl_set6) hold for an address; `filterMatch` is the filter bank
  * (default: `defaultFilterMatch`). Throws when the tables break pipeline.h's invariants (a vector
  * image whose summary disagrees with its words, no /0 prefix entry).
  */

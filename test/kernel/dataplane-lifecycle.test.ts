@@ -81,7 +81,8 @@ await describeKernel('the data plane', () => {
     const base = `${dir}/att/${net.right.device}@xdp`;
     expect(existsSync(`${base}/link`)).toBe(true);
     expect(existsSync(`${base}/sl_rules`)).toBe(true);
-    expect(existsSync(`${dir}/sl_set4`)).toBe(true);
+    expect(existsSync(`${dir}/sl_set4_dir`)).toBe(true);
+    expect(existsSync(`${dir}/sl_set6`)).toBe(true);
   });
 
   it('flips to a new generation on a change and keeps the counters of rules that stay', async () => {

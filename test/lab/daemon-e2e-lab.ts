@@ -17,6 +17,7 @@ import {
   u32,
 } from '../../controller/dataplane/abi.js';
 import { parsePrefix } from '../../controller/dataplane/model.js';
+import { openPinnedSet4, set4MaskOf } from '../../controller/dataplane/set4-blocks.js';
 import { decodeName } from '../../controller/dataplane/name-table.js';
 import { LabDaemon, type ApiResponse } from '../../netns-lab/daemon.js';
 import { run } from '../../netns-lab/exec.js';
@@ -84,17 +85,40 @@ export function pinnedSetNames(pinDir: string): string[] {
 }
 
 /**
- * Whether the pinned set trie (sl_set4 or sl_set6, by family) puts `prefix` in set `name`: a
- * longest-prefix lookup of the prefix itself, and the set's bit in the u64 mask it finds.
+ * Whether the pinned set maps put `prefix` in set `name`: for IPv6 a longest-prefix lookup of the
+ * prefix itself in sl_set6, for IPv4 the ranges at the prefix's first address (sl_set4_*); then
+ * the set's bit in the mask found.
  */
 export function pinnedSetHas(pinDir: string, name: string, prefix: string): boolean {
   const bit = pinnedSetNames(pinDir).indexOf(name);
   if (bit < 0) return false;
   const p = parsePrefix(prefix);
-  const value = withPinnedMap(join(pinDir, p.family === 4 ? 'sl_set4' : 'sl_set6'), (trie) =>
+  if (p.family === 4) {
+    const maps = openPinnedSet4(pinDir);
+    try {
+      return ((set4MaskOf(maps, p.addr) >>> bit) & 1) === 1;
+    } finally {
+      maps.close();
+    }
+  }
+  const value = withPinnedMap(join(pinDir, 'sl_set6'), (trie) =>
     trie.lookup(encodeSetKey(p.addr, p.len)),
   );
   return value !== null && ((value.readBigUInt64LE(0) >> BigInt(bit)) & 1n) === 1n;
+}
+
+/** The /16s the IPv4 range maps use (dir entries not NONE) plus their blocks, nodes and pages. */
+async function set4Entries(pinDir: string): Promise<number> {
+  const maps = openPinnedSet4(pinDir);
+  try {
+    const dir = await maps.dir.lookupBatch();
+    let n = 0;
+    for (let i = 0; i < dir.count; i++) if (dir.values.readUInt32LE(4 * i) !== 0) n++;
+    for (const map of [maps.small, maps.big, maps.dense]) n += (await map.lookupBatch()).count;
+    return n;
+  } finally {
+    maps.close();
+  }
 }
 
 /** The ids in a pinned name table (rule or limiter ids of an attachment), sorted. */
@@ -235,6 +259,7 @@ export async function programName(id: number): Promise<string | null> {
 
 /** Everything of the data plane a refused request must leave as it was. */
 export interface KernelSnapshot {
+  /** Entries of the IPv4 range maps: /16s in use, and their blocks and pages. */
   set4: number;
   set6: number;
   setNames: string[];
@@ -260,7 +285,7 @@ export async function kernelSnapshot(pinDir: string, netns: string): Promise<Ker
     };
   }
   return {
-    set4: countKeys(join(pinDir, 'sl_set4')),
+    set4: await set4Entries(pinDir),
     set6: countKeys(join(pinDir, 'sl_set6')),
     setNames: pinnedSetNames(pinDir),
     attachments,

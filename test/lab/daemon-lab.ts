@@ -6,14 +6,9 @@ import { join } from 'node:path';
 import { Agent, request } from 'undici';
 
 import { openPinned, type BpfMap } from '../../bpf/index.js';
-import {
-  SL_MAX_SETS,
-  SL_VERDICTS,
-  encodeSetKey,
-  sumU64,
-  u32,
-} from '../../controller/dataplane/abi.js';
+import { SL_MAX_SETS, SL_VERDICTS, sumU64, u32 } from '../../controller/dataplane/abi.js';
 import { decodeName } from '../../controller/dataplane/name-table.js';
+import { openPinnedSet4, set4MaskOf } from '../../controller/dataplane/set4-blocks.js';
 import type { LabDaemon } from '../../netns-lab/daemon.js';
 import { run } from '../../netns-lab/exec.js';
 import type { Lab } from '../../netns-lab/lab.js';
@@ -111,12 +106,12 @@ export function pinnedRuleSlots(pinDir: string, device: string, hook = 'xdp'): M
 }
 
 /**
- * Membership in the pinned IPv4 set trie (sl_set4) of one set: a longest-prefix lookup of an
- * address, and the set's bit (from sl_set_names) in the mask it finds. Holds the maps open, for
+ * Membership in the pinned IPv4 set ranges (sl_set4_*) of one set: the mask at an address, read
+ * as the pipeline reads it, and the set's bit (from sl_set_names). Holds the maps open, for
  * polling while the daemon writes; close() when done.
  */
 export class PinnedSetProbe {
-  readonly #trie: BpfMap;
+  readonly #maps: ReturnType<typeof openPinnedSet4>;
   readonly #bit: number;
 
   constructor(pinDir: string, name: string) {
@@ -124,17 +119,13 @@ export class PinnedSetProbe {
       for (let b = 0; b < SL_MAX_SETS; b++) if (decodeName(names.lookup(u32(b))) === name) return b;
       return -1;
     });
-    const pinned = openPinned(join(pinDir, 'sl_set4'));
-    if (pinned.kind !== 'map') throw new Error(`"${pinDir}/sl_set4" pins a ${pinned.kind}`);
-    this.#trie = pinned.map;
+    this.#maps = openPinnedSet4(pinDir);
   }
 
   has(address: string): boolean {
     if (this.#bit < 0) return false;
-    const value = this.#trie.lookup(
-      encodeSetKey(Uint8Array.from(address.split('.').map(Number)), 32),
-    );
-    return value !== null && ((value.readUInt32LE(0) >>> this.#bit) & 1) === 1;
+    const mask = set4MaskOf(this.#maps, Uint8Array.from(address.split('.').map(Number)));
+    return ((mask >>> this.#bit) & 1) === 1;
   }
 
   /** How many of `addresses` the set holds. */
@@ -143,7 +134,7 @@ export class PinnedSetProbe {
   }
 
   close(): void {
-    this.#trie.close();
+    this.#maps.close();
   }
 }
 

@@ -7,7 +7,8 @@
  * One object is loaded per attachment (device x hook). Its maps fall in three groups:
  *
  *  - shared by every attachment of one sluice instance (pinned once, reused by
- *    libbpf at load): sl_set4, sl_set6 — prefix-set membership;
+ *    libbpf at load): sl_set4_dir, sl_set4_sm, sl_set4_bg, sl_set4_dn (IPv4) and
+ *    sl_set6 (IPv6) — prefix-set membership;
  *  - classification tables, two generations side by side: the program reads
  *    sl_ctl[0].gen once per packet and uses only that generation's half of every
  *    table, so the loader writes the other half and then flips one u32;
@@ -27,9 +28,10 @@
  * The per-dimension lookups:
  *   SL_DIM_SRC, SL_DIM_DST   sl_pfx4 / sl_pfx6 (LPM; key gen, dim, address;
  *                            a /0 entry per gen, dim and family always exists)
- *   SL_DIM_SSET, SL_DIM_DSET sl_set4 / sl_set6 (LPM, shared) give a u64 mask of
- *                            sets holding the address; sl_setcls (hash; gen,
- *                            dim, mask) gives the class; no entry → absent
+ *   SL_DIM_SSET, SL_DIM_DSET the shared set maps give the mask of the sets holding
+ *                            the address (IPv4: the range blocks below; IPv6:
+ *                            sl_set6, LPM); sl_setcls (hash; gen, dim, mask)
+ *                            gives the class; mask 0 or no entry → absent
  *   SL_DIM_PROTO             sl_proto[gen * 512 + proto]; 256 = not IP
  *   SL_DIM_SPORT, SL_DIM_DPORT sl_ports[(gen * 2 + (dim == DPORT)) * 65536 + port]
  *   SL_DIM_ICMP              sl_icmp[(gen * 2 + is_icmpv6) * 65536 + type * 256 + code]
@@ -48,7 +50,7 @@
  * counted before the tail call, so a packet is counted once.
  *
  * Map names (pipeline.bpf.c defines them; all BTF-defined, 15 characters at most):
- *   shared      sl_set4 sl_set6
+ *   shared      sl_set4_dir sl_set4_sm sl_set4_bg sl_set4_dn sl_set6
  *   per gen     sl_gen sl_pfx4 sl_pfx6 sl_setcls sl_proto sl_ports sl_icmp sl_vlan
  *               sl_flags sl_vecs sl_rules (see the index formulas above)
  *   control     sl_ctl[1], sl_limiters[SL_MAX_LIMITERS], sl_tx (devmap, SL_MAX_REDIRECTS),
@@ -236,9 +238,51 @@ struct sl_pfx6_key {
 	__u8 addr[16];
 };
 
-struct sl_set4_key {
-	__u32 prefixlen;
-	__u8 addr[4];
+/*
+ * IPv4 set membership as ranges (controller/dataplane/set4-blocks.ts writes them). The
+ * address space is cut at /16: within one, the sets an address is in change only at a
+ * few addresses, so a /16 is a sorted list of (start, mask) ranges, start being the low 16
+ * bits of the first address. The lookup is the same few loads for a set of 10 prefixes
+ * or of millions, where an LPM trie walks one node per bit the keys share.
+ *
+ *   sl_set4_dir[addr >> 16]  (array, u32) the /16's representation:
+ *     SL_SET4_NONE   no set holds any address of it;
+ *     SL_SET4_SMALL  at most SL_SET4_SMALL_N ranges: sl_set4_sm[addr >> 16];
+ *     SL_SET4_BIG    at most SL_SET4_BIG_N ranges: sl_set4_bg[addr >> 16];
+ *     SL_SET4_DENSE  more: sl_set4_dn[addr >> 16] lists the first start of each page
+ *                    of SL_SET4_BIG_N ranges, the page is sl_set4_bg[SL_SET4_PAGE |
+ *                    bank << SL_SET4_BANK_SHIFT | (addr >> 16) << 8 | page]; a rewrite
+ *                    fills the other bank, then replaces the node.
+ *   A block's unused entries repeat its last range, so the search probes a fixed count.
+ *
+ * Writes are ordered so that no packet sees half a change: a block is written (a hash
+ * update replaces a value whole) before the dir entry that names it, and a block is
+ * deleted only after no dir entry or dense node names it. A dir entry changes one byte.
+ */
+#define SL_SET4_NONE 0
+#define SL_SET4_SMALL 1
+#define SL_SET4_BIG 2
+#define SL_SET4_DENSE 3
+#define SL_SET4_SMALL_N 8
+#define SL_SET4_BIG_N 64
+#define SL_SET4_PAGES 256 /* pages of a dense /16: 16,384 ranges */
+#define SL_SET4_PAGE (1U << 24) /* key flag of a dense /16's page */
+#define SL_SET4_BANK_SHIFT 25
+
+/* sl_set4_sm / sl_set4_bg value: entry = start << 32 | mask, sorted by start, e[0] starts at 0 */
+struct sl_set4_small {
+	__u64 e[SL_SET4_SMALL_N];
+};
+
+struct sl_set4_big {
+	__u64 e[SL_SET4_BIG_N];
+};
+
+/* sl_set4_dn value: the first start of each page; unused ones repeat the last */
+struct sl_set4_dense {
+	__u16 pages; /* 1 to SL_SET4_PAGES */
+	__u16 bank; /* 0 or 1 */
+	__u16 first[SL_SET4_PAGES];
 };
 
 struct sl_set6_key {

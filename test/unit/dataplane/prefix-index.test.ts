@@ -119,4 +119,45 @@ describe('prefix-set membership', () => {
       }
     }
   });
+
+  it('cuts any window of the IPv4 space into ranges of one membership each, as brute force sees it', () => {
+    const rng = new Prng(11);
+    const index = new FamilyIndex(4);
+    const lists = new Map<number, PrefixBytes[]>();
+    for (let bit = 0; bit < 3; bit++) {
+      const list = Array.from({ length: 60 }, () => {
+        const len = [0, 8, 14, 16, 17, 23, 24, 30, 32][rng.int(9)];
+        const m = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+        const x = (((10 << 24) | (rng.int(4) << 16) | (rng.int(4) << 8) | rng.int(256)) & m) >>> 0;
+        return {
+          family: 4 as const,
+          addr: Uint8Array.of(x >>> 24, (x >>> 16) & 255, (x >>> 8) & 255, x & 255),
+          len,
+        };
+      });
+      lists.set(bit, list);
+      index.change(list, bit, true);
+    }
+    const bytes = (a: number): Uint8Array =>
+      Uint8Array.of(a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255);
+    const windows: [number, number][] = [
+      [0, 2 ** 32],
+      [10 * 2 ** 24, 11 * 2 ** 24],
+      [(10 * 256 + 1) * 65536, (10 * 256 + 3) * 65536],
+      [(10 * 256 + 2) * 65536 + 77, (10 * 256 + 2) * 65536 + 300],
+    ];
+    for (const [lo, hi] of windows) {
+      const { starts, masks, n } = index.ranges(lo, hi);
+      expect(starts[0]).toBe(lo);
+      for (let i = 0; i < n; i++) {
+        const end = i + 1 < n ? starts[i + 1] : hi;
+        expect(end).toBeGreaterThan(starts[i]);
+        if (i > 0) expect(masks[i]).not.toBe(masks[i - 1]);
+        // both ends of the range, and a point inside
+        for (const a of [starts[i], end - 1, starts[i] + rng.int(end - starts[i])]) {
+          expect(masks[i]).toBe(brute(lists, bytes(a)));
+        }
+      }
+    }
+  });
 });

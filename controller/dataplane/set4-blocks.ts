@@ -1,0 +1,441 @@
+// IPv4 set membership as the pipeline searches it: per /16, the sorted ranges over which the sets
+// holding an address stay the same (bpf/progs/include/pipeline.h, "IPv4 set membership").
+//
+// A longest-prefix trie costs one node per bit its keys share: about 90 ns per lookup at a million
+// prefixes against 15 at ten (bench pipeline-cost). A /16's ranges cost one array load, one hash
+// lookup and six probes, whatever the set's size. The ranges follow from the membership index
+// (FamilyIndex.ranges) after each change, for the /16s the change touched; a /16 is rewritten as a
+// whole and published by one write, in the order pipeline.h gives, so no packet sees half of it.
+import { join } from 'node:path';
+
+import { isPinned, openPinned, type BpfMap } from '../../bpf/index.js';
+import { u32 } from './abi.js';
+import { LimitExceededError } from './errors.js';
+import { openOrCreateMap } from './name-table.js';
+import type { FamilyIndex, TrieBatch } from './prefix-index.js';
+
+/** FamilyIndex.ranges: starts and masks of n ranges. */
+type Ranges = ReturnType<FamilyIndex['ranges']>;
+
+export const SET4_NONE = 0;
+export const SET4_SMALL = 1;
+export const SET4_BIG = 2;
+export const SET4_DENSE = 3;
+const SMALL_N = 8;
+const BIG_N = 64;
+const PAGES = 256;
+const PAGE = 1 << 24;
+const BANK_SHIFT = 25;
+const BLOCKS = 65536;
+/** max_entries of sl_set4_bg (pipeline.bpf.c): the BIG /16s and every dense /16's pages. */
+export const SET4_BIG_CAPACITY = 262144;
+/** The most ranges one /16 can hold: a dense node's pages, full. */
+export const SET4_RANGES_PER_BLOCK = PAGES * BIG_N;
+const BATCH = 16384;
+const DENSE_BYTES = 4 + 2 * PAGES;
+
+/** The pins, relative to the instance directory. */
+export const SET4_PINS = ['sl_set4_dir', 'sl_set4_sm', 'sl_set4_bg', 'sl_set4_dn'] as const;
+
+/** A dense /16 as the kernel holds it. */
+interface Dense {
+  pages: number;
+  bank: number;
+}
+
+/** Keys and values for one map, packed as the batch calls take them (u32 words, little-endian). */
+class Packed {
+  keys: Uint32Array;
+  values: Uint32Array;
+  count = 0;
+  constructor(
+    readonly words: number,
+    capacity = 64,
+  ) {
+    this.keys = new Uint32Array(capacity);
+    this.values = new Uint32Array(capacity * words);
+  }
+  /** Appends a key; returns the word where its value starts (read `values` after: it may grow). */
+  add(key: number): number {
+    if (this.count === this.keys.length) {
+      const keys = new Uint32Array(this.count * 2);
+      keys.set(this.keys);
+      this.keys = keys;
+      const values = new Uint32Array(this.count * 2 * this.words);
+      values.set(this.values);
+      this.values = values;
+    }
+    this.keys[this.count] = key;
+    return this.count++ * this.words;
+  }
+}
+
+/** What one flush writes, in three steps: blocks and pages, then nodes and the dir, then deletes. */
+export interface Set4Writes {
+  small: Packed;
+  big: Packed;
+  dense: Packed;
+  dir: Packed;
+  deleteSmall: number[];
+  deleteBig: number[];
+  deleteDense: number[];
+}
+
+/** The /16s a batch of trie writes touches, marked in `dirty` (one byte per /16). */
+export function markTouched(batch: TrieBatch, dirty: Uint8Array): void {
+  for (const [keys, count] of [
+    [batch.updateKeys, batch.updates],
+    [batch.deleteKeys, batch.deletes],
+  ] as const) {
+    for (let i = 0; i < count; i++) {
+      const len = keys.readUInt32LE(8 * i);
+      const first = keys.readUInt32BE(8 * i + 4) >>> 16;
+      const n = len >= 16 ? 1 : 2 ** (16 - len);
+      dirty.fill(1, first, first + n);
+    }
+  }
+}
+
+/**
+ * Writes one block's entries at word `at` of `out`: start offset << 32 | mask as u64, ranges
+ * [from, to) of the sweep, padded with the last.
+ */
+function encodeRanges(
+  out: Uint32Array,
+  at: number,
+  r: Ranges,
+  from: number,
+  to: number,
+  base: number,
+  slots: number,
+): void {
+  for (let s = 0; s < slots; s++) {
+    const i = s < to - from ? from + s : to - 1;
+    // a block's first range may have begun before the block: it starts at offset 0 here
+    const off = r.starts[i] - base;
+    out[at + 2 * s] = r.masks[i];
+    out[at + 2 * s + 1] = off > 0 ? off : 0;
+  }
+}
+
+/** The dense node at word `at`: page count and bank, each page's first start, padded. */
+function encodeDense(out: Uint32Array, at: number, firsts: number[], bank: number): void {
+  const half = new Uint16Array(out.buffer, out.byteOffset + 4 * at, DENSE_BYTES / 2);
+  half[0] = firsts.length;
+  half[1] = bank;
+  for (let p = 0; p < PAGES; p++) half[2 + p] = firsts[Math.min(p, firsts.length - 1)];
+}
+
+function pageKey(block: number, bank: number, page: number): number {
+  return (PAGE | (bank << BANK_SHIFT) | (block << 8) | page) >>> 0;
+}
+
+/**
+ * The IPv4 range maps of one instance (pinned beside the set tries) and what they hold: the
+ * representation of each /16, and each dense /16's pages.
+ */
+export class Set4Blocks {
+  readonly #kinds = new Uint8Array(BLOCKS);
+  readonly #dense = new Map<number, Dense>();
+  /** sl_set4_bg entries in use: BIG /16s and pages. */
+  #bigUsed = 0;
+
+  private constructor(
+    readonly dir: BpfMap,
+    readonly small: BpfMap,
+    readonly big: BpfMap,
+    readonly denseMap: BpfMap,
+    /** True when the maps were created here, not adopted. */
+    readonly created: boolean,
+  ) {}
+
+  /** Opens the pinned maps under `dir`, or creates and pins them; reads back what they hold. */
+  static async open(dir: string): Promise<Set4Blocks> {
+    const created = !SET4_PINS.every((name) => isPinnedIn(dir, name));
+    const hash = (name: string, valueSize: number, maxEntries: number): BpfMap =>
+      openOrCreateMap(join(dir, name), {
+        type: 'hash',
+        keySize: 4,
+        valueSize,
+        maxEntries,
+        flags: NO_PREALLOC,
+        name,
+      });
+    const blocks = new Set4Blocks(
+      openOrCreateMap(join(dir, 'sl_set4_dir'), {
+        type: 'array',
+        keySize: 4,
+        valueSize: 4,
+        maxEntries: BLOCKS,
+        name: 'sl_set4_dir',
+      }),
+      hash('sl_set4_sm', 8 * SMALL_N, BLOCKS),
+      hash('sl_set4_bg', 8 * BIG_N, SET4_BIG_CAPACITY),
+      hash('sl_set4_dn', DENSE_BYTES, BLOCKS),
+      created,
+    );
+    await blocks.#readBack();
+    return blocks;
+  }
+
+  /** True when some /16 holds a set's address. */
+  get occupied(): boolean {
+    return this.#kinds.some((k) => k !== SET4_NONE);
+  }
+
+  /**
+   * The writes that make the /16s marked in `dirty` (or all) hold what `index` says, and the
+   * in-memory record of them. Throws LimitExceededError, before anything changes, when a /16
+   * holds more than SET4_RANGES_PER_BLOCK ranges or the blocks outgrow sl_set4_bg.
+   */
+  plan(index: FamilyIndex, dirty: Uint8Array | 'all'): Set4Writes {
+    // room for every dirty /16 up front: doubling a 30 MB buffer costs more than the encoding
+    let blocks = BLOCKS;
+    if (dirty !== 'all') blocks = dirty.reduce((n, d) => n + d, 0);
+    blocks = Math.min(blocks, 2 * index.size + 1);
+    const w: Set4Writes = {
+      small: new Packed(2 * SMALL_N, Math.max(64, blocks)),
+      big: new Packed(2 * BIG_N, Math.max(64, blocks)),
+      dense: new Packed(DENSE_BYTES / 4),
+      dir: new Packed(1),
+      deleteSmall: [],
+      deleteBig: [],
+      deleteDense: [],
+    };
+    const kinds = new Map<number, number>();
+    const dense = new Map<number, Dense>();
+    let bigAdded = 0;
+    let bigFreed = 0;
+    for (let run = 0; run < BLOCKS;) {
+      if (dirty !== 'all' && !dirty[run]) {
+        run++;
+        continue;
+      }
+      let end = run + 1;
+      while (end < BLOCKS && (dirty === 'all' || dirty[end])) end++;
+      const r = index.ranges(run * BLOCKS, end * BLOCKS);
+      const { starts, masks } = r;
+      let j = 0;
+      for (let block = run; block < end; block++) {
+        const base = block * BLOCKS;
+        while (j + 1 < r.n && starts[j + 1] <= base) j++;
+        let to = j + 1;
+        while (to < r.n && starts[to] < base + BLOCKS) to++;
+        const n = to - j;
+        const before = this.#kinds[block];
+        const old = this.#dense.get(block);
+        let kind: number;
+        if (n === 1 && masks[j] === 0) kind = SET4_NONE;
+        else if (n <= SMALL_N) {
+          kind = SET4_SMALL;
+          const at = w.small.add(block); // first: it may grow the buffer
+          encodeRanges(w.small.values, at, r, j, to, base, SMALL_N);
+        } else if (n <= BIG_N) {
+          kind = SET4_BIG;
+          const at = w.big.add(block);
+          encodeRanges(w.big.values, at, r, j, to, base, BIG_N);
+          if (before !== SET4_BIG) bigAdded++;
+        } else {
+          if (n > SET4_RANGES_PER_BLOCK) {
+            throw new LimitExceededError(
+              `IPv4 sets: ${blockName(block)} would hold ${n} ranges of distinct membership; at most ${SET4_RANGES_PER_BLOCK} fit in one /16`,
+              { resource: 'set-ranges', limit: SET4_RANGES_PER_BLOCK, count: n },
+            );
+          }
+          kind = SET4_DENSE;
+          const bank = old ? 1 - old.bank : 0;
+          const firsts: number[] = [];
+          for (let p = 0, from = j; from < to; p++, from += BIG_N) {
+            firsts.push(p === 0 ? 0 : starts[from] - base);
+            const at = w.big.add(pageKey(block, bank, p));
+            encodeRanges(w.big.values, at, r, from, Math.min(to, from + BIG_N), base, BIG_N);
+            bigAdded++;
+          }
+          const at = w.dense.add(block);
+          encodeDense(w.dense.values, at, firsts, bank);
+          dense.set(block, { pages: firsts.length, bank });
+        }
+        if (kind !== before) {
+          const at = w.dir.add(block);
+          w.dir.values[at] = kind;
+        }
+        if (before === SET4_SMALL && kind !== SET4_SMALL) w.deleteSmall.push(block);
+        if (before === SET4_BIG && kind !== SET4_BIG) {
+          w.deleteBig.push(block);
+          bigFreed++;
+        }
+        if (old) {
+          for (let p = 0; p < old.pages; p++) w.deleteBig.push(pageKey(block, old.bank, p));
+          bigFreed += old.pages;
+          if (kind !== SET4_DENSE) w.deleteDense.push(block);
+        }
+        kinds.set(block, kind);
+      }
+      run = end;
+    }
+    // Old pages stay until the new ones are published: both count against the map's size.
+    if (this.#bigUsed + bigAdded > SET4_BIG_CAPACITY) {
+      throw new LimitExceededError(
+        `IPv4 sets: ${this.#bigUsed + bigAdded} blocks of ranges would be needed; sl_set4_bg holds ${SET4_BIG_CAPACITY}`,
+        { resource: 'set-ranges', limit: SET4_BIG_CAPACITY, count: this.#bigUsed + bigAdded },
+      );
+    }
+    for (const [block, kind] of kinds) {
+      this.#kinds[block] = kind;
+      this.#dense.delete(block);
+    }
+    for (const [block, d] of dense) this.#dense.set(block, d);
+    this.#bigUsed += bigAdded - bigFreed;
+    return w;
+  }
+
+  /**
+   * Writes planned changes in the order that keeps every lookup whole: blocks and pages, then
+   * dense nodes, then the dir, then deletes of what nothing names any more. Returns the entries
+   * written and deleted.
+   */
+  async write(w: Set4Writes): Promise<number> {
+    await Promise.all([batchUpdate(this.small, w.small), batchUpdate(this.big, w.big)]);
+    await batchUpdate(this.denseMap, w.dense);
+    await batchUpdate(this.dir, w.dir);
+    await Promise.all([
+      batchDelete(this.small, w.deleteSmall),
+      batchDelete(this.big, w.deleteBig),
+      batchDelete(this.denseMap, w.deleteDense),
+    ]);
+    return (
+      w.small.count +
+      w.big.count +
+      w.dense.count +
+      w.dir.count +
+      w.deleteSmall.length +
+      w.deleteBig.length +
+      w.deleteDense.length
+    );
+  }
+
+  /** Every mask the blocks hold, read from the kernel (for a store that adopted them). */
+  async heldMasks(): Promise<Set<number>> {
+    const masks = new Set<number>();
+    for (const map of [this.small, this.big]) {
+      const { values, count } = await map.lookupBatch();
+      for (let i = 0; i < count * (map.valueSize / 8); i++) masks.add(values.readUInt32LE(8 * i));
+    }
+    masks.delete(0);
+    return masks;
+  }
+
+  /** Closes the map handles (the pins stay). */
+  close(): void {
+    for (const map of [this.dir, this.small, this.big, this.denseMap]) map.close();
+  }
+
+  async #readBack(): Promise<void> {
+    const dir = await this.dir.lookupBatch();
+    for (let i = 0; i < dir.count; i++) {
+      const block = dir.keys.readUInt32LE(4 * i);
+      const kind = dir.values.readUInt32LE(4 * i);
+      if (block < BLOCKS && kind <= SET4_DENSE) this.#kinds[block] = kind;
+    }
+    const nodes = await this.denseMap.lookupBatch();
+    for (let i = 0; i < nodes.count; i++) {
+      const block = nodes.keys.readUInt32LE(4 * i);
+      const v = nodes.values.subarray(i * DENSE_BYTES, (i + 1) * DENSE_BYTES);
+      this.#dense.set(block, { pages: v.readUInt16LE(0), bank: v.readUInt16LE(2) & 1 });
+    }
+    const big = await this.big.lookupBatch();
+    this.#bigUsed = big.count;
+  }
+}
+
+const NO_PREALLOC = 1; // BPF_F_NO_PREALLOC
+
+function isPinnedIn(dir: string, name: string): boolean {
+  return isPinned(join(dir, name));
+}
+
+function blockName(block: number): string {
+  return `${block >>> 8}.${block & 255}.0.0/16`;
+}
+
+async function batchUpdate(map: BpfMap, packed: Packed): Promise<void> {
+  const keys = Buffer.from(packed.keys.buffer, packed.keys.byteOffset, 4 * packed.count);
+  const size = 4 * packed.words;
+  const values = Buffer.from(packed.values.buffer, packed.values.byteOffset, size * packed.count);
+  for (let at = 0; at < packed.count; at += BATCH) {
+    const n = Math.min(BATCH, packed.count - at);
+    await map.updateBatch(
+      keys.subarray(4 * at, 4 * (at + n)),
+      values.subarray(size * at, size * (at + n)),
+      {
+        count: n,
+      },
+    );
+  }
+}
+
+async function batchDelete(map: BpfMap, keys: number[]): Promise<void> {
+  for (let at = 0; at < keys.length; at += BATCH) {
+    const chunk = keys.slice(at, at + BATCH);
+    const b = Buffer.alloc(4 * chunk.length);
+    chunk.forEach((k, i) => b.writeUInt32LE(k >>> 0, 4 * i));
+    await map.deleteBatch(b, { count: chunk.length });
+  }
+}
+
+/** The range maps, as set4MaskOf reads them. */
+export interface Set4Maps {
+  dir: BpfMap;
+  small: BpfMap;
+  big: BpfMap;
+  dense: BpfMap;
+}
+
+/** The range maps pinned under an instance directory; close() releases them. */
+export function openPinnedSet4(dir: string): Set4Maps & { close(): void } {
+  const opened: BpfMap[] = [];
+  try {
+    for (const name of SET4_PINS) {
+      const pinned = openPinned(join(dir, name));
+      if (pinned.kind !== 'map')
+        throw new Error(`"${join(dir, name)}" pins a ${pinned.kind}, not a map`);
+      opened.push(pinned.map);
+    }
+  } catch (error) {
+    for (const map of opened) map.close();
+    throw error;
+  }
+  const [dirMap, small, big, dense] = opened;
+  return { dir: dirMap, small, big, dense, close: () => opened.forEach((m) => m.close()) };
+}
+
+/**
+ * The mask of the sets holding `addr` (4 bytes, network order), read from the maps as the
+ * pipeline reads them: for tests and tools that check what the kernel holds.
+ */
+export function set4MaskOf(maps: Set4Maps, addr: Uint8Array): number {
+  const a = ((addr[0] << 24) | (addr[1] << 16) | (addr[2] << 8) | addr[3]) >>> 0;
+  const block = a >>> 16;
+  const off = a & 0xffff;
+  const kind = maps.dir.lookup(u32(block))?.readUInt32LE(0) ?? SET4_NONE;
+  const search = (v: Buffer | null, slots: number): number => {
+    if (!v) return 0;
+    let pos = 0;
+    for (let step = slots / 2; step >= 1; step /= 2) {
+      if (v.readUInt32LE(8 * (pos + step) + 4) <= off) pos += step;
+    }
+    return v.readUInt32LE(8 * pos);
+  };
+  if (kind === SET4_SMALL) return search(maps.small.lookup(u32(block)), SMALL_N);
+  if (kind === SET4_BIG) return search(maps.big.lookup(u32(block)), BIG_N);
+  if (kind !== SET4_DENSE) return 0;
+  const node = maps.dense.lookup(u32(block));
+  if (!node) return 0;
+  const pages = node.readUInt16LE(0);
+  let pos = 0;
+  for (let step = PAGES / 2; step >= 1; step /= 2) {
+    if (node.readUInt16LE(4 + 2 * (pos + step)) <= off) pos += step;
+  }
+  const page = Math.min(pos, pages - 1);
+  return search(maps.big.lookup(u32(pageKey(block, node.readUInt16LE(2) & 1, page))), BIG_N);
+}
