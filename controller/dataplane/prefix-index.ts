@@ -58,14 +58,15 @@ const V4: Family<number> = {
   bits: 32,
   keySize: 8,
   keyOf: (a, len) => (((a[0] << 24) | (a[1] << 16) | (a[2] << 8) | a[3]) >>> 0) * 64 + len,
-  lenOf: (k) => k % 64,
+  // floor and multiply, not %: a float remainder is a library call in V8
+  lenOf: (k) => k - Math.floor(k / 64) * 64,
   ancestor: (k, len) => {
     const size = 2 ** (32 - len);
     return Math.floor(Math.floor(k / 64) / size) * size * 64 + len;
   },
-  after: (k) => (Math.floor(k / 64) + 2 ** (32 - (k % 64))) * 64,
+  after: (k) => (Math.floor(k / 64) + SIZE4[V4.lenOf(k)]) * 64,
   encode: (k, out, at) => {
-    out.writeUInt32LE(k % 64, at);
+    out.writeUInt32LE(V4.lenOf(k), at);
     out.writeUInt32BE(Math.floor(k / 64), at + 4);
   },
   sort: (keys) => Array.from(Float64Array.from(keys).sort()),
@@ -175,7 +176,7 @@ export class FamilyIndex {
    * from lo, and masks[i] holds from starts[i] up to the next start (or hi); neighbours differ.
    * One sweep over the keys inside, with a stack of the prefixes enclosing the address reached.
    */
-  ranges(lo: number, hi: number): { starts: Float64Array; masks: Uint32Array; n: number } {
+  ranges(lo: number, hi: number): { starts: Uint32Array; masks: Uint32Array; n: number } {
     if (this.family !== 4) throw new Error('FamilyIndex.ranges: IPv4 only');
     const keys = this.#keys as Float64Array;
     const value = this.#value;
@@ -184,7 +185,8 @@ export class FamilyIndex {
     let last = this.#find(hi * 64);
     if (last < 0) last = -last - 1;
     // each prefix opens one range and closes one
-    const starts = new Float64Array(2 * (last - first) + 1);
+    // every start is an address below hi, so below 2^32
+    const starts = new Uint32Array(2 * (last - first) + 1);
     const masks = new Uint32Array(starts.length);
     const ends = new Float64Array(34);
     const vals = new Uint32Array(34);
@@ -254,6 +256,7 @@ export class FamilyIndex {
     const flag = (1 << bit) >>> 0;
     if (keys.length > SWEEP_THRESHOLD) {
       this.#merge(keys, flag, on ? 'or' : 'clear');
+      this.#recountLengths();
       return this.#sweep();
     }
     const touched: (number | string)[] = [];
@@ -439,7 +442,7 @@ export class FamilyIndex {
     }
   }
 
-  /** Merges sorted keys in: OR `mask` into their own masks, or clear it. */
+  /** Merges sorted keys in: OR `mask` into their own masks, or clear it (then #recountLengths). */
   #merge(incoming: KeyArray, mask: number, how: 'or' | 'clear'): void {
     const total = this.#n + incoming.length;
     const keys = this.#newKeys(total);
@@ -476,7 +479,6 @@ export class FamilyIndex {
     this.#own = own;
     this.#value = value;
     this.#n = w;
-    this.#recountLengths();
   }
 
   #count(mask: number, delta: number): void {

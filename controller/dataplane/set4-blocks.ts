@@ -189,13 +189,39 @@ export class Set4Blocks {
    * holds more than SET4_RANGES_PER_BLOCK ranges or the blocks outgrow sl_set4_bg.
    */
   plan(index: FamilyIndex, dirty: Uint8Array | 'all'): Set4Writes {
-    // room for every dirty /16 up front: doubling a 30 MB buffer costs more than the encoding
-    let blocks = BLOCKS;
-    if (dirty !== 'all') blocks = dirty.reduce((n, d) => n + d, 0);
-    blocks = Math.min(blocks, 2 * index.size + 1);
+    // 1. The ranges of each run of dirty /16s, and each /16's slice of them [j, to): counted
+    // first, so the blocks are encoded into buffers of their final size.
+    const runs: { r: Ranges; first: number; cuts: Int32Array }[] = [];
+    let nSmall = 0;
+    let nBig = 0;
+    for (let run = 0; run < BLOCKS;) {
+      if (dirty !== 'all' && !dirty[run]) {
+        run++;
+        continue;
+      }
+      let end = run + 1;
+      while (end < BLOCKS && (dirty === 'all' || dirty[end])) end++;
+      const r = index.ranges(run * BLOCKS, end * BLOCKS);
+      const cuts = new Int32Array(2 * (end - run));
+      let j = 0;
+      for (let block = run; block < end; block++) {
+        const base = block * BLOCKS;
+        while (j + 1 < r.n && r.starts[j + 1] <= base) j++;
+        let to = j + 1;
+        while (to < r.n && r.starts[to] < base + BLOCKS) to++;
+        cuts[2 * (block - run)] = j;
+        cuts[2 * (block - run) + 1] = to;
+        const n = to - j;
+        if (n === 1 && r.masks[j] === 0) continue;
+        if (n <= SMALL_N) nSmall++;
+        else nBig += Math.ceil(n / BIG_N);
+      }
+      runs.push({ r, first: run, cuts });
+      run = end;
+    }
     const w: Set4Writes = {
-      small: new Packed(2 * SMALL_N, Math.max(64, blocks)),
-      big: new Packed(2 * BIG_N, Math.max(64, blocks)),
+      small: new Packed(2 * SMALL_N, Math.max(1, nSmall)),
+      big: new Packed(2 * BIG_N, Math.max(1, nBig)),
       dense: new Packed(DENSE_BYTES / 4),
       dir: new Packed(1),
       deleteSmall: [],
@@ -206,21 +232,14 @@ export class Set4Blocks {
     const dense = new Map<number, Dense>();
     let bigAdded = 0;
     let bigFreed = 0;
-    for (let run = 0; run < BLOCKS;) {
-      if (dirty !== 'all' && !dirty[run]) {
-        run++;
-        continue;
-      }
-      let end = run + 1;
-      while (end < BLOCKS && (dirty === 'all' || dirty[end])) end++;
-      const r = index.ranges(run * BLOCKS, end * BLOCKS);
+    // 2. Each /16's representation, and what must go from the one it had.
+    for (const { r, first, cuts } of runs) {
       const { starts, masks } = r;
-      let j = 0;
-      for (let block = run; block < end; block++) {
+      for (let k = 0; k < cuts.length / 2; k++) {
+        const block = first + k;
         const base = block * BLOCKS;
-        while (j + 1 < r.n && starts[j + 1] <= base) j++;
-        let to = j + 1;
-        while (to < r.n && starts[to] < base + BLOCKS) to++;
+        const j = cuts[2 * k];
+        const to = cuts[2 * k + 1];
         const n = to - j;
         const before = this.#kinds[block];
         const old = this.#dense.get(block);
@@ -228,7 +247,7 @@ export class Set4Blocks {
         if (n === 1 && masks[j] === 0) kind = SET4_NONE;
         else if (n <= SMALL_N) {
           kind = SET4_SMALL;
-          const at = w.small.add(block); // first: it may grow the buffer
+          const at = w.small.add(block); // before reading values: add() may grow it
           encodeRanges(w.small.values, at, r, j, to, base, SMALL_N);
         } else if (n <= BIG_N) {
           kind = SET4_BIG;
@@ -271,7 +290,6 @@ export class Set4Blocks {
         }
         kinds.set(block, kind);
       }
-      run = end;
     }
     // Old pages stay until the new ones are published: both count against the map's size.
     if (this.#bigUsed + bigAdded > SET4_BIG_CAPACITY) {
