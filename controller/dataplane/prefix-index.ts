@@ -143,9 +143,28 @@ export class FamilyIndex {
   /** Prefix lengths with a non-zero own mask, with counts, for the ancestor walk. */
   readonly #lengths = new Map<number, number>();
 
-  constructor(readonly family: 4 | 6) {
+  /** IPv4 held as ranges: the /16s whose entries changed since takeTouched(), not kernel keys. */
+  readonly #touched: Uint8Array | undefined;
+
+  /**
+   * `ranges`: IPv4 only; the changes are not encoded as trie keys (their batches carry counts
+   * only), their /16s are marked for takeTouched() instead.
+   */
+  constructor(
+    readonly family: 4 | 6,
+    options: { ranges?: boolean } = {},
+  ) {
     this.#f = (family === 4 ? V4 : V6) as Family<number | string>;
     this.#keys = this.#newKeys(0);
+    if (options.ranges && family === 4) this.#touched = new Uint8Array(65536);
+  }
+
+  /** The /16s marked since the last call (one byte each), cleared (see the constructor). */
+  takeTouched(): Uint8Array {
+    if (!this.#touched) throw new Error('FamilyIndex.takeTouched: not an index of IPv4 ranges');
+    const marked = this.#touched.slice();
+    this.#touched.fill(0);
+    return marked;
   }
 
   /** Prefixes listed by some set. */
@@ -537,10 +556,11 @@ export class FamilyIndex {
       if (vals[k] === 0) deletes++;
       else updates++;
     }
-    const ks = this.#f.keySize;
+    const touched = this.#touched;
+    const ks = touched ? 0 : this.#f.keySize;
     const batch: TrieBatch = {
       updateKeys: Buffer.alloc(updates * ks),
-      updateValues: Buffer.alloc(updates * 8),
+      updateValues: Buffer.alloc(touched ? 0 : updates * 8),
       updates,
       deleteKeys: Buffer.alloc(deletes * ks),
       deletes,
@@ -555,9 +575,15 @@ export class FamilyIndex {
       this.#count(this.#value[i], -1);
       this.#count(v, 1);
       this.#value[i] = v;
-      if (v === 0) {
+      if (v === 0 && this.#own[i] === 0) empty = true;
+      if (touched) {
+        const key = this.#keys[i] as number;
+        const first = Math.floor(key / 64 / 65536);
+        const len = V4.lenOf(key);
+        if (len >= 16) touched[first] = 1;
+        else touched.fill(1, first, first + 2 ** (16 - len));
+      } else if (v === 0) {
         this.#f.encode(this.#keys[i], batch.deleteKeys, ks * d++);
-        if (this.#own[i] === 0) empty = true;
       } else {
         this.#f.encode(this.#keys[i], batch.updateKeys, ks * u);
         batch.updateValues.writeUInt32LE(v, 8 * u++);

@@ -8,7 +8,8 @@ import { LimitExceededError } from './errors.js';
 import { decodeName, encodeName, openNameTable, openOrCreateMap } from './name-table.js';
 import { FamilyIndex, formatKey, type TrieBatch } from './prefix-index.js';
 import type { PrefixKeys } from './prefix-keys.js';
-import { markTouched, Set4Blocks, SET4_PINS, type Set4Writes } from './set4-blocks.js';
+import { Set4Blocks, SET4_PINS, type Set4Writes } from './set4-blocks.js';
+import { settled } from './settled.js';
 
 /** Capacity of the IPv6 trie (max_entries; LPM tries allocate per entry, so this is only a cap). */
 export const SET6_CAPACITY = 1_048_576;
@@ -40,7 +41,7 @@ export interface PendingWrites {
  * every mask the writes introduce, so classifiers learn them before any packet meets them.
  */
 export class SetStore {
-  readonly v4 = new FamilyIndex(4);
+  readonly v4 = new FamilyIndex(4, { ranges: true });
   readonly v6 = new FamilyIndex(6);
   readonly #bits = new Map<string, number>();
   /** What recordFingerprints last wrote (masks, fingerprints, bits); undefined: not known. */
@@ -285,11 +286,10 @@ export class SetStore {
     let ranges: Set4Writes | undefined;
     try {
       if (this.#v4Synced) {
-        const dirty = new Uint8Array(65536);
-        for (const batch of pending.v4) markTouched(batch, dirty);
-        ranges = this.set4.plan(this.v4, dirty);
+        ranges = this.set4.plan(this.v4, this.v4.takeTouched());
       } else if (this.#loaded) {
         // the index holds the whole desired state (planReplaceAll ran): every /16 from it
+        this.v4.takeTouched();
         ranges = this.set4.plan(this.v4, 'all');
         this.#v4Synced = true;
         this.#v4KernelMasks.clear();
@@ -356,11 +356,4 @@ async function writeTrie(map: BpfMap, batch: TrieBatch): Promise<number> {
     });
   }
   return batch.updates + batch.deletes;
-}
-
-/** The values of `writes` once all have ended, or the first one's error: none runs on behind it. */
-async function settled<T>(writes: Promise<T>[]): Promise<T[]> {
-  const results = await Promise.allSettled(writes);
-  for (const r of results) if (r.status === 'rejected') throw r.reason;
-  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
 }

@@ -12,7 +12,8 @@ import { isPinned, openPinned, type BpfMap } from '../../bpf/index.js';
 import { u32 } from './abi.js';
 import { LimitExceededError } from './errors.js';
 import { openOrCreateMap } from './name-table.js';
-import type { FamilyIndex, TrieBatch } from './prefix-index.js';
+import { settled } from './settled.js';
+import type { FamilyIndex } from './prefix-index.js';
 
 /** FamilyIndex.ranges: starts and masks of n ranges. */
 type Ranges = ReturnType<FamilyIndex['ranges']>;
@@ -70,30 +71,39 @@ class Packed {
   }
 }
 
+/**
+ * Blocks to write, not yet encoded: key, and the ranges [from, to) of ranges `run` from `base`.
+ * write() encodes them a chunk at a time into one buffer it keeps: a fresh 30 MB buffer per
+ * load costs more in page faults (in a VM) than the encoding itself.
+ */
+class BlockList {
+  readonly keys: number[] = [];
+  readonly runs: number[] = [];
+  readonly from: number[] = [];
+  readonly to: number[] = [];
+  readonly base: number[] = [];
+  add(key: number, run: number, from: number, to: number, base: number): void {
+    this.keys.push(key);
+    this.runs.push(run);
+    this.from.push(from);
+    this.to.push(to);
+    this.base.push(base);
+  }
+  get count(): number {
+    return this.keys.length;
+  }
+}
+
 /** What one flush writes, in three steps: blocks and pages, then nodes and the dir, then deletes. */
 export interface Set4Writes {
-  small: Packed;
-  big: Packed;
+  ranges: Ranges[];
+  small: BlockList;
+  big: BlockList;
   dense: Packed;
   dir: Packed;
   deleteSmall: number[];
   deleteBig: number[];
   deleteDense: number[];
-}
-
-/** The /16s a batch of trie writes touches, marked in `dirty` (one byte per /16). */
-export function markTouched(batch: TrieBatch, dirty: Uint8Array): void {
-  for (const [keys, count] of [
-    [batch.updateKeys, batch.updates],
-    [batch.deleteKeys, batch.deletes],
-  ] as const) {
-    for (let i = 0; i < count; i++) {
-      const len = keys.readUInt32LE(8 * i);
-      const first = keys.readUInt32BE(8 * i + 4) >>> 16;
-      const n = len >= 16 ? 1 : 2 ** (16 - len);
-      dirty.fill(1, first, first + n);
-    }
-  }
 }
 
 /**
@@ -109,12 +119,19 @@ function encodeRanges(
   base: number,
   slots: number,
 ): void {
-  for (let s = 0; s < slots; s++) {
-    const i = s < to - from ? from + s : to - 1;
+  const { starts, masks } = r;
+  let o = at;
+  for (let i = from; i < to; i++) {
     // a block's first range may have begun before the block: it starts at offset 0 here
-    const off = r.starts[i] - base;
-    out[at + 2 * s] = r.masks[i];
-    out[at + 2 * s + 1] = off > 0 ? off : 0;
+    const off = starts[i] - base;
+    out[o++] = masks[i];
+    out[o++] = off > 0 ? off : 0;
+  }
+  const mask = out[o - 2];
+  const off = out[o - 1];
+  for (let s = to - from; s < slots; s++) {
+    out[o++] = mask;
+    out[o++] = off;
   }
 }
 
@@ -135,8 +152,8 @@ function pageKey(block: number, bank: number, page: number): number {
  * representation of each /16, and each dense /16's pages.
  */
 export class Set4Blocks {
-  readonly #kinds = new Uint8Array(BLOCKS);
-  readonly #dense = new Map<number, Dense>();
+  #kinds = new Uint8Array(BLOCKS);
+  #dense = new Map<number, Dense>();
   /** sl_set4_bg entries in use: BIG /16s and pages. */
   #bigUsed = 0;
 
@@ -189,11 +206,8 @@ export class Set4Blocks {
    * holds more than SET4_RANGES_PER_BLOCK ranges or the blocks outgrow sl_set4_bg.
    */
   plan(index: FamilyIndex, dirty: Uint8Array | 'all'): Set4Writes {
-    // 1. The ranges of each run of dirty /16s, and each /16's slice of them [j, to): counted
-    // first, so the blocks are encoded into buffers of their final size.
+    // 1. The ranges of each run of dirty /16s, and each /16's slice of them [j, to).
     const runs: { r: Ranges; first: number; cuts: Int32Array }[] = [];
-    let nSmall = 0;
-    let nBig = 0;
     for (let run = 0; run < BLOCKS;) {
       if (dirty !== 'all' && !dirty[run]) {
         run++;
@@ -211,29 +225,28 @@ export class Set4Blocks {
         while (to < r.n && r.starts[to] < base + BLOCKS) to++;
         cuts[2 * (block - run)] = j;
         cuts[2 * (block - run) + 1] = to;
-        const n = to - j;
-        if (n === 1 && r.masks[j] === 0) continue;
-        if (n <= SMALL_N) nSmall++;
-        else nBig += Math.ceil(n / BIG_N);
       }
       runs.push({ r, first: run, cuts });
       run = end;
     }
     const w: Set4Writes = {
-      small: new Packed(2 * SMALL_N, Math.max(1, nSmall)),
-      big: new Packed(2 * BIG_N, Math.max(1, nBig)),
+      ranges: runs.map((run) => run.r),
+      small: new BlockList(),
+      big: new BlockList(),
       dense: new Packed(DENSE_BYTES / 4),
       dir: new Packed(1),
       deleteSmall: [],
       deleteBig: [],
       deleteDense: [],
     };
-    const kinds = new Map<number, number>();
-    const dense = new Map<number, Dense>();
+    // the record after the writes, made in copies: a limit error leaves it as it was
+    const kinds = this.#kinds.slice();
+    const dense = new Map(this.#dense);
     let bigAdded = 0;
     let bigFreed = 0;
     // 2. Each /16's representation, and what must go from the one it had.
-    for (const { r, first, cuts } of runs) {
+    for (let ri = 0; ri < runs.length; ri++) {
+      const { r, first, cuts } = runs[ri];
       const { starts, masks } = r;
       for (let k = 0; k < cuts.length / 2; k++) {
         const block = first + k;
@@ -247,12 +260,10 @@ export class Set4Blocks {
         if (n === 1 && masks[j] === 0) kind = SET4_NONE;
         else if (n <= SMALL_N) {
           kind = SET4_SMALL;
-          const at = w.small.add(block); // before reading values: add() may grow it
-          encodeRanges(w.small.values, at, r, j, to, base, SMALL_N);
+          w.small.add(block, ri, j, to, base);
         } else if (n <= BIG_N) {
           kind = SET4_BIG;
-          const at = w.big.add(block);
-          encodeRanges(w.big.values, at, r, j, to, base, BIG_N);
+          w.big.add(block, ri, j, to, base);
           if (before !== SET4_BIG) bigAdded++;
         } else {
           if (n > SET4_RANGES_PER_BLOCK) {
@@ -266,8 +277,7 @@ export class Set4Blocks {
           const firsts: number[] = [];
           for (let p = 0, from = j; from < to; p++, from += BIG_N) {
             firsts.push(p === 0 ? 0 : starts[from] - base);
-            const at = w.big.add(pageKey(block, bank, p));
-            encodeRanges(w.big.values, at, r, from, Math.min(to, from + BIG_N), base, BIG_N);
+            w.big.add(pageKey(block, bank, p), ri, from, Math.min(to, from + BIG_N), base);
             bigAdded++;
           }
           const at = w.dense.add(block);
@@ -288,7 +298,8 @@ export class Set4Blocks {
           bigFreed += old.pages;
           if (kind !== SET4_DENSE) w.deleteDense.push(block);
         }
-        kinds.set(block, kind);
+        kinds[block] = kind;
+        if (old && kind !== SET4_DENSE) dense.delete(block);
       }
     }
     // Old pages stay until the new ones are published: both count against the map's size.
@@ -298,11 +309,8 @@ export class Set4Blocks {
         { resource: 'set-ranges', limit: SET4_BIG_CAPACITY, count: this.#bigUsed + bigAdded },
       );
     }
-    for (const [block, kind] of kinds) {
-      this.#kinds[block] = kind;
-      this.#dense.delete(block);
-    }
-    for (const [block, d] of dense) this.#dense.set(block, d);
+    this.#kinds = kinds;
+    this.#dense = dense;
     this.#bigUsed += bigAdded - bigFreed;
     return w;
   }
@@ -313,7 +321,10 @@ export class Set4Blocks {
    * written and deleted.
    */
   async write(w: Set4Writes): Promise<number> {
-    await Promise.all([batchUpdate(this.small, w.small), batchUpdate(this.big, w.big)]);
+    await Promise.all([
+      this.#writeBlocks(this.small, w, w.small, SMALL_N),
+      this.#writeBlocks(this.big, w, w.big, BIG_N),
+    ]);
     await batchUpdate(this.denseMap, w.dense);
     await batchUpdate(this.dir, w.dir);
     await Promise.all([
@@ -330,6 +341,47 @@ export class Set4Blocks {
       w.deleteBig.length +
       w.deleteDense.length
     );
+  }
+
+  /** Chunk buffers of #writeBlocks, by block size, kept across flushes. */
+  readonly #chunks = new Map<number, Uint32Array>();
+
+  /**
+   * Encodes `list` a chunk at a time into a buffer kept for the next flush, and writes each chunk
+   * (updateBatch copies its input before it returns, so the buffer is free again at once).
+   */
+  async #writeBlocks(map: BpfMap, w: Set4Writes, list: BlockList, slots: number): Promise<void> {
+    let buffer = this.#chunks.get(slots);
+    if (!buffer) {
+      buffer = new Uint32Array(BATCH * 2 * slots);
+      this.#chunks.set(slots, buffer);
+    }
+    const keys = new Uint32Array(BATCH);
+    const writes: Promise<unknown>[] = [];
+    for (let at = 0; at < list.count; at += BATCH) {
+      const n = Math.min(BATCH, list.count - at);
+      for (let k = 0; k < n; k++) {
+        const e = at + k;
+        keys[k] = list.keys[e];
+        encodeRanges(
+          buffer,
+          2 * slots * k,
+          w.ranges[list.runs[e]],
+          list.from[e],
+          list.to[e],
+          list.base[e],
+          slots,
+        );
+      }
+      writes.push(
+        map.updateBatch(
+          Buffer.from(keys.buffer, 0, 4 * n),
+          Buffer.from(buffer.buffer, buffer.byteOffset, 8 * slots * n),
+          { count: n },
+        ),
+      );
+    }
+    await settled(writes);
   }
 
   /** Every mask the blocks hold, read from the kernel (for a store that adopted them). */
@@ -361,8 +413,12 @@ export class Set4Blocks {
       const v = nodes.values.subarray(i * DENSE_BYTES, (i + 1) * DENSE_BYTES);
       this.#dense.set(block, { pages: v.readUInt16LE(0), bank: v.readUInt16LE(2) & 1 });
     }
-    const big = await this.big.lookupBatch();
-    this.#bigUsed = big.count;
+    // What names sl_set4_bg entries: BIG /16s and dense pages (reading the map itself would copy
+    // 512 bytes a block to count them). Pages a crash left in a node's other bank are not
+    // counted; the block's next rewrite writes over them.
+    this.#bigUsed = 0;
+    for (const kind of this.#kinds) if (kind === SET4_BIG) this.#bigUsed++;
+    for (const d of this.#dense.values()) this.#bigUsed += d.pages;
   }
 }
 
