@@ -143,12 +143,12 @@ export class FamilyIndex {
   /** Prefix lengths with a non-zero own mask, with counts, for the ancestor walk. */
   readonly #lengths = new Map<number, number>();
 
-  /** IPv4 held as ranges: the /16s whose entries changed since takeTouched(), not kernel keys. */
+  /** IPv4 held as ranges: the /16s whose entries changed since clearTouched(), not kernel keys. */
   readonly #touched: Uint8Array | undefined;
 
   /**
    * `ranges`: IPv4 only; the changes are not encoded as trie keys (their batches carry counts
-   * only), their /16s are marked for takeTouched() instead.
+   * only), their /16s are marked for touched() instead.
    */
   constructor(
     readonly family: 4 | 6,
@@ -159,12 +159,15 @@ export class FamilyIndex {
     if (options.ranges && family === 4) this.#touched = new Uint8Array(65536);
   }
 
-  /** The /16s marked since the last call (one byte each), cleared (see the constructor). */
-  takeTouched(): Uint8Array {
-    if (!this.#touched) throw new Error('FamilyIndex.takeTouched: not an index of IPv4 ranges');
-    const marked = this.#touched.slice();
-    this.#touched.fill(0);
-    return marked;
+  /** The /16s marked since the last clearTouched(), one byte each (see the constructor). */
+  touched(): Uint8Array {
+    if (!this.#touched) throw new Error('FamilyIndex.touched: not an index of IPv4 ranges');
+    return this.#touched.slice();
+  }
+
+  /** Forgets the marks, once the ranges they name are planned. */
+  clearTouched(): void {
+    this.#touched?.fill(0);
   }
 
   /** Prefixes listed by some set. */

@@ -286,11 +286,13 @@ export class SetStore {
     let ranges: Set4Writes | undefined;
     try {
       if (this.#v4Synced) {
-        ranges = this.set4.plan(this.v4, this.v4.takeTouched());
+        // marks are cleared only once planned: after a limit error the next flush retries them
+        ranges = this.set4.plan(this.v4, this.v4.touched());
+        this.v4.clearTouched();
       } else if (this.#loaded) {
         // the index holds the whole desired state (planReplaceAll ran): every /16 from it
-        this.v4.takeTouched();
         ranges = this.set4.plan(this.v4, 'all');
+        this.v4.clearTouched();
         this.#v4Synced = true;
         this.#v4KernelMasks.clear();
       }

@@ -73,8 +73,8 @@ class Packed {
 
 /**
  * Blocks to write, not yet encoded: key, and the ranges [from, to) of ranges `run` from `base`.
- * write() encodes them a chunk at a time into one buffer it keeps: a fresh 30 MB buffer per
- * load costs more in page faults (in a VM) than the encoding itself.
+ * write() encodes them a chunk at a time, so the kernel inserts one chunk while the next is
+ * encoded, into one buffer kept across flushes rather than one the size of a whole load.
  */
 class BlockList {
   readonly keys: number[] = [];
@@ -148,7 +148,7 @@ function pageKey(block: number, bank: number, page: number): number {
 }
 
 /**
- * The IPv4 range maps of one instance (pinned beside the set tries) and what they hold: the
+ * The IPv4 range maps of one instance (pinned beside the IPv6 trie) and what they hold: the
  * representation of each /16, and each dense /16's pages.
  */
 export class Set4Blocks {
@@ -168,7 +168,7 @@ export class Set4Blocks {
 
   /** Opens the pinned maps under `dir`, or creates and pins them; reads back what they hold. */
   static async open(dir: string): Promise<Set4Blocks> {
-    const created = !SET4_PINS.every((name) => isPinnedIn(dir, name));
+    const created = !SET4_PINS.every((name) => isPinned(join(dir, name)));
     const hash = (name: string, valueSize: number, maxEntries: number): BpfMap =>
       openOrCreateMap(join(dir, name), {
         type: 'hash',
@@ -423,10 +423,6 @@ export class Set4Blocks {
 }
 
 const NO_PREALLOC = 1; // BPF_F_NO_PREALLOC
-
-function isPinnedIn(dir: string, name: string): boolean {
-  return isPinned(join(dir, name));
-}
 
 function blockName(block: number): string {
   return `${block >>> 8}.${block & 255}.0.0/16`;

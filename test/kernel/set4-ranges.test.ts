@@ -12,6 +12,7 @@ import {
   set4MaskOf,
 } from '../../controller/dataplane/set4-blocks.js';
 import { u32 } from '../../controller/dataplane/abi.js';
+import { LimitExceededError } from '../../controller/dataplane/errors.js';
 import type { Lab, PairTopology } from '../../netns-lab/lab.js';
 import { ipv4Frame } from '../helpers/packets/build.js';
 import { Prng } from '../helpers/packets/prng.js';
@@ -213,6 +214,28 @@ await describeKernel('IPv4 set ranges', () => {
         (k) => k === base >>> 16 || (((k >>> 8) & 0xffff) === base >>> 16 && k >= 1 << 24),
       ),
     ).toEqual([]);
+  });
+
+  it('refuses a /16 of more than 16,384 ranges with a limit error, and writes it once it fits again', async () => {
+    const base = ((10 << 24) | (99 << 16)) >>> 0;
+    // every other address in a set that 10/8 is not in: each /32 opens a range and closes one
+    const name = NAMES.find((n) => !sets.get(n)!.some((p) => p.len === 8))!;
+    const crowd = Array.from({ length: 8200 }, (_, i) => text({ net: base + 2 * i, len: 32 }));
+    const error = await dp.addPrefixes(name, crowd).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LimitExceededError);
+    expect((error as LimitExceededError).resource).toBe('set-ranges');
+    expect((error as LimitExceededError).message).toMatch(
+      /10\.99\.0\.0\/16 would hold 16400 ranges .*at most 16384 fit in one \/16/,
+    );
+    // the kernel still holds what it held: the /16 is under 10/8 alone
+    expect(kindOf(base)).toBe(SET4_SMALL);
+    expect(mismatches([base, base + 2, base + 16398])).toEqual([]);
+    // the same /16 written once it fits: its marks survive the refused flush
+    await dp.removePrefixes(name, crowd.slice(100));
+    const kept = Array.from({ length: 100 }, (_, i) => ({ net: base + 2 * i, len: 32 }));
+    sets.get(name)!.push(...kept);
+    expect(kindOf(base)).toBe(SET4_DENSE);
+    expect(mismatches(probes(new Map([[name, kept]]), new Prng(5), 0))).toEqual([]);
   });
 
   it('rewrites every /16 after a restart whose sets changed, and reads back nothing stale', async () => {
