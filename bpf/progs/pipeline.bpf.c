@@ -198,7 +198,9 @@
 /* ---- maps ---- */
 
 /* Set membership of IPv4 addresses as ranges per /16 (pipeline.h, "IPv4 set membership"):
- * shared by every attachment (pinned); written by the set store, read by SSET/DSET. */
+ * shared by every attachment (pinned); written by the set store, read by SSET/DSET. The hash
+ * maps are twice the keys they can hold: a replaced or deleted value still counts against
+ * max_entries until it is freed, and a flush may replace every block at once. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536);
@@ -208,7 +210,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 2 * 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct sl_set4_small);
@@ -224,7 +226,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 2 * 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct sl_set4_dense);

@@ -28,8 +28,14 @@ const PAGES = 256;
 const PAGE = 1 << 24;
 const BANK_SHIFT = 25;
 const BLOCKS = 65536;
-/** max_entries of sl_set4_bg (pipeline.bpf.c): the BIG /16s and every dense /16's pages. */
-export const SET4_BIG_CAPACITY = 262144;
+/**
+ * max_entries of sl_set4_bg (pipeline.bpf.c); half of it may hold the BIG /16s and the dense
+ * pages. A replaced or deleted value still counts against max_entries until the kernel frees it
+ * (after the packets that may hold it are done), and a flush may replace every block at once:
+ * the maps are twice what they hold, or an insert would find the map "full".
+ */
+const BIG_MAP_ENTRIES = 262144;
+export const SET4_BIG_CAPACITY = BIG_MAP_ENTRIES / 2;
 /** The most ranges one /16 can hold: a dense node's pages, full. */
 export const SET4_RANGES_PER_BLOCK = PAGES * BIG_N;
 const BATCH = 16384;
@@ -186,9 +192,9 @@ export class Set4Blocks {
         maxEntries: BLOCKS,
         name: 'sl_set4_dir',
       }),
-      hash('sl_set4_sm', 8 * SMALL_N, BLOCKS),
-      hash('sl_set4_bg', 8 * BIG_N, SET4_BIG_CAPACITY),
-      hash('sl_set4_dn', DENSE_BYTES, BLOCKS),
+      hash('sl_set4_sm', 8 * SMALL_N, 2 * BLOCKS),
+      hash('sl_set4_bg', 8 * BIG_N, BIG_MAP_ENTRIES),
+      hash('sl_set4_dn', DENSE_BYTES, 2 * BLOCKS),
       created,
     );
     await blocks.#readBack();
@@ -305,7 +311,7 @@ export class Set4Blocks {
     // Old pages stay until the new ones are published: both count against the map's size.
     if (this.#bigUsed + bigAdded > SET4_BIG_CAPACITY) {
       throw new LimitExceededError(
-        `IPv4 sets: ${this.#bigUsed + bigAdded} blocks of ranges would be needed; sl_set4_bg holds ${SET4_BIG_CAPACITY}`,
+        `IPv4 sets: ${this.#bigUsed + bigAdded} blocks of ranges would be needed; at most ${SET4_BIG_CAPACITY} fit`,
         { resource: 'set-ranges', limit: SET4_BIG_CAPACITY, count: this.#bigUsed + bigAdded },
       );
     }
