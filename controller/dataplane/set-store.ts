@@ -302,7 +302,14 @@ export class SetStore {
       throw error;
     }
     if (ranges) this.#v4Unknown = false;
-    const [, n6] = await settled([ranges ? this.set4.write(ranges) : Promise.resolve(0), v6]);
+    const v4Write = ranges
+      ? this.set4.write(ranges).catch((error: unknown) => {
+          // what the kernel holds is no longer what the index planned: every /16 next time
+          this.#v4Synced = false;
+          throw error;
+        })
+      : Promise.resolve(0);
+    const [, n6] = await settled([v4Write, v6]);
     // IPv4 counts prefixes, as IPv6 does: how many /16s that rewrote is the ranges' business
     let v4 = 0;
     for (const batch of pending.v4) v4 += batch.updates + batch.deletes;

@@ -327,17 +327,24 @@ export class Set4Blocks {
    * written and deleted.
    */
   async write(w: Set4Writes): Promise<number> {
-    await Promise.all([
-      this.#writeBlocks(this.small, w, w.small, SMALL_N),
-      this.#writeBlocks(this.big, w, w.big, BIG_N),
-    ]);
-    await batchUpdate(this.denseMap, w.dense);
-    await batchUpdate(this.dir, w.dir);
-    await Promise.all([
-      batchDelete(this.small, w.deleteSmall),
-      batchDelete(this.big, w.deleteBig),
-      batchDelete(this.denseMap, w.deleteDense),
-    ]);
+    try {
+      await settled([
+        this.#writeBlocks(this.small, w, w.small, SMALL_N),
+        this.#writeBlocks(this.big, w, w.big, BIG_N),
+      ]);
+      await batchUpdate(this.denseMap, w.dense);
+      await batchUpdate(this.dir, w.dir);
+      await settled([
+        batchDelete(this.small, w.deleteSmall),
+        batchDelete(this.big, w.deleteBig),
+        batchDelete(this.denseMap, w.deleteDense),
+      ]);
+    } catch (error) {
+      // The record planned what failed to happen: take it back from the kernel (the caller
+      // rewrites every /16 next time).
+      await this.#readBack().catch(() => undefined);
+      throw error;
+    }
     return (
       w.small.count +
       w.big.count +
@@ -407,6 +414,8 @@ export class Set4Blocks {
   }
 
   async #readBack(): Promise<void> {
+    this.#kinds = new Uint8Array(BLOCKS);
+    this.#dense = new Map();
     const dir = await this.dir.lookupBatch();
     for (let i = 0; i < dir.count; i++) {
       const block = dir.keys.readUInt32LE(4 * i);
