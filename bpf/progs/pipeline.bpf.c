@@ -36,7 +36,7 @@
  *     candidates tried (at most SL_MAX_STEPS). The size of the sets does not matter.
  *     When the lowest candidate of the first word decides by itself (not COUNT, no
  *     filter, or a filter whose bit of a known mask is set), or is a filter rule with the
- *     mask unknown, it is tried without entering bpf_loop (sl_first_decides); sl_gather
+ *     mask unknown, it is tried without entering bpf_loop (sl_first_decides); sl_vectors
  *     ANDs word 0 as it reads the summaries, so a rule set of up to 64 rules needs no
  *     second pass over the vectors for it. Before all that, sl_fast (inlined in sl_run, no
  *     global-function call) settles the same first step for a generation of at most 64
@@ -45,6 +45,19 @@
  *     (COUNT rules, counted only once it settles the walk, then one that decides, needs
  *     the filter bank or ends the walk); anything it cannot settle goes, uncounted, to
  *     sl_classify.
+ *     The memo (sl_memo). The walk's outcome depends only on the generation's tables and
+ *     the packet's class in each dimension, and most traffic falls in few class tuples
+ *     (the classes of one dimension are as many as the distinct ways rules split it, not
+ *     as the addresses or ports seen). So sl_classify looks up the classes first and keys
+ *     a per-CPU, direct-mapped table of 4,096 slots by them and by the generation's stamp
+ *     (sl_stamp[gen], renewed by the loader at each write of that generation, so no slot
+ *     outlives the tables it was computed from). A slot holding that very key gives the
+ *     outcome (the deciding position, or no decision) without reading a vector; otherwise
+ *     the walk runs and its outcome fills the slot, unless it tried a COUNT rule (which
+ *     must count every packet) or a filter rule (whose match depends on the packet's bytes,
+ *     not its classes): such tuples always walk. A miss costs what the packet cost before
+ *     the memo plus one hash and one 32-byte store, so a flood of distinct tuples costs no
+ *     more than that.
  *  3. A candidate with SL_RULE_FILTER needs the filter mask. pipeline_* stops at the first
  *     such candidate and tail-calls the generation's filter bank (sl_progs[gen]), which
  *     stores the mask in sl_scratch and tail-calls resume_* (sl_progs[SL_PROG_RESUME]);
@@ -115,6 +128,9 @@
  *   sl_src_buckets        {limiter, family, source} -> struct sl_src_bucket (LRU);
  *                         program -> program
  *   sl_scratch            per CPU: filter mask, gen, done; filter bank -> resume_*
+ *   sl_stamp              gen -> u32 stamp; loader -> the memo's keys
+ *   sl_memo               per CPU, private to this file: class tuple -> walk outcome;
+ *                         sl_classify -> sl_classify
  *   sl_stash              per CPU, private to this file (not in pipeline.h: user space
  *                         only pins it): pipeline_*'s parse and first filter candidate
  *                         -> resume_*; the coarse clock cache
@@ -190,6 +206,11 @@
 #define SL_WALK_DECIDED 2 /* w.pos decides */
 #define SL_WALK_FILTER 3 /* a filter candidate and the mask unknown: call the bank */
 #define SL_WALK_STEP_LIMIT 4 /* SL_MAX_STEPS tried and another candidate left */
+
+/* The memo: slots per CPU (a power of two), and the key's words: the stamp and ten 16-bit
+ * classes (class < SL_MAX_CLASSES = 8192). */
+#define SL_MEMO_SLOTS 4096
+#define SL_MEMO_WORDS 3
 
 /* sl_walk_io.first, stashed in sl_stash.first for resume_* */
 #define SL_FIRST (1U << 0)
@@ -397,6 +418,33 @@ struct {
 	__type(key, __u32);
 	__type(value, struct sl_scratch);
 } sl_scratch SEC(".maps");
+
+/* The stamp of each generation: key gen, value u32, a new one each time the loader writes that
+ * generation (before it flips sl_ctl). Loader -> the memo's keys. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} sl_stamp SEC(".maps");
+
+/*
+ * The memo (header, item 2): the walk's outcome by the packet's class in every dimension, under
+ * the generation's stamp. Per CPU, direct-mapped: a slot holds the last tuple hashed to it.
+ * Private to this file, like sl_stash: user space only pins it.
+ */
+struct sl_memo_slot {
+	__u64 key[SL_MEMO_WORDS]; /* struct sl_memo_key */
+	__u32 state; /* SL_WALK_END or SL_WALK_DECIDED; 0: empty */
+	__u32 pos; /* with SL_WALK_DECIDED */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_MEMO_SLOTS);
+	__type(key, __u32);
+	__type(value, struct sl_memo_slot);
+} sl_memo SEC(".maps");
 
 /*
  * What pipeline_* found before it tail-called the filter bank, so that resume_* need not
@@ -677,21 +725,25 @@ static __always_inline __u64 sl_positions_summary(__u64 nrules)
 struct sl_walk {
 	const struct sl_vec *vec[SL_DIMS]; /* per dimension; unused ones point at class 0 */
 	__u64 summary; /* word indexes not visited yet */
-	__u64 word0; /* sl_gather: the AND of word 0 over the used dimensions (nrules aside) */
-	__u64 word; /* candidates left in the current word */
+	/* candidates left in the current word; until the walk starts, sl_vectors's AND of word 0
+	 * over the used dimensions (nrules aside) */
+	__u64 word;
 	__u64 fmask; /* filter mask, when known */
-	__u64 len; /* frame length, for COUNT rules */
 	__u64 tail_mask; /* positions below nrules in word tail_word */
+	/* narrow fields: the three frames live at once must fit the 512-byte stack */
+	__u32 len; /* frame length, for COUNT rules (skb->len is a u32 too) */
 	__u32 tail_word; /* nrules / 64: the word nrules cuts (none if past 63) */
 	__u32 base; /* position of bit 0 of word */
 	__u32 dims;
 	__u32 gen;
-	__u32 steps; /* candidates tried */
 	__u32 pos; /* the deciding position, with SL_WALK_DECIDED */
-	__u32 state; /* SL_WALK_* */
-	__u32 known; /* fmask is valid */
-	__u32 counting; /* COUNT rules are counted (resume_*: from the first filter candidate) */
-	__u32 alone; /* sl_first_decides: the filter candidate it stopped at is the only one */
+	__u8 steps; /* candidates tried (at most SL_MAX_STEPS) */
+	__u8 state; /* SL_WALK_* */
+	__u8 known; /* fmask is valid */
+	__u8 counting; /* COUNT rules are counted (resume_*: from the first filter candidate) */
+	__u8 alone; /* sl_first_decides: the filter candidate it stopped at is the only one */
+	__u8 taint; /* the walk tried a COUNT or filter rule: its outcome is not memoized */
+	__u64 memo[SL_MEMO_WORDS]; /* the memo key: the stamp, then each dimension's class */
 };
 
 /*
@@ -786,6 +838,8 @@ static __always_inline long sl_walk_once(struct sl_walk *s)
 	}
 	s->word &= s->word - 1;
 	s->steps++;
+	if (!rule || rule->action == SL_ACT_COUNT || (rule->flags & SL_RULE_FILTER))
+		s->taint = 1;
 	if (!rule)
 		return 0;
 	if (rule->flags & SL_RULE_FILTER) {
@@ -822,10 +876,10 @@ static __always_inline int sl_first_decides(struct sl_walk *s)
 	const struct sl_rule *rule;
 	__u64 word;
 
-	/* word 0 (every rule set of up to 64 rules) was ANDed by sl_gather, on the cache
+	/* word 0 (every rule set of up to 64 rules) was ANDed by sl_vectors, on the cache
 	 * lines it read anyway */
 	if (s->summary & 1)
-		word = s->word0 & sl_tail(s, 0);
+		word = s->word & sl_tail(s, 0);
 	else
 		word = sl_word(s, w);
 
@@ -1007,74 +1061,105 @@ static __always_inline __u32 sl_slot_class(void *map, __u32 base, __u32 slot, __
 }
 
 /*
- * Looks up the packet's class in every used dimension, stores the vectors in w->vec and
- * returns the AND of their summaries (and of the positions below nrules); 0: no candidate.
- * Each packet field is tested once (see struct sl_pkt's slots); the family once for all
- * four address dimensions.
+ * X(dim, class) for each array dimension, in order (sl_classes and sl_fast), with the
+ * expression of the packet's class in it; uses gen, pkt and cfg from the caller.
  */
-static __always_inline __u64 sl_gather(struct sl_walk *w, const struct sl_gen_cfg *cfg,
-				       const struct sl_pkt *pkt)
+#define SL_EACH_ARRAY_DIM(X)                                                                \
+	X(SL_DIM_PROTO, sl_slot_class(&sl_proto, gen * SL_PROTO_SLOTS, pkt->proto_slot,     \
+				      cfg->absent[SL_DIM_PROTO]));                          \
+	X(SL_DIM_SPORT, sl_slot_class(&sl_ports, (gen * 2) * 65536, pkt->sport_slot,        \
+				      cfg->absent[SL_DIM_SPORT]));                          \
+	X(SL_DIM_DPORT, sl_slot_class(&sl_ports, (gen * 2 + 1) * 65536, pkt->dport_slot,    \
+				      cfg->absent[SL_DIM_DPORT]));                          \
+	X(SL_DIM_ICMP, sl_slot_class(&sl_icmp, (gen * 2) * 65536, pkt->icmp_slot,           \
+				     cfg->absent[SL_DIM_ICMP]));                            \
+	X(SL_DIM_VLAN, sl_slot_class(&sl_vlan, gen * SL_VLAN_SLOTS, pkt->vid,               \
+				     cfg->absent[SL_DIM_VLAN]));                            \
+	X(SL_DIM_FLAGS, sl_slot_class(&sl_flags, gen * SL_FLAGS_SLOTS, pkt->flags_slot,     \
+				      cfg->absent[SL_DIM_FLAGS]))
+
+/* Where dimension d's class sits in the memo key: 16 bits each after the 32-bit stamp. */
+#define SL_MEMO_WORD(d) (((d) + 2) / 4)
+#define SL_MEMO_SHIFT(d) (16 * (((d) + 2) % 4))
+
+/*
+ * Looks up the packet's class in every used dimension into the memo key (w->memo, whose
+ * first word the caller set to the stamp); an unused dimension's stays 0. Returns 0, or -1
+ * when a class is out of range (no vector: the walk would find no candidate). Each packet
+ * field is tested once (see struct sl_pkt's slots); the family once for all four address
+ * dimensions.
+ */
+static __always_inline int sl_classes(struct sl_walk *w, const struct sl_gen_cfg *cfg,
+				      const struct sl_pkt *pkt)
 {
 	__u32 gen = w->gen, dims = w->dims, cls;
+
+/* Dimension d's class from `expr`, when the generation uses d. */
+#define SL_CLASS(d, expr)                                                                  \
+	do {                                                                               \
+		if (dims & (1U << (d))) {                                                  \
+			cls = (expr);                                                      \
+			if (cls >= SL_MAX_CLASSES)                                         \
+				return -1;                                                 \
+			w->memo[SL_MEMO_WORD(d)] |= (__u64)cls << SL_MEMO_SHIFT(d);        \
+		}                                                                          \
+	} while (0)
+
+	SL_EACH_ARRAY_DIM(SL_CLASS);
+	if (pkt->family == 4) {
+		SL_CLASS(SL_DIM_SRC,
+			 sl_pfx4_class(gen, SL_DIM_SRC, pkt->saddr, cfg->absent[SL_DIM_SRC]));
+		SL_CLASS(SL_DIM_DST,
+			 sl_pfx4_class(gen, SL_DIM_DST, pkt->daddr, cfg->absent[SL_DIM_DST]));
+		SL_CLASS(SL_DIM_SSET,
+			 sl_set4_class(gen, SL_DIM_SSET, pkt->saddr, cfg->absent[SL_DIM_SSET]));
+		SL_CLASS(SL_DIM_DSET,
+			 sl_set4_class(gen, SL_DIM_DSET, pkt->daddr, cfg->absent[SL_DIM_DSET]));
+	} else if (pkt->family == 6) {
+		SL_CLASS(SL_DIM_SRC,
+			 sl_pfx6_class(gen, SL_DIM_SRC, pkt->saddr, cfg->absent[SL_DIM_SRC]));
+		SL_CLASS(SL_DIM_DST,
+			 sl_pfx6_class(gen, SL_DIM_DST, pkt->daddr, cfg->absent[SL_DIM_DST]));
+		SL_CLASS(SL_DIM_SSET,
+			 sl_set6_class(gen, SL_DIM_SSET, pkt->saddr, cfg->absent[SL_DIM_SSET]));
+		SL_CLASS(SL_DIM_DSET,
+			 sl_set6_class(gen, SL_DIM_DSET, pkt->daddr, cfg->absent[SL_DIM_DSET]));
+	} else {
+		SL_CLASS(SL_DIM_SRC, cfg->absent[SL_DIM_SRC]);
+		SL_CLASS(SL_DIM_DST, cfg->absent[SL_DIM_DST]);
+		SL_CLASS(SL_DIM_SSET, cfg->absent[SL_DIM_SSET]);
+		SL_CLASS(SL_DIM_DSET, cfg->absent[SL_DIM_DSET]);
+	}
+#undef SL_CLASS
+	return 0;
+}
+
+/*
+ * The vectors of the classes in the memo key into w->vec (an unused dimension's: class 0,
+ * never ANDed), and w->word the AND of their word 0. Returns the AND of their summaries
+ * (and of the positions below nrules); 0: no candidate.
+ */
+static __always_inline __u64 sl_vectors(struct sl_walk *w, const struct sl_gen_cfg *cfg)
+{
+	__u32 gen = w->gen, dims = w->dims;
 	const struct sl_vec *any = sl_vec_of(gen, 0), *v;
 	__u64 summary = sl_positions_summary(cfg->nrules), word0 = ~0ULL;
 
 	if (!any)
 		return 0;
-
-/* Dimension d's vector from class `expr`; an unused dimension gets `any`, never ANDed. */
-#define SL_GATHER(d, expr)                          \
-	do {                                        \
-		w->vec[d] = any;                    \
-		if (dims & (1U << (d))) {           \
-			cls = (expr);               \
-			v = sl_vec_of(gen, cls);    \
-			if (!v)                     \
-				return 0;           \
-			w->vec[d] = v;              \
-			summary &= v->summary;      \
-			word0 &= v->words[0];       \
-		}                                   \
-	} while (0)
-
-	SL_GATHER(SL_DIM_PROTO, sl_slot_class(&sl_proto, gen * SL_PROTO_SLOTS, pkt->proto_slot,
-					      cfg->absent[SL_DIM_PROTO]));
-	SL_GATHER(SL_DIM_SPORT, sl_slot_class(&sl_ports, (gen * 2) * 65536, pkt->sport_slot,
-					      cfg->absent[SL_DIM_SPORT]));
-	SL_GATHER(SL_DIM_DPORT, sl_slot_class(&sl_ports, (gen * 2 + 1) * 65536, pkt->dport_slot,
-					      cfg->absent[SL_DIM_DPORT]));
-	SL_GATHER(SL_DIM_ICMP, sl_slot_class(&sl_icmp, (gen * 2) * 65536, pkt->icmp_slot,
-					     cfg->absent[SL_DIM_ICMP]));
-	SL_GATHER(SL_DIM_VLAN, sl_slot_class(&sl_vlan, gen * SL_VLAN_SLOTS, pkt->vid,
-					     cfg->absent[SL_DIM_VLAN]));
-	SL_GATHER(SL_DIM_FLAGS, sl_slot_class(&sl_flags, gen * SL_FLAGS_SLOTS, pkt->flags_slot,
-					      cfg->absent[SL_DIM_FLAGS]));
-	if (pkt->family == 4) {
-		SL_GATHER(SL_DIM_SRC,
-			  sl_pfx4_class(gen, SL_DIM_SRC, pkt->saddr, cfg->absent[SL_DIM_SRC]));
-		SL_GATHER(SL_DIM_DST,
-			  sl_pfx4_class(gen, SL_DIM_DST, pkt->daddr, cfg->absent[SL_DIM_DST]));
-		SL_GATHER(SL_DIM_SSET,
-			  sl_set4_class(gen, SL_DIM_SSET, pkt->saddr, cfg->absent[SL_DIM_SSET]));
-		SL_GATHER(SL_DIM_DSET,
-			  sl_set4_class(gen, SL_DIM_DSET, pkt->daddr, cfg->absent[SL_DIM_DSET]));
-	} else if (pkt->family == 6) {
-		SL_GATHER(SL_DIM_SRC,
-			  sl_pfx6_class(gen, SL_DIM_SRC, pkt->saddr, cfg->absent[SL_DIM_SRC]));
-		SL_GATHER(SL_DIM_DST,
-			  sl_pfx6_class(gen, SL_DIM_DST, pkt->daddr, cfg->absent[SL_DIM_DST]));
-		SL_GATHER(SL_DIM_SSET,
-			  sl_set6_class(gen, SL_DIM_SSET, pkt->saddr, cfg->absent[SL_DIM_SSET]));
-		SL_GATHER(SL_DIM_DSET,
-			  sl_set6_class(gen, SL_DIM_DSET, pkt->daddr, cfg->absent[SL_DIM_DSET]));
-	} else {
-		SL_GATHER(SL_DIM_SRC, cfg->absent[SL_DIM_SRC]);
-		SL_GATHER(SL_DIM_DST, cfg->absent[SL_DIM_DST]);
-		SL_GATHER(SL_DIM_SSET, cfg->absent[SL_DIM_SSET]);
-		SL_GATHER(SL_DIM_DSET, cfg->absent[SL_DIM_DSET]);
+#pragma unroll
+	for (int d = 0; d < SL_DIMS; d++) {
+		w->vec[d] = any;
+		if (dims & (1U << d)) {
+			v = sl_vec_of(gen, (w->memo[SL_MEMO_WORD(d)] >> SL_MEMO_SHIFT(d)) & 0xffff);
+			if (!v)
+				return 0;
+			w->vec[d] = v;
+			summary &= v->summary;
+			word0 &= v->words[0];
+		}
 	}
-#undef SL_GATHER
-	w->word0 = word0;
+	w->word = word0;
 	return summary;
 }
 
@@ -1133,18 +1218,7 @@ static __always_inline void sl_fast(const struct sl_gen_cfg *cfg, __u32 gen,
 		}                                        \
 	} while (0)
 
-	SL_FAST_DIM(SL_DIM_PROTO, sl_slot_class(&sl_proto, gen * SL_PROTO_SLOTS, pkt->proto_slot,
-						cfg->absent[SL_DIM_PROTO]));
-	SL_FAST_DIM(SL_DIM_SPORT, sl_slot_class(&sl_ports, (gen * 2) * 65536, pkt->sport_slot,
-						cfg->absent[SL_DIM_SPORT]));
-	SL_FAST_DIM(SL_DIM_DPORT, sl_slot_class(&sl_ports, (gen * 2 + 1) * 65536, pkt->dport_slot,
-						cfg->absent[SL_DIM_DPORT]));
-	SL_FAST_DIM(SL_DIM_ICMP, sl_slot_class(&sl_icmp, (gen * 2) * 65536, pkt->icmp_slot,
-					       cfg->absent[SL_DIM_ICMP]));
-	SL_FAST_DIM(SL_DIM_VLAN, sl_slot_class(&sl_vlan, gen * SL_VLAN_SLOTS, pkt->vid,
-					       cfg->absent[SL_DIM_VLAN]));
-	SL_FAST_DIM(SL_DIM_FLAGS, sl_slot_class(&sl_flags, gen * SL_FLAGS_SLOTS, pkt->flags_slot,
-						cfg->absent[SL_DIM_FLAGS]));
+	SL_EACH_ARRAY_DIM(SL_FAST_DIM);
 #undef SL_FAST_DIM
 
 	/* COUNT candidates before the first other one are passed over (seen) and counted
@@ -1201,6 +1275,29 @@ settled:
 	sl_fast_count(gen, seen, io->len);
 }
 
+/* The memo slot of a key: a multiplicative hash of its three words. */
+static __always_inline struct sl_memo_slot *sl_memo_slot_of(const __u64 *key)
+{
+	__u64 h = (key[0] * 0x9e3779b97f4a7c15ULL) ^ key[1];
+	__u32 index;
+
+	h = (h * 0xc2b2ae3d27d4eb4fULL) ^ key[2];
+	index = (h * 0x165667b19e3779f9ULL) >> 52 & (SL_MEMO_SLOTS - 1);
+	return bpf_map_lookup_elem(&sl_memo, &index);
+}
+
+/* The slot takes the outcome of a walk. Per CPU, and a program never runs nested in itself on
+ * one CPU, so no reader sees the slot half written. */
+static __always_inline void sl_memo_store(struct sl_memo_slot *slot, const __u64 *key,
+					  __u32 state, __u32 pos)
+{
+	slot->key[0] = key[0];
+	slot->key[1] = key[1];
+	slot->key[2] = key[2];
+	slot->pos = pos;
+	slot->state = state;
+}
+
 /*
  * Classification (header, items 2-4) as a global function: the verifier checks it once,
  * apart from the caller's paths, and its own paths reach bpf_loop() with few distinct
@@ -1208,19 +1305,21 @@ settled:
  */
 __noinline int sl_classify(struct sl_walk_io *io, const struct sl_pkt *pkt)
 {
+	struct sl_memo_slot *slot = 0;
 	const struct sl_gen_cfg *cfg;
 	struct sl_walk w;
-	__u32 gen;
+	__u32 gen, *stamp;
 
 	if (!io || !pkt)
 		return 0;
 	gen = io->gen & 1;
 	cfg = bpf_map_lookup_elem(&sl_gen, &gen);
-	if (!cfg) {
+	stamp = bpf_map_lookup_elem(&sl_stamp, &gen);
+	if (!cfg || !stamp) {
 		io->state = SL_WALK_END;
 		return 0;
 	}
-	/* every field but vec (sl_gather's) is set here: no memset of the whole struct */
+	/* every field but vec (sl_vectors's) is set here: no memset of the whole struct */
 	w.word = 0;
 	w.base = 0;
 	w.pos = 0;
@@ -1239,16 +1338,40 @@ __noinline int sl_classify(struct sl_walk_io *io, const struct sl_pkt *pkt)
 	/* 0, but not a constant the verifier knows: a known 0 would make it check the
 	 * callback once per step count */
 	w.steps = io->steps;
-	w.summary = sl_gather(&w, cfg, pkt);
-	if (!w.summary) {
-		w.state = SL_WALK_END;
-	} else if (!sl_first_decides(&w)) {
-		bpf_loop(SL_WORDS + SL_MAX_STEPS, sl_walk_step, &w, 0);
-	} else {
-		io->first = SL_FIRST | (w.alone ? SL_FIRST_ALONE : 0);
+	w.taint = 0;
+	w.memo[0] = *stamp;
+	w.memo[1] = 0;
+	w.memo[2] = 0;
+	if (sl_classes(&w, cfg, pkt) < 0) {
+		io->state = SL_WALK_END;
+		return 0;
 	}
+	/* a memoized walk tried no filter rule, so the filter mask, known or not, does not
+	 * change its outcome */
+	slot = sl_memo_slot_of(w.memo);
+	if (slot && slot->state && slot->key[0] == w.memo[0] && slot->key[1] == w.memo[1] &&
+	    slot->key[2] == w.memo[2]) {
+		io->state = slot->state;
+		io->pos = slot->pos;
+		return 0;
+	}
+	w.summary = sl_vectors(&w, cfg);
+	if (!w.summary)
+		w.state = SL_WALK_END;
+	else if (!sl_first_decides(&w)) {
+		w.word = 0;
+		bpf_loop(SL_WORDS + SL_MAX_STEPS, sl_walk_step, &w, 0);
+	} else
+		io->first = SL_FIRST | (w.alone ? SL_FIRST_ALONE : 0);
 	io->state = w.state;
 	io->pos = w.pos;
+	/* the slot is found again rather than kept: a pointer live across bpf_loop would
+	 * take a stack slot */
+	if (!w.taint && (w.state == SL_WALK_END || w.state == SL_WALK_DECIDED)) {
+		slot = sl_memo_slot_of(w.memo);
+		if (slot)
+			sl_memo_store(slot, w.memo, w.state, w.pos);
+	}
 	return 0;
 }
 

@@ -134,6 +134,11 @@ export class Attachment {
   /** The rule structs of the generation written last, by position, and its redirect devices. */
   #lastImages: Buffer | undefined;
   #lastDevices: ReadonlyMap<string, number> = new Map();
+  /**
+   * The stamp last given to a generation (sl_stamp). The pipeline memoizes each walk's outcome under
+   * its generation's stamp, so every write of a generation takes a stamp never used before.
+   */
+  #stamp: number;
 
   private constructor(
     readonly key: AttachmentKey,
@@ -148,6 +153,8 @@ export class Attachment {
     readonly expectedAttachType: number,
   ) {
     this.#gen = decodeCtl(maps.sl_ctl.lookup(u32(0)) ?? Buffer.alloc(8));
+    const stampOf = (gen: Gen): number => maps.sl_stamp.lookup(u32(gen))?.readUInt32LE(0) ?? 0;
+    this.#stamp = Math.max(stampOf(0), stampOf(1));
   }
 
   get context(): 'xdp' | 'tc' {
@@ -433,6 +440,10 @@ export class Attachment {
       this.#bankSlotEmpty[next] = true;
     }
 
+    // A new stamp before the flip: outcomes memoized under this generation's last stamp are
+    // never read again.
+    this.#stamp = (this.#stamp + 1) >>> 0;
+    this.maps.sl_stamp.update(u32(next), u32(this.#stamp));
     this.maps.sl_gen.update(
       u32(next),
       encodeGenCfg({

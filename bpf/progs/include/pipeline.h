@@ -54,11 +54,14 @@
  *   per gen     sl_gen sl_pfx4 sl_pfx6 sl_setcls sl_proto sl_ports sl_icmp sl_vlan
  *               sl_flags sl_vecs sl_rules (see the index formulas above)
  *   control     sl_ctl[1], sl_limiters[SL_MAX_LIMITERS], sl_tx (devmap, SL_MAX_REDIRECTS),
- *               sl_progs (prog array, SL_PROG_SLOTS)
+ *               sl_progs (prog array, SL_PROG_SLOTS), sl_stamp[2] (u32 per generation: a value
+ *               never given before, written with each write of that generation, before the
+ *               flip; the pipeline memoizes classification outcomes under it)
  *   state       sl_buckets[SL_MAX_LIMITERS], sl_src_buckets (LRU hash of struct sl_src_key →
  *               struct sl_src_bucket),
  *               sl_scratch (per-CPU, 1), sl_stash (per-CPU, 1: the parse the pipeline hands to
- *               resume_* across the filter bank; private to the C program, user space only pins it)
+ *               resume_* across the filter bank; private to the C program, user space only pins it),
+ *               sl_memo (per-CPU, 4096: classification outcomes by class tuple; private likewise)
  *   counters    per-CPU arrays: sl_dev_stats[SL_VERDICTS] (struct sl_counter),
  *               sl_rule_stats[SL_MAX_RULES] (struct sl_rule_counter, by sl_rule.stats),
  *               sl_limit_stats[SL_MAX_LIMITERS], sl_events[SL_EVENTS] (u64),
