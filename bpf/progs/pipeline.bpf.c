@@ -53,10 +53,11 @@
  *     (sl_stamp[gen], renewed by the loader at each write of that generation, so no slot
  *     outlives the tables it was computed from). A slot holding that very key gives the
  *     outcome (the deciding position, or no decision) without reading a vector; otherwise
- *     the walk runs and its outcome fills the slot, unless it tried a COUNT rule (which
- *     must count every packet) or a filter rule (whose match depends on the packet's bytes,
- *     not its classes): such tuples always walk. A miss costs what the packet cost before
- *     the memo plus one hash and one 32-byte store, so a flood of distinct tuples costs no
+ *     the walk runs and its outcome fills the slot, with the positions of the COUNT rules
+ *     it counted (a hit counts them again), unless it tried a filter rule (whose match
+ *     depends on the packet's bytes, not its classes) or counted more than SL_MEMO_COUNTS:
+ *     such tuples always walk. A miss costs what the packet cost before
+ *     the memo plus one hash and one 48-byte store, so a flood of distinct tuples costs no
  *     more than that.
  *  3. A candidate with SL_RULE_FILTER needs the filter mask. pipeline_* stops at the first
  *     such candidate and tail-calls the generation's filter bank (sl_progs[gen]), which
@@ -129,7 +130,8 @@
  *                         program -> program
  *   sl_scratch            per CPU: filter mask, gen, done; filter bank -> resume_*
  *   sl_stamp              gen -> u32 stamp; loader -> the memo's keys
- *   sl_memo               per CPU, private to this file: class tuple -> walk outcome;
+ *   sl_memo               per CPU, private to this file: class tuple -> walk outcome
+ *                         (deciding position, COUNT rules counted);
  *                         sl_classify -> sl_classify
  *   sl_stash              per CPU, private to this file (not in pipeline.h: user space
  *                         only pins it): pipeline_*'s parse and first filter candidate
@@ -211,6 +213,8 @@
  * classes (class < SL_MAX_CLASSES = 8192). */
 #define SL_MEMO_SLOTS 4096
 #define SL_MEMO_WORDS 3
+/* COUNT rules a memoized outcome may carry (counted again on every hit) */
+#define SL_MEMO_COUNTS 4
 
 /* sl_walk_io.first, stashed in sl_stash.first for resume_* */
 #define SL_FIRST (1U << 0)
@@ -434,9 +438,12 @@ struct {
  * Private to this file, like sl_stash: user space only pins it.
  */
 struct sl_memo_slot {
-	__u64 key[SL_MEMO_WORDS]; /* struct sl_memo_key */
+	__u64 key[SL_MEMO_WORDS]; /* the stamp, then each dimension's class (SL_MEMO_WORD) */
 	__u32 state; /* SL_WALK_END or SL_WALK_DECIDED; 0: empty */
 	__u32 pos; /* with SL_WALK_DECIDED */
+	__u16 count[SL_MEMO_COUNTS]; /* positions of the COUNT rules the walk counted */
+	__u32 ncount;
+	__u32 pad;
 };
 
 struct {
@@ -729,20 +736,24 @@ struct sl_walk {
 	 * over the used dimensions (nrules aside) */
 	__u64 word;
 	__u64 fmask; /* filter mask, when known */
-	__u64 tail_mask; /* positions below nrules in word tail_word */
-	/* narrow fields: the three frames live at once must fit the 512-byte stack */
+	/* narrow fields: the three frames live at once must fit the 512-byte stack, and they
+	 * fill it (clang 14: pipeline_tc 216 bytes, sl_classify 248 plus the 24 bpf_loop's
+	 * inlining adds, the callback 12; each rounded up to 16) */
 	__u32 len; /* frame length, for COUNT rules (skb->len is a u32 too) */
 	__u32 tail_word; /* nrules / 64: the word nrules cuts (none if past 63) */
-	__u32 base; /* position of bit 0 of word */
-	__u32 dims;
-	__u32 gen;
-	__u32 pos; /* the deciding position, with SL_WALK_DECIDED */
+	__u16 base; /* position of bit 0 of word */
+	__u16 dims;
+	__u16 pos; /* the deciding position, with SL_WALK_DECIDED */
+	__u16 counts[SL_MEMO_COUNTS]; /* positions of the COUNT rules counted */
+	__u8 tail_bits; /* nrules % 64: the positions of word tail_word below nrules */
+	__u8 gen;
 	__u8 steps; /* candidates tried (at most SL_MAX_STEPS) */
 	__u8 state; /* SL_WALK_* */
 	__u8 known; /* fmask is valid */
 	__u8 counting; /* COUNT rules are counted (resume_*: from the first filter candidate) */
 	__u8 alone; /* sl_first_decides: the filter candidate it stopped at is the only one */
-	__u8 taint; /* the walk tried a COUNT or filter rule: its outcome is not memoized */
+	__u8 taint; /* the walk tried a filter rule, or counted too many: not memoized */
+	__u8 ncount; /* COUNT rules counted, in counts (at most SL_MEMO_COUNTS) */
 	__u64 memo[SL_MEMO_WORDS]; /* the memo key: the stamp, then each dimension's class */
 };
 
@@ -769,7 +780,7 @@ struct sl_walk_io {
 /* word w's positions below nrules: all but in the word nrules cuts. Branch-free. */
 static __always_inline __u64 sl_tail(const struct sl_walk *s, __u32 w)
 {
-	return s->tail_mask | sl_nonzero(w ^ s->tail_word);
+	return ((1ULL << (s->tail_bits & 63)) - 1) | sl_nonzero(w ^ s->tail_word);
 }
 
 /*
@@ -838,7 +849,7 @@ static __always_inline long sl_walk_once(struct sl_walk *s)
 	}
 	s->word &= s->word - 1;
 	s->steps++;
-	if (!rule || rule->action == SL_ACT_COUNT || (rule->flags & SL_RULE_FILTER))
+	if (!rule || (rule->flags & SL_RULE_FILTER))
 		s->taint = 1;
 	if (!rule)
 		return 0;
@@ -854,6 +865,11 @@ static __always_inline long sl_walk_once(struct sl_walk *s)
 	}
 	if (s->counting)
 		sl_count_rule(rule->stats, s->len);
+	/* a memo hit counts them again; a walk that counts more is not memoized */
+	if (s->ncount < SL_MEMO_COUNTS)
+		s->counts[s->ncount++ & (SL_MEMO_COUNTS - 1)] = pos;
+	else
+		s->taint = 1;
 	return 0;
 }
 
@@ -1286,16 +1302,36 @@ static __always_inline struct sl_memo_slot *sl_memo_slot_of(const __u64 *key)
 	return bpf_map_lookup_elem(&sl_memo, &index);
 }
 
-/* The slot takes the outcome of a walk. Per CPU, and a program never runs nested in itself on
+/* The slot takes the outcome of walk w. Per CPU, and a program never runs nested in itself on
  * one CPU, so no reader sees the slot half written. */
-static __always_inline void sl_memo_store(struct sl_memo_slot *slot, const __u64 *key,
-					  __u32 state, __u32 pos)
+static __always_inline void sl_memo_store(struct sl_memo_slot *slot, const struct sl_walk *w)
 {
-	slot->key[0] = key[0];
-	slot->key[1] = key[1];
-	slot->key[2] = key[2];
-	slot->pos = pos;
-	slot->state = state;
+	slot->key[0] = w->memo[0];
+	slot->key[1] = w->memo[1];
+	slot->key[2] = w->memo[2];
+	slot->pos = w->pos;
+	slot->ncount = w->ncount;
+#pragma unroll
+	for (int i = 0; i < SL_MEMO_COUNTS; i++)
+		slot->count[i] = w->counts[i];
+	slot->state = w->state;
+}
+
+/* A hit: the COUNT rules the walk counted are counted for this packet too. */
+static __always_inline void sl_memo_count(const struct sl_memo_slot *slot, __u32 gen, __u64 len)
+{
+	const struct sl_rule *rule;
+	__u32 n = slot->ncount, key;
+
+#pragma unroll
+	for (int i = 0; i < SL_MEMO_COUNTS; i++) {
+		if (i < n) {
+			key = gen * SL_MAX_RULES + (slot->count[i] & (SL_MAX_RULES - 1));
+			rule = bpf_map_lookup_elem(&sl_rules, &key);
+			if (rule)
+				sl_count_rule(rule->stats, len);
+		}
+	}
 }
 
 /*
@@ -1330,7 +1366,7 @@ __noinline int sl_classify(struct sl_walk_io *io, const struct sl_pkt *pkt)
 	/* nrules is not clamped (a clamp would give the verifier a constant path): a
 	 * tail_word past 63 matches no word */
 	w.tail_word = cfg->nrules / 64;
-	w.tail_mask = (1ULL << (cfg->nrules & 63)) - 1;
+	w.tail_bits = cfg->nrules & 63;
 	w.len = io->len;
 	w.fmask = io->fmask;
 	w.known = io->known;
@@ -1339,6 +1375,7 @@ __noinline int sl_classify(struct sl_walk_io *io, const struct sl_pkt *pkt)
 	 * callback once per step count */
 	w.steps = io->steps;
 	w.taint = 0;
+	w.ncount = 0;
 	w.memo[0] = *stamp;
 	w.memo[1] = 0;
 	w.memo[2] = 0;
@@ -1351,6 +1388,8 @@ __noinline int sl_classify(struct sl_walk_io *io, const struct sl_pkt *pkt)
 	slot = sl_memo_slot_of(w.memo);
 	if (slot && slot->state && slot->key[0] == w.memo[0] && slot->key[1] == w.memo[1] &&
 	    slot->key[2] == w.memo[2]) {
+		if (w.counting)
+			sl_memo_count(slot, gen, w.len);
 		io->state = slot->state;
 		io->pos = slot->pos;
 		return 0;
@@ -1370,7 +1409,7 @@ __noinline int sl_classify(struct sl_walk_io *io, const struct sl_pkt *pkt)
 	if (!w.taint && (w.state == SL_WALK_END || w.state == SL_WALK_DECIDED)) {
 		slot = sl_memo_slot_of(w.memo);
 		if (slot)
-			sl_memo_store(slot, w.memo, w.state, w.pos);
+			sl_memo_store(slot, &w);
 	}
 	return 0;
 }

@@ -71,18 +71,19 @@ await describeKernel('the pipeline memo', () => {
     }
   });
 
-  it('a count rule counts every packet, not only the first of its kind', async () => {
-    await apply({
-      rules: [
-        { id: 'all-udp', proto: 'udp', action: 'count' },
-        LAN,
-        { id: 'dns', proto: 'udp', dport: 53, action: 'drop' },
-      ],
-    });
-    expect(await run(udp({ dport: 53 }), 1000)).toBe(XDP_DROP);
-    expect(await run(udp({ dport: 54 }), 500)).toBe(XDP_PASS);
-    expect(packets('all-udp')).toBe(1500);
-    expect(packets('dns')).toBe(1000);
+  it('count rules count every packet, memoized or not', async () => {
+    // 'all-udp' alone fits the memo's four count rules per outcome; six do not
+    const counts = (n: number): RuleSpec[] =>
+      Array.from({ length: n }, (_, i) => ({ id: `c${n}-${i}`, proto: 'udp', action: 'count' }));
+    for (const n of [1, 4, 6]) {
+      await apply({
+        rules: [...counts(n), LAN, { id: `dns${n}`, proto: 'udp', dport: 53, action: 'drop' }],
+      });
+      expect(await run(udp({ dport: 53 }), 1000)).toBe(XDP_DROP);
+      expect(await run(udp({ dport: 54 }), 500)).toBe(XDP_PASS);
+      expect(counts(n).map((r) => packets(r.id!))).toEqual(counts(n).map(() => 1500));
+      expect(packets(`dns${n}`)).toBe(1000);
+    }
   });
 
   it('a tcpdump-expression rule is judged for each packet of the same classes', async () => {
@@ -150,7 +151,8 @@ await describeKernel('the pipeline memo', () => {
   });
 
   it('answers from a slot only for the very tuple the slot holds', async () => {
-    // struct sl_memo_slot (pipeline.bpf.c, private to it): u64 key[3], u32 state, u32 pos
+    // struct sl_memo_slot (pipeline.bpf.c, private to it): u64 key[3], u32 state, u32 pos,
+    // u16 count[4], u32 ncount, u32 pad
     const DECIDED = 2;
     const at = (i: number): Buffer => Buffer.from(Uint32Array.of(i).buffer);
     const pinned = openPinned(`${dir}/att/${net.right.device}@xdp/sl_memo`);
@@ -170,9 +172,10 @@ await describeKernel('the pipeline memo', () => {
         for (let i = 0; i < 4096; i++) memo.update(at(i), perCpu);
       };
       /** `slotKey` decided at position 2 ('to-80', a drop). */
-      const drop = (slotKey: Buffer): Buffer => Buffer.concat([slotKey, at(DECIDED), at(2)]);
+      const drop = (slotKey: Buffer): Buffer =>
+        Buffer.concat([slotKey, at(DECIDED), at(2), Buffer.alloc(16)]);
       const frame = udp({ sport: 1000 });
-      fill(Buffer.alloc(32));
+      fill(Buffer.alloc(48));
       expect(await run(frame)).toBe(XDP_PASS);
       // the frame's slot: decided at position 1
       let key: Buffer | undefined;
