@@ -34,7 +34,9 @@
  *     order), proto and the service id. The hash is Linux's jhash2 over the key's address and
  *     port words as loaded (little-endian): 3 for IPv4 (jhash_3words), 9 for IPv6, initval the
  *     service's seed plus proto, after the service's hash mode zeroed fields ('src': dst,
- *     ports, proto; 'src-port': dst, dport, proto). Maglev: slot = hash % M, backend =
+ *     ports, proto; 'src-port': dst, dport, proto). Maglev: slot = (hash * M) >> 32 (the u32
+ *     hash scaled into [0, M) by a 64-bit multiply: as even as hash % M, without the
+ *     division, which costs more than the rest of the pick), backend =
  *     lb_maglev[svc.id][slot], M the inner map's max_entries (read through CO-RE from struct
  *     bpf_map; BPF_F_INNER_MAP lets the inner arrays differ in size, Linux >= 5.10).
  *  4. Flow table of the family (lb_flows4 or lb_flows6; lb_flows4_pc or lb_flows6_pc with
@@ -833,7 +835,7 @@ static __always_inline int lb_pick(const union lb_fkey *k, __u8 family, const st
 		lb_event(ev, LB_EV_NO_TABLE);
 		return -1;
 	}
-	slot = hash % slot;
+	slot = ((__u64)hash * slot) >> 32;
 	backend = bpf_map_lookup_elem(table, &slot);
 	if (!backend) {
 		lb_event(ev, LB_EV_NO_TABLE);

@@ -23,7 +23,8 @@
 //     IPv4, n = 3: src (bytes 0..3), dst (16..19), the port word (32..35); jhash2 over 3 words
 //                  is the kernel's jhash_3words(src, dst, ports, seed + proto);
 //     IPv6, n = 9: src (0..15), dst (16..31), the port word (32..35).
-//   The family picks the words and is not hashed itself. A flow's Maglev slot is hash % M.
+//   The family picks the words and is not hashed itself. A flow's Maglev slot is
+//   maglevSlot(hash, M) (maglev.ts).
 import { PrefixInvalidError } from '../dataplane/errors.js';
 import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, parsePrefix } from '../dataplane/model.js';
 import { AddressInvalidError, FamilyMismatchError, FlowInvalidError } from './errors.js';
@@ -223,7 +224,7 @@ export function hashFlowKey(key: Uint8Array, seed = 0): number {
 
 /**
  * The u32 hash the kernel computes for `flow` under `mode` and `seed` (the service's seed); its
- * Maglev slot is `hash % M`. Throws what `flowKey` throws.
+ * Maglev slot is `maglevSlot(hash, M)`. Throws what `flowKey` throws.
  */
 export function flowHash(flow: LbFlow, mode: LbHashMode, seed = 0): number {
   return hashFlowKey(flowKey(flow, mode), seed);

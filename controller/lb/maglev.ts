@@ -1,7 +1,7 @@
 // Maglev lookup tables with weights (Eisenbud et al., "Maglev: A Fast and Reliable Software Network Load Balancer", NSDI 2016): which backend each slot of the hash space goes to.
 //
 // A table is a Uint32Array of M slots (M prime, one of MAGLEV_SIZES); slot s holds the u32 key of
-// the backend that new flows with `flowHash(flow) % M === s` go to, or MAGLEV_NO_BACKEND.
+// the backend that new flows with `maglevSlot(flowHash(flow), M) === s` go to, or MAGLEV_NO_BACKEND.
 //
 // Permutations. Each backend's preference list depends only on its id (a stable string such as
 // its address text, "10.1.0.11" or "2001:db8::11"): offset = h1(id) mod M,
@@ -442,9 +442,19 @@ function populateByHeap(
   return slots;
 }
 
-/** The key of the backend a flow of hash `hash` goes to (slot `hash % M`), or MAGLEV_NO_BACKEND. */
+/**
+ * The slot of a flow of u32 hash `hash` in a table of `size` slots: floor(hash * size / 2^32), as
+ * lb.bpf.c computes it ((hash * M) >> 32 in 64 bits). Each slot gets floor or ceil of 2^32 / size
+ * hashes, as with hash % size, and the program needs no division. Exact in a double: the product
+ * stays below 2^53 for every size up to 2^21.
+ */
+export function maglevSlot(hash: number, size: number): number {
+  return Math.floor(((hash >>> 0) * size) / 2 ** 32);
+}
+
+/** The key of the backend a flow of hash `hash` goes to, or MAGLEV_NO_BACKEND. */
 export function lookupBackend(table: Uint32Array, hash: number): number {
-  return table[(hash >>> 0) % table.length];
+  return table[maglevSlot(hash, table.length)];
 }
 
 /**

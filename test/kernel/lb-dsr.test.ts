@@ -22,6 +22,11 @@ import { flowHash as predictFlowHash } from '../../controller/lb/flow-hash.js';
 
 // ---- the flow hash, written here from its definition (not from the C or controller/lb) ----
 
+/** The Maglev slot of a u32 hash in a table of m slots: (hash * m) >> 32, in 64 bits. */
+function slotOf(hash: number, m: number): number {
+  return Number((BigInt(hash >>> 0) * BigInt(m)) >> 32n);
+}
+
 function rol(x: number, s: number): number {
   return ((x << s) | (x >>> (32 - s))) >>> 0;
 }
@@ -222,12 +227,12 @@ await describeKernel('the load balancer in DSR mode', () => {
       dport: 80,
     }));
 
-    it('picks table[jhash_3words(src, dst, ports, seed + proto) % M] for IPv4 flows', async () => {
+    it('picks table[(jhash_3words(src, dst, ports, seed + proto) * M) >> 32] for IPv4 flows', async () => {
       const got: string[] = [];
       const want: string[] = [];
       for (const f of flows4) {
         got.push((await send({ ...f, flags: SYN })).backend ?? 'none');
-        want.push(BACKENDS[TABLE4[flowHash(f, '5tuple', SEED4) % TABLE4.length]!]!);
+        want.push(BACKENDS[TABLE4[slotOf(flowHash(f, '5tuple', SEED4), TABLE4.length)]!]!);
       }
       expect(got).toEqual(want);
       // and the spread shows the hash at work: every backend gets some of 24 flows
@@ -254,7 +259,7 @@ await describeKernel('the load balancer in DSR mode', () => {
       }
     });
 
-    it('picks table[jhash2(src, dst, ports: 9 words, seed + proto) % M] for IPv6 flows', async () => {
+    it('picks table[(jhash2(src, dst, ports: 9 words, seed + proto) * M) >> 32] for IPv6 flows', async () => {
       for (let i = 0; i < 12; i++) {
         const f = {
           src: `2001:db8:9::${(i + 1).toString(16)}`,
@@ -265,7 +270,7 @@ await describeKernel('the load balancer in DSR mode', () => {
         const { backend } = await send({ ...f });
         expect({ i, backend }).toEqual({
           i,
-          backend: BACKENDS[TABLE6[flowHash(f, '5tuple', SEED6) % TABLE6.length]!],
+          backend: BACKENDS[TABLE6[slotOf(flowHash(f, '5tuple', SEED6), TABLE6.length)]!],
         });
       }
     });
@@ -311,7 +316,7 @@ await describeKernel('the load balancer in DSR mode', () => {
   describe('forwarding', () => {
     it('rewrites only the MACs of an IPv4 packet and sends it back out of the arm (XDP_TX)', async () => {
       const spec = { src: '192.0.2.100', dst: VIP4, sport: 30000, dport: 80, flags: ACK };
-      const backend = BACKENDS[TABLE4[flowHash({ ...spec }, '5tuple', SEED4) % 13]!]!;
+      const backend = BACKENDS[TABLE4[slotOf(flowHash({ ...spec }, '5tuple', SEED4), 13)]!]!;
       const input = frame(spec);
       const { retval, data } = await lb.lab.run(lb.xdp, input);
       const want = Buffer.from(input);
@@ -322,7 +327,7 @@ await describeKernel('the load balancer in DSR mode', () => {
 
     it('rewrites only the MACs of an IPv6 packet', async () => {
       const spec = { src: '2001:db8:9::77', dst: VIP6, sport: 41000, dport: 443 };
-      const backend = BACKENDS[TABLE6[flowHash({ ...spec }, '5tuple', SEED6) % 7]!]!;
+      const backend = BACKENDS[TABLE6[slotOf(flowHash({ ...spec }, '5tuple', SEED6), 7)]!]!;
       const input = frame(spec);
       const { retval, data } = await lb.lab.run(lb.xdp, input);
       const want = Buffer.from(input);
@@ -405,7 +410,7 @@ await describeKernel('the load balancer in DSR mode', () => {
       await lb.maps.setMaglevTable(41, table);
       const f = { src: '192.0.2.100', dst: '203.0.113.61', sport: 4242, dport: 80 };
       const { backend } = await send(f);
-      expect(backend).toBe(BACKENDS[table[flowHash(f, '5tuple', 77) % 1048573]!]);
+      expect(backend).toBe(BACKENDS[table[slotOf(flowHash(f, '5tuple', 77), 1048573)]!]);
     });
 
     it('refuses a table whose size is not a prime', async () => {
@@ -446,7 +451,9 @@ await describeKernel('the load balancer in DSR mode', () => {
         const spec = { src, dst, proto: 'udp' as const, sport: 5000, dport: 6000 };
         const table = familyOf(src) === 4 ? TABLE4 : TABLE6;
         const want =
-          BACKENDS[table[flowHash({ ...spec, sport: 0, dport: 0 }, '5tuple', 9) % table.length]!];
+          BACKENDS[
+            table[slotOf(flowHash({ ...spec, sport: 0, dport: 0 }, '5tuple', 9), table.length)]!
+          ];
         const pieces = [
           await send({ ...spec, fragment: { offset: 0, more: true } }),
           await send({ ...spec, fragment: { offset: 3, more: true } }),

@@ -8,6 +8,7 @@ import {
   MAGLEV_SIZES,
   buildMaglevTable,
   lookupBackend,
+  maglevSlot,
   movedShare,
   permutationOf,
   predictMoves,
@@ -399,11 +400,35 @@ describe('flows through a table', () => {
     expect(ratio).toBeLessThanOrEqual(1.05);
   });
 
-  it('looks a flow up in slot hash % M', () => {
+  it("looks a flow up in slot floor(hash * M / 2^32), the program's (hash * M) >> 32", () => {
     const table = buildMaglevTable(backends(4));
     const flow = randomFlows(1, 7)[0];
     const hash = flowHash(flow, 'src-port', 99);
-    expect(lookupBackend(table, hash)).toBe(table[hash % M]);
+    const slot = Number((BigInt(hash) * BigInt(M)) >> 32n);
+    expect(maglevSlot(hash, M)).toBe(slot);
+    expect(lookupBackend(table, hash)).toBe(table[slot]);
+  });
+
+  it('spreads the hash space over the slots as evenly as a remainder would', () => {
+    // each slot's share of the 2^32 hashes is floor or ceil of 2^32 / M: the first hash of
+    // every slot, found by a binary search of maglevSlot, is at most one apart from the ideal
+    for (const size of [251, 65537, 1048573]) {
+      const firstOf = (slot: number): number => {
+        let lo = 0;
+        let hi = 2 ** 32;
+        while (lo < hi) {
+          const mid = Math.floor((lo + hi) / 2);
+          if (maglevSlot(mid, size) < slot) lo = mid + 1;
+          else hi = mid;
+        }
+        return lo;
+      };
+      for (const slot of [0, 1, Math.floor(size / 2), size - 1]) {
+        const width = (slot + 1 < size ? firstOf(slot + 1) : 2 ** 32) - firstOf(slot);
+        expect(Math.abs(width - 2 ** 32 / size)).toBeLessThan(1);
+      }
+      expect(maglevSlot(2 ** 32 - 1, size)).toBe(size - 1);
+    }
   });
 
   it('predicts which pinned flows a change would send elsewhere (the dry run)', () => {
