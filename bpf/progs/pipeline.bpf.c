@@ -277,6 +277,15 @@ struct {
 	__type(value, __u32);
 } sl_pfx4 SEC(".maps");
 
+/* The /16s sl_pfx4's prefixes reach: key gen * 2 + dim (SRC 0, DST 1), value struct
+ * sl_pfx4_cover. Written by the loader with the generation, read before sl_pfx4. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, struct sl_pfx4_cover);
+} sl_pfx4_cover SEC(".maps");
+
 /* The same for IPv6. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -945,19 +954,38 @@ static __always_inline __u32 sl_array_class(void *map, __u32 index, __u32 absent
 	return cls ? *cls : absent;
 }
 
-/* SRC / DST, IPv4: longest prefix of {gen, dim, address}. */
-static __always_inline __u32 sl_pfx4_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)
+/*
+ * SRC / DST, IPv4: longest prefix of {gen, dim, address}, where sl_pfx4_cover says a prefix
+ * other than the /0 may hold the address; elsewhere the /0's class, without walking the trie
+ * (most traffic is outside the few /16s that rules name). A call of its own, as sl_set4_mask,
+ * so that the trie key is not in sl_classify's frame. `a` is the address as it lies in the
+ * packet, loaded into a u32.
+ */
+static __noinline __u32 sl_pfx4_class_of(__u32 gen, __u32 dim, __u32 a, __u32 absent)
 {
+	__u32 hi = (a & 0xff) << 8 | ((a >> 8) & 0xff), slot = (gen & 1) * 2 + (dim & 1);
+	const struct sl_pfx4_cover *cover = bpf_map_lookup_elem(&sl_pfx4_cover, &slot);
 	struct sl_pfx4_key key;
 	__u32 *cls;
 
+	if (cover && cover->valid &&
+	    !((cover->bits[(hi >> 6) & (SL_PFX4_COVER_WORDS - 1)] >> (hi & 63)) & 1))
+		return cover->zero_cls;
 	__builtin_memset(&key, 0, sizeof(key));
 	key.prefixlen = 16 + 32;
 	key.gen = gen;
 	key.dim = dim;
-	__builtin_memcpy(key.addr, addr, 4);
+	__builtin_memcpy(key.addr, &a, 4);
 	cls = bpf_map_lookup_elem(&sl_pfx4, &key);
 	return cls ? *cls : absent;
+}
+
+static __always_inline __u32 sl_pfx4_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)
+{
+	__u32 a;
+
+	__builtin_memcpy(&a, addr, 4);
+	return sl_pfx4_class_of(gen, dim, a, absent);
 }
 
 static __always_inline __u32 sl_pfx6_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)

@@ -86,6 +86,7 @@ export const SIZE = {
   srcKey: 24,
   pfx4Key: 12, // padded to the u32 prefixlen's alignment
   pfx6Key: 24,
+  pfx4Cover: 8 * 1024 + 8,
   set4Small: 64,
   set4Big: 512,
   set4Dense: 516,
@@ -185,6 +186,29 @@ export function encodePfxKey(gen: Gen, dim: number, addr: Uint8Array, len: numbe
   b[4] = gen;
   b[5] = dim;
   b.set(addr, 6);
+  return b;
+}
+
+/**
+ * struct sl_pfx4_cover of one dimension's IPv4 prefixes (its /0 among them): the bit of every /16
+ * that a prefix other than the /0 reaches, the /0's class, valid = 1. A /16 is the address's first
+ * two bytes; bit h is bit (h & 7) of byte h >> 3 of the little-endian u64 words.
+ */
+export function encodePfx4Cover(
+  prefixes: readonly { addr: Uint8Array; len: number; cls: number }[],
+): Buffer {
+  const b = Buffer.alloc(SIZE.pfx4Cover);
+  const bits = SIZE.pfx4Cover - 8;
+  for (const { addr, len, cls } of prefixes) {
+    if (len === 0) {
+      b.writeUInt32LE(cls, bits);
+      continue;
+    }
+    const span = len >= 16 ? 1 : 2 ** (16 - len);
+    const first = ((addr[0] << 8) | addr[1]) & ~(span - 1);
+    for (let h = first; h < first + span; h++) b[h >> 3] |= 1 << (h & 7);
+  }
+  b.writeUInt32LE(1, bits + 4);
   return b;
 }
 

@@ -39,6 +39,7 @@ import {
   encodeCtl,
   encodeGenCfg,
   encodeLimiter,
+  encodePfx4Cover,
   encodePfxKey,
   encodeRule,
   encodeSetclsKey,
@@ -606,6 +607,13 @@ export class Attachment {
     }
     for (const [key, cls] of pfx) {
       if (oldPfx.get(key) !== cls) this.#trieOf(key).update(Buffer.from(key, 'hex'), u32(cls));
+    }
+    // What the IPv4 trie holds, by /16, so that most addresses skip it (8 KiB per dimension).
+    for (const dim of [0, 1] as const) {
+      this.maps.sl_pfx4_cover.update(
+        u32(gen * 2 + dim),
+        encodePfx4Cover(t.pfx4.filter((e) => e.dim === dim)),
+      );
     }
 
     const setcls = new Map<string, number>();

@@ -27,7 +27,8 @@
  *
  * The per-dimension lookups:
  *   SL_DIM_SRC, SL_DIM_DST   sl_pfx4 / sl_pfx6 (LPM; key gen, dim, address;
- *                            a /0 entry per gen, dim and family always exists)
+ *                            a /0 entry per gen, dim and family always exists);
+ *                            IPv4 asks sl_pfx4_cover first (struct below)
  *   SL_DIM_SSET, SL_DIM_DSET the shared set maps give the mask of the sets holding
  *                            the address (IPv4: the range blocks below; IPv6:
  *                            sl_set6, LPM); sl_setcls (hash; gen, dim, mask)
@@ -51,7 +52,7 @@
  *
  * Map names (pipeline.bpf.c defines them; all BTF-defined, 15 characters at most):
  *   shared      sl_set4_dir sl_set4_sm sl_set4_bg sl_set4_dn sl_set6
- *   per gen     sl_gen sl_pfx4 sl_pfx6 sl_setcls sl_proto sl_ports sl_icmp sl_vlan
+ *   per gen     sl_gen sl_pfx4 sl_pfx4_cover sl_pfx6 sl_setcls sl_proto sl_ports sl_icmp sl_vlan
  *               sl_flags sl_vecs sl_rules (see the index formulas above)
  *   control     sl_ctl[1], sl_limiters[SL_MAX_LIMITERS], sl_tx (devmap, SL_MAX_REDIRECTS),
  *               sl_progs (prog array, SL_PROG_SLOTS), sl_stamp[2] (u32 per generation: a value
@@ -161,6 +162,20 @@ struct sl_gen_cfg {
 	__u32 absent[SL_DIMS]; /* class for a packet without the dimension's field */
 	__u32 filter_cls; /* class of the vector of rules with SL_RULE_FILTER */
 	__u32 has_filters; /* 0: no rule has SL_RULE_FILTER */
+};
+
+/*
+ * sl_pfx4_cover[gen * 2 + dim] (dim SL_DIM_SRC or SL_DIM_DST): which /16s the generation's IPv4
+ * prefixes of that dimension reach, so that an address in none of them takes the /0 entry's
+ * class without the trie. Bit (h & 63) of bits[h / 64] is set when some prefix other than the
+ * /0 holds an address of the /16 h (the address's first two bytes). valid = 0 (a map created
+ * by this build and not written yet): ask the trie.
+ */
+#define SL_PFX4_COVER_WORDS 1024
+struct sl_pfx4_cover {
+	__u64 bits[SL_PFX4_COVER_WORDS];
+	__u32 zero_cls; /* the class of the dimension's /0 entry */
+	__u32 valid;
 };
 
 /* sl_rules[gen * SL_MAX_RULES + position] */
