@@ -22,6 +22,9 @@ import {
   loadObject,
   loadProgram,
   mkdirBpffs,
+  openPinned,
+  possibleCpus,
+  type BpfMap,
   type BpfObject,
   type BpfProgram,
 } from '../bpf/index.js';
@@ -202,6 +205,57 @@ async function timeChunked(
 
 type Timer = (prog: BpfProgram, data: Uint8Array) => Promise<Figure>;
 
+/** Slots per CPU of a pipeline object's sl_memo, and the bytes of one (pipeline.bpf.c). */
+const MEMO_SLOTS = 4096;
+const MEMO_SLOT_BYTES = 48;
+
+/** The sl_memo slot a frame's class tuple takes: the one slot its run fills in an emptied memo. */
+async function memoSlotOf(prog: BpfProgram, data: Uint8Array, memo: BpfMap): Promise<number> {
+  const keys = Buffer.alloc(4 * MEMO_SLOTS);
+  for (let i = 0; i < MEMO_SLOTS; i++) keys.writeUInt32LE(i, 4 * i);
+  const empty = Buffer.alloc(MEMO_SLOTS * MEMO_SLOT_BYTES * possibleCpus());
+  memo.updateBatchSync(keys, empty, { count: MEMO_SLOTS });
+  await prog.testRun({ data, repeat: 1 });
+  const filled = [];
+  for (let i = 0; i < MEMO_SLOTS; i++) {
+    const slot = memo.lookupPerCpu(keys.subarray(4 * i, 4 * i + 4));
+    if (slot?.some((v) => v.readUInt32LE(24) !== 0)) filled.push(i);
+  }
+  if (filled.length !== 1)
+    throw new Error(`bench pipeline-cost: one run filled memo slots ${filled.join(', ')}`);
+  return filled[0];
+}
+
+/**
+ * ns per run of a packet whose class tuple the memo does not hold: `runs` test runs of one
+ * iteration each, each after `slot` of `memo` is emptied on every CPU (one map write, made before
+ * every subject's runs alike, so that all pay the same syscall). The kernel's figure of a
+ * one-iteration run is that run alone (whole ns, the test loop's own few ns included, as in the
+ * empty program's figure taken the same way); the median of the runs is given for both clocks,
+ * wall time being mostly the call.
+ */
+async function timeMissed(
+  prog: BpfProgram,
+  data: Uint8Array,
+  runs: number,
+  memo: BpfMap,
+  slot: number,
+): Promise<Figure> {
+  const key = Buffer.from(Uint32Array.of(slot).buffer);
+  const empty = Array.from({ length: possibleCpus() }, () => Buffer.alloc(MEMO_SLOT_BYTES));
+  const kernel: number[] = [];
+  const wall: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    memo.update(key, empty);
+    const started = process.hrtime.bigint();
+    const { durationNs } = await prog.testRun({ data, repeat: 1 });
+    wall.push(Number(process.hrtime.bigint() - started));
+    kernel.push(durationNs);
+  }
+  const median = (xs: number[]): number => xs.sort((a, b) => a - b)[xs.length >> 1];
+  return { wall: median(wall), kernel: median(kernel) };
+}
+
 /**
  * Best of `rounds` per subject and clock, the subjects alternating (the first one rotating each
  * round). Throws first if a subject's verdict on its frame is not the expected one.
@@ -293,8 +347,8 @@ interface Row {
   /** The empty program, measured in the same alternation. */
   floor: Figure;
   target?: string;
-  /** Timed in chunks (timeChunked): the kernel's figure is the one to show. */
-  chunked?: boolean;
+  /** Timed so that the kernel's figure is the one to show (timeChunked, timeMissed). */
+  byKernel?: boolean;
 }
 
 /** What the child is given: its devices (the last one is the redirect target) and the sizes. */
@@ -464,6 +518,34 @@ async function measure(config: InsideConfig): Promise<InsideResult> {
       },
     );
 
+    // 1b. The same with the memo emptied before each packet: what a packet of a new class tuple
+    // costs (a flood of spoofed sources still falls in few tuples; this is the worst case).
+    const pinnedMemo = openPinned(`${dirs[0]}/att/${d1k}@xdp/sl_memo`);
+    if (pinnedMemo.kind !== 'map') throw new Error(`bench pipeline-cost: no sl_memo for ${d1k}`);
+    const bigMemo = pinnedMemo.map;
+    closers.push(() => bigMemo.close());
+    const missRuns = Math.max(200, Math.round(repeat / 100));
+    const missSlot = await memoSlotOf(prog(big, d1k), DROP_FRAME, bigMemo);
+    const missSubjects = [prog(big, d1k), allow.prog, empty];
+    const missed: Figure[] = missSubjects.map(() => ({ wall: Infinity, kernel: Infinity }));
+    // rounds alternate the subjects; each keeps its lowest median
+    for (let r = 0; r < 3; r++) {
+      for (const [i, p] of missSubjects.entries()) {
+        const f = await timeMissed(p, DROP_FRAME, missRuns, bigMemo, missSlot);
+        missed[i] = {
+          wall: Math.min(missed[i].wall, f.wall),
+          kernel: Math.min(missed[i].kernel, f.kernel),
+        };
+      }
+    }
+    rows.push({
+      workload: `drop-by-set (${setLabel} set, 1,024 rules), its memo slot emptied before each packet ¶ vs xdp-filter alw_all`,
+      sluice: missed[0],
+      peer: missed[1],
+      floor: missed[2],
+      byKernel: true,
+    });
+
     // 2. Pass-through: the frame matches none of 8, 1,024, 4,096 rules.
     const [p8, p1k, p4k, p1kGrouped, p4kGrouped, floor2] = await bestOf(
       [
@@ -548,7 +630,7 @@ async function measure(config: InsideConfig): Promise<InsideResult> {
       sluice: redirect,
       peer: drop4,
       floor: floor4,
-      chunked: true,
+      byKernel: true,
     });
 
     // 5. A tcpdump expression as a rule against the same expression as its own program.
@@ -624,7 +706,7 @@ export async function runPipelineCostBench(
     await lab.destroy();
   }
   const { repeat, rounds } = config;
-  const shown = (row: Row, f: Figure): number => (row.chunked ? f.kernel : f.wall);
+  const shown = (row: Row, f: Figure): number => (row.byKernel ? f.kernel : f.wall);
   /** `net`: minus the row's empty-program figure; `floor`: that figure shown in the row's name. */
   const table = (
     title: string,
@@ -680,6 +762,7 @@ export async function benchPipelineCost(
       "‡ the same fillers with each kind's rules together (the set rule still last). The fillers' six kinds take turns in the plain rows, so every 64-rule word of the classifier's bit vectors holds rules that leave each dimension open, and a frame matching none still has every word to AND: the walk grows with the rules / 64; grouped, most words drop out at the summaries",
       "checked against the runs made: xdp-filter's port hit counter, the blocklist rule's counter in both data planes, the limiter's passes, the redirect verdict count",
       "the memo: a test run repeats one frame, so after its first iteration every sluice row but the expression's takes its outcome from the per-CPU memo of classification outcomes by class tuple (pipeline.bpf.c, item 2), as steady traffic does; the memo's own cost is in every row. A packet of a tuple not in the memo walks the vectors as it did before there was a memo, then fills its slot: one hash and one 48-byte store more",
+      "¶ memo slot emptied: the drop-by-set frame in single-iteration test runs (repeat / 100 of them, at least 200, three alternating rounds, lowest median), the one sl_memo slot the frame takes emptied on every CPU before each run, the same write made before xdp-filter's and the empty program's runs; median of the kernel's per-run figure (whole ns). The walk then ANDs all 16 words of the interleaved rules' vectors, as every packet did before the memo. A run of one iteration after a syscall starts with colder caches than the repeat rows, so these figures compare with each other, not with those rows",
       "expression: a rule set of that one rule (the pipeline, a tail call into the filter bank, a tail call back and a second classification) against bpf/filter's eBPF of the same expression loaded alone (drop on match)",
       ...notes,
     ],
