@@ -190,26 +190,35 @@ export function encodePfxKey(gen: Gen, dim: number, addr: Uint8Array, len: numbe
 }
 
 /**
- * struct sl_pfx4_cover of one dimension's IPv4 prefixes (its /0 among them): the bit of every /16
- * that a prefix other than the /0 reaches, the /0's class, valid = 1. A /16 is the address's first
- * two bytes; bit h is bit (h & 7) of byte h >> 3 of the little-endian u64 words.
+ * struct sl_pfx4_cover of each dimension (SRC, DST) from the IPv4 prefixes of both (each with its
+ * /0), in one pass: the bit of every /16 that a prefix other than the /0 reaches, the /0's class,
+ * valid = 1. A /16 is the address's first two bytes; bit h is bit (h & 7) of byte h >> 3 of the
+ * little-endian u64 words. Written into `covers` when given (SIZE.pfx4Cover bytes each): a write
+ * of the rules reuses its two, as zeroed 8 KiB buffers cost more to get than to fill.
  */
-export function encodePfx4Cover(
-  prefixes: readonly { addr: Uint8Array; len: number; cls: number }[],
-): Buffer {
-  const b = Buffer.alloc(SIZE.pfx4Cover);
+export function encodePfx4Covers(
+  prefixes: readonly { dim: number; addr: Uint8Array; len: number; cls: number }[],
+  covers: [Buffer, Buffer] = [Buffer.alloc(SIZE.pfx4Cover), Buffer.alloc(SIZE.pfx4Cover)],
+): [Buffer, Buffer] {
   const bits = SIZE.pfx4Cover - 8;
-  for (const { addr, len, cls } of prefixes) {
+  for (const b of covers) b.fill(0);
+  for (const { dim, addr, len, cls } of prefixes) {
+    const b = covers[dim & 1];
     if (len === 0) {
       b.writeUInt32LE(cls, bits);
       continue;
     }
-    const span = len >= 16 ? 1 : 2 ** (16 - len);
+    if (len >= 16) {
+      const h = (addr[0] << 8) | addr[1];
+      b[h >> 3] |= 1 << (h & 7);
+      continue;
+    }
+    const span = 2 ** (16 - len);
     const first = ((addr[0] << 8) | addr[1]) & ~(span - 1);
     for (let h = first; h < first + span; h++) b[h >> 3] |= 1 << (h & 7);
   }
-  b.writeUInt32LE(1, bits + 4);
-  return b;
+  for (const b of covers) b.writeUInt32LE(1, bits + 4);
+  return covers;
 }
 
 /** struct sl_set6_key (and an IPv4 prefix's trie key, as FamilyIndex encodes its changes) */

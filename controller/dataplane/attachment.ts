@@ -39,7 +39,7 @@ import {
   encodeCtl,
   encodeGenCfg,
   encodeLimiter,
-  encodePfx4Cover,
+  encodePfx4Covers,
   encodePfxKey,
   encodeRule,
   encodeSetclsKey,
@@ -107,6 +107,8 @@ interface Shadow {
   /** The struct sl_vec images by class. */
   vectors: Buffer;
   pfx: Map<string, number>;
+  /** The sl_pfx4_cover values, SRC and DST. */
+  covers: [Buffer, Buffer];
   setcls: Map<string, number>;
   arrays: Record<ArrayName, Uint32Array>;
 }
@@ -140,6 +142,11 @@ export class Attachment {
    * its generation's stamp, so every write of a generation takes a stamp never used before.
    */
   #stamp: number;
+  /** Where each write encodes the sl_pfx4_cover values before comparing them with the shadow's. */
+  readonly #coverScratch: [Buffer, Buffer] = [
+    Buffer.alloc(SIZE.pfx4Cover),
+    Buffer.alloc(SIZE.pfx4Cover),
+  ];
 
   private constructor(
     readonly key: AttachmentKey,
@@ -608,12 +615,14 @@ export class Attachment {
     for (const [key, cls] of pfx) {
       if (oldPfx.get(key) !== cls) this.#trieOf(key).update(Buffer.from(key, 'hex'), u32(cls));
     }
-    // What the IPv4 trie holds, by /16, so that most addresses skip it (8 KiB per dimension).
+    // What the IPv4 trie holds, by /16, so that most addresses skip it (8 KiB per dimension);
+    // written where it differs from what this generation held.
+    const covers = encodePfx4Covers(t.pfx4, this.#coverScratch);
+    const heldCovers = old?.covers ?? [Buffer.alloc(SIZE.pfx4Cover), Buffer.alloc(SIZE.pfx4Cover)];
     for (const dim of [0, 1] as const) {
-      this.maps.sl_pfx4_cover.update(
-        u32(gen * 2 + dim),
-        encodePfx4Cover(t.pfx4.filter((e) => e.dim === dim)),
-      );
+      if (old && heldCovers[dim].equals(covers[dim])) continue;
+      this.maps.sl_pfx4_cover.update(u32(gen * 2 + dim), covers[dim]);
+      covers[dim].copy(heldCovers[dim]);
     }
 
     const setcls = new Map<string, number>();
@@ -666,6 +675,7 @@ export class Attachment {
       rules,
       vectors: patchRecords(oldVectors, images, vecChanged, SIZE.vec),
       pfx,
+      covers: heldCovers,
       setcls,
       arrays: shadowArrays,
     };

@@ -2,13 +2,22 @@
 // before its trie (an address outside all of them takes the /0's class).
 import { describe, expect, it } from 'vitest';
 
-import { SIZE, encodePfx4Cover } from '../../../controller/dataplane/abi.js';
+import { SIZE, encodePfx4Covers } from '../../../controller/dataplane/abi.js';
 
 const BITS = SIZE.pfx4Cover - 8;
 
-function prefix(text: string, cls = 7): { addr: Uint8Array; len: number; cls: number } {
+function prefix(
+  text: string,
+  cls = 7,
+  dim = 0,
+): { dim: number; addr: Uint8Array; len: number; cls: number } {
   const [addr, len] = text.split('/');
-  return { addr: Uint8Array.from(addr.split('.').map(Number)), len: Number(len), cls };
+  return { dim, addr: Uint8Array.from(addr.split('.').map(Number)), len: Number(len), cls };
+}
+
+/** The SRC dimension's cover of these prefixes. */
+function encodePfx4Cover(prefixes: ReturnType<typeof prefix>[]): Buffer {
+  return encodePfx4Covers(prefixes)[0];
 }
 
 /** The /16s whose bit is set, as "a.b". */
@@ -34,6 +43,17 @@ describe('the /16 cover of IPv4 rule prefixes', () => {
     expect(covered(encodePfx4Cover([prefix('10.0.0.0/8')]))).toHaveLength(256);
     const half = covered(encodePfx4Cover([prefix('128.0.0.0/1')]));
     expect([half.length, half[0], half.at(-1)]).toEqual([32768, '128.0', '255.255']);
+  });
+
+  it('keeps each dimension to its own prefixes', () => {
+    const [src, dst] = encodePfx4Covers([
+      prefix('0.0.0.0/0', 1, 0),
+      prefix('0.0.0.0/0', 2, 1),
+      prefix('192.0.2.0/24', 7, 0),
+      prefix('10.0.0.0/16', 8, 1),
+    ]);
+    expect([covered(src), covered(dst)]).toEqual([['192.0'], ['10.0']]);
+    expect([src.readUInt32LE(BITS), dst.readUInt32LE(BITS)]).toEqual([1, 2]);
   });
 
   it("keeps the /0's class apart and marks itself written", () => {
