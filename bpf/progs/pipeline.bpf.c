@@ -1150,30 +1150,30 @@ static __always_inline int sl_classes(struct sl_walk *w, const struct sl_gen_cfg
 	} while (0)
 
 	SL_EACH_ARRAY_DIM(SL_CLASS);
+/* The four address dimensions through one family's prefix and set lookups. */
+#define SL_ADDR_CLASSES(pfx_class, set_class)                                              \
+	do {                                                                               \
+		SL_CLASS(SL_DIM_SRC, pfx_class(gen, SL_DIM_SRC, pkt->saddr,                \
+					       cfg->absent[SL_DIM_SRC]));                  \
+		SL_CLASS(SL_DIM_DST, pfx_class(gen, SL_DIM_DST, pkt->daddr,                \
+					       cfg->absent[SL_DIM_DST]));                  \
+		SL_CLASS(SL_DIM_SSET, set_class(gen, SL_DIM_SSET, pkt->saddr,              \
+						cfg->absent[SL_DIM_SSET]));                \
+		SL_CLASS(SL_DIM_DSET, set_class(gen, SL_DIM_DSET, pkt->daddr,              \
+						cfg->absent[SL_DIM_DSET]));                \
+	} while (0)
+
 	if (pkt->family == 4) {
-		SL_CLASS(SL_DIM_SRC,
-			 sl_pfx4_class(gen, SL_DIM_SRC, pkt->saddr, cfg->absent[SL_DIM_SRC]));
-		SL_CLASS(SL_DIM_DST,
-			 sl_pfx4_class(gen, SL_DIM_DST, pkt->daddr, cfg->absent[SL_DIM_DST]));
-		SL_CLASS(SL_DIM_SSET,
-			 sl_set4_class(gen, SL_DIM_SSET, pkt->saddr, cfg->absent[SL_DIM_SSET]));
-		SL_CLASS(SL_DIM_DSET,
-			 sl_set4_class(gen, SL_DIM_DSET, pkt->daddr, cfg->absent[SL_DIM_DSET]));
+		SL_ADDR_CLASSES(sl_pfx4_class, sl_set4_class);
 	} else if (pkt->family == 6) {
-		SL_CLASS(SL_DIM_SRC,
-			 sl_pfx6_class(gen, SL_DIM_SRC, pkt->saddr, cfg->absent[SL_DIM_SRC]));
-		SL_CLASS(SL_DIM_DST,
-			 sl_pfx6_class(gen, SL_DIM_DST, pkt->daddr, cfg->absent[SL_DIM_DST]));
-		SL_CLASS(SL_DIM_SSET,
-			 sl_set6_class(gen, SL_DIM_SSET, pkt->saddr, cfg->absent[SL_DIM_SSET]));
-		SL_CLASS(SL_DIM_DSET,
-			 sl_set6_class(gen, SL_DIM_DSET, pkt->daddr, cfg->absent[SL_DIM_DSET]));
+		SL_ADDR_CLASSES(sl_pfx6_class, sl_set6_class);
 	} else {
 		SL_CLASS(SL_DIM_SRC, cfg->absent[SL_DIM_SRC]);
 		SL_CLASS(SL_DIM_DST, cfg->absent[SL_DIM_DST]);
 		SL_CLASS(SL_DIM_SSET, cfg->absent[SL_DIM_SSET]);
 		SL_CLASS(SL_DIM_DSET, cfg->absent[SL_DIM_DSET]);
 	}
+#undef SL_ADDR_CLASSES
 #undef SL_CLASS
 	return 0;
 }
