@@ -32,7 +32,15 @@ import { compileFilterToEbpf } from '../bpf/filter/ebpf.js';
 import { Dataplane, type AttachmentSpec } from '../controller/dataplane/dataplane.js';
 import type { RuleSpec } from '../controller/dataplane/model.js';
 import { Lab } from '../netns-lab/lab.js';
-import { concat, ipv4Frame, udpHeader } from '../test/helpers/packets/build.js';
+import {
+  concat,
+  ether,
+  ipv4Frame,
+  ipv6,
+  ipv6Header,
+  mac,
+  udpHeader,
+} from '../test/helpers/packets/build.js';
 import { Prng } from '../test/helpers/packets/prng.js';
 import { formatTable, type BenchTable } from './table.js';
 
@@ -44,6 +52,9 @@ const FRAME_BYTES = 64;
 const SET_SIZE = 1_000_000;
 /** The frame's source is here, in both the big and the small set. */
 const BLOCKED_PREFIX = '192.0.2.64/26';
+const BLOCKED_PREFIX6 = '2001:db8:0:1::/64';
+/** IPv6 prefixes in the big set beside the IPv4 ones. */
+const SET6_SIZE = 100_000;
 const NEXT_HOP = '02:00:00:00:00:99';
 const EXPRESSION = 'udp and dst port 53';
 const XDP_FILTER_DIR = '/usr/lib/x86_64-linux-gnu/bpf';
@@ -58,8 +69,21 @@ function udpFrame(o: { src: string; dport: number; ttl?: number }): Uint8Array {
   return ipv4Frame(17, l4, { src: o.src, dst: '198.51.100.1', ttl: o.ttl });
 }
 
+/** A 64-byte Ethernet + IPv6 + UDP frame. */
+function udp6Frame(o: { src: string; dport: number }): Uint8Array {
+  const payload = FRAME_BYTES - 14 - 40 - 8;
+  const l4 = concat(udpHeader(40000, o.dport, payload), new Uint8Array(payload).fill(0x41));
+  return concat(
+    ether(mac('02:00:00:00:00:02'), mac('02:00:00:00:00:01'), 0x86dd),
+    ipv6Header({ next: 17, src: ipv6(o.src), dst: ipv6('2001:db8:ffff::1') }, l4.length),
+    l4,
+  );
+}
+
 /** Source in the blocklist, UDP to port 80: the drop-by-set frame (and xdp-filter's port). */
 const DROP_FRAME = udpFrame({ src: '192.0.2.77', dport: 80 });
+/** The same from an IPv6 source in the blocklist. */
+const DROP6_FRAME = udp6Frame({ src: '2001:db8:0:1::77', dport: 80 });
 /** Source in no set, matching no rule: the pass-through frame. */
 const PASS_FRAME = udpFrame({ src: '198.51.100.7', dport: 80 });
 /** DROP_FRAME with the largest TTL: 254 forwards before the TTL reaches 1. */
@@ -107,6 +131,28 @@ export function randomPrefixes(count: number, seed = 1): string[] {
     const addr = (prng.next() & maskOf(len)) >>> 0;
     if (overlapsReserved(addr, len)) continue;
     seen.add(`${addr >>> 24}.${(addr >>> 16) & 255}.${(addr >>> 8) & 255}.${addr & 255}/${len}`);
+  }
+  return [...seen];
+}
+
+/**
+ * `count` distinct random IPv6 prefixes (seeded) in 2000::/3 outside 2001:db8::/32 (where the
+ * frames' addresses are): half /128, a quarter /64, the rest /32 to /127.
+ */
+export function randomPrefixes6(count: number, seed = 1): string[] {
+  const prng = new Prng(seed);
+  const seen = new Set<string>();
+  while (seen.size < count) {
+    const pick = prng.int(4);
+    const len = pick < 2 ? 128 : pick === 2 ? 64 : prng.range(32, 127);
+    const words = Array.from({ length: 8 }, () => prng.next() & 0xffff);
+    words[0] = 0x2000 | (words[0] & 0x1fff);
+    if (words[0] === 0x2001 && words[1] === 0x0db8) continue;
+    for (let w = 0; w < 8; w++) {
+      const keep = Math.max(0, Math.min(16, len - 16 * w));
+      words[w] &= keep === 0 ? 0 : (0xffff << (16 - keep)) & 0xffff;
+    }
+    seen.add(`${words.map((w) => w.toString(16)).join(':')}/${len}`);
   }
   return [...seen];
 }
@@ -389,8 +435,14 @@ async function measure(config: InsideConfig): Promise<InsideResult> {
     // The sets: BLOCKED_PREFIX plus random ones, `setSize` in all, and a 10-prefix one.
     let started = performance.now();
     const randoms = randomPrefixes(setSize - 1);
-    const bigSet = [BLOCKED_PREFIX, ...randoms];
-    const smallSet = [BLOCKED_PREFIX, ...randoms.slice(0, 9)];
+    const randoms6 = randomPrefixes6(SET6_SIZE - 1);
+    const bigSet = [BLOCKED_PREFIX, ...randoms, BLOCKED_PREFIX6, ...randoms6];
+    const smallSet = [
+      BLOCKED_PREFIX,
+      ...randoms.slice(0, 9),
+      BLOCKED_PREFIX6,
+      ...randoms6.slice(0, 9),
+    ];
     const rules1k = ruleSet(1024, SET_DROP);
     const xdp = (device: string, rules: RuleSpec[]): AttachmentSpec => ({
       device,
@@ -517,6 +569,24 @@ async function measure(config: InsideConfig): Promise<InsideResult> {
         target: '0.90–1.10',
       },
     );
+
+    // 1a. IPv6: the set's 100,000 IPv6 prefixes against the small set's 10.
+    const [s6Big, s6Small, floor6] = await bestOf(
+      [
+        subject('sluice drop-by-set IPv6', prog(big, d1k), DROP6_FRAME, XDP_DROP),
+        subject('sluice 10-prefix set IPv6', prog(small, dSmall), DROP6_FRAME, XDP_DROP),
+        floorOn(DROP6_FRAME),
+      ],
+      rounds,
+      wall,
+    );
+    rows.push({
+      workload: `drop-by-set IPv6: ${SET6_SIZE.toLocaleString('en')} IPv6 prefixes in the set vs 10`,
+      sluice: s6Big,
+      peer: s6Small,
+      floor: floor6,
+      target: '0.90–1.10',
+    });
 
     // 1b. The same with the memo emptied before each packet: what a packet of a new class tuple
     // costs (a flood of spoofed sources still falls in few tuples; this is the worst case).
