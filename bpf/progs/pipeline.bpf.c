@@ -112,9 +112,10 @@
  *
  * Maps (writer -> reader; "loader" is controller/dataplane, which writes a generation's half
  * of every per-generation table, then flips sl_ctl):
- *   sl_set4_*, sl_set6    shared by all attachments (pinned): set membership, IPv4 as
- *                         ranges per /16, IPv6 as u64 masks per prefix (LPM); set store
- *                         -> program (SSET/DSET dimensions)
+ *   sl_set4_*, sl_set6*   shared by all attachments (pinned): set membership, as ranges
+ *                         per /16 (IPv4) and per /32 (IPv6, with the short prefixes and
+ *                         every prefix in tries beside them); set store -> program
+ *                         (SSET/DSET dimensions)
  *   sl_pfx4, sl_pfx6      {gen, dim, address} prefix -> class; loader -> program
  *   sl_setcls             {gen, dim, mask} -> class; loader -> program
  *   sl_proto, sl_ports, sl_icmp, sl_vlan, sl_flags   index formula -> class; loader -> program
@@ -257,8 +258,43 @@ struct {
 	__type(value, struct sl_set4_dense);
 } sl_set4_dn SEC(".maps");
 
-/* Set membership of IPv6 prefixes: key prefix, value u64 mask of the sets holding it.
- * Shared by every attachment (pinned); written by the set store, read by SSET/DSET. */
+/* Set membership of IPv6 addresses as ranges per /32 (pipeline.h, "IPv6 set membership"),
+ * shared and written as the IPv4 maps; twice what they hold, for the same reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct sl_set6_node);
+} sl_set6_dir SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_set6_bkey);
+	__type(value, struct sl_set6_big);
+} sl_set6_bg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct sl_set6_dense);
+} sl_set6_dn SEC(".maps");
+
+/* The IPv6 prefixes of /32 and shorter, by their first 32 bits: value u64 mask. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_set6_short_key);
+	__type(value, __u64);
+} sl_set6_short SEC(".maps");
+
+/* Every IPv6 prefix of every set: key prefix, value u64 mask of the sets holding it. What a
+ * /32 too dense for pages is looked up in, and what a restarted process reads back. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1048576);
@@ -1086,14 +1122,98 @@ static __always_inline __u32 sl_set4_class(__u32 gen, __u32 dim, const __u8 *add
 	return sl_setcls_class(gen, dim, sl_set4_mask(a), absent);
 }
 
-static __always_inline __u32 sl_set6_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)
+/* sl_range_mask for IPv6 ranges: the last entry starting at or before (hi, lo). */
+static __always_inline __u32 sl_range6_mask(const struct sl_set6_entry *e, const __u32 n, __u64 hi,
+					    __u32 lo)
 {
-	struct sl_set6_key key = { .prefixlen = 128 };
+	const struct sl_set6_entry *p;
+	__u32 pos = 0;
+
+#pragma unroll
+	for (__u32 step = n / 2; step; step >>= 1) {
+		p = &e[(pos + step) & (n - 1)];
+		if (p->hi < hi || (p->hi == hi && p->lo <= lo))
+			pos += step;
+	}
+	return e[pos & (n - 1)].mask;
+}
+
+/* The page of a dense /32 holding (hi, lo): the last whose first start is at or before it. */
+static __always_inline __u32 sl_dense6_page(const struct sl_set6_dense *d, __u64 hi, __u32 lo)
+{
+	const struct sl_set6_entry *p;
+	__u32 pos = 0;
+
+#pragma unroll
+	for (__u32 step = SL_SET6_PAGES / 2; step; step >>= 1) {
+		p = &d->first[(pos + step) & (SL_SET6_PAGES - 1)];
+		if (p->hi < hi || (p->hi == hi && p->lo <= lo))
+			pos += step;
+	}
+	return pos < d->pages ? pos : (__u32)d->pages - 1;
+}
+
+/* The mask of the sets holding the IPv6 address top:hi:lo (host order; pipeline.h, "IPv6 set
+ * membership"). A call of its own, as sl_set4_mask. */
+static __noinline __u32 sl_set6_mask(__u32 top, __u64 hi, __u32 lo)
+{
+	const struct sl_set6_node *node;
+	const struct sl_set6_dense *d;
+	const struct sl_set6_big *bb;
+	struct sl_set6_bkey bkey = { .top = top };
+	__u32 key = top;
 	__u64 *mask;
 
-	__builtin_memcpy(key.addr, addr, 16);
-	mask = bpf_map_lookup_elem(&sl_set6, &key);
-	return sl_setcls_class(gen, dim, mask ? *mask : 0, absent);
+	node = bpf_map_lookup_elem(&sl_set6_dir, &key);
+	if (!node) {
+		struct sl_set6_short_key skey = { .prefixlen = 32 };
+
+		key = bpf_htonl(top);
+		__builtin_memcpy(skey.addr, &key, 4);
+		mask = bpf_map_lookup_elem(&sl_set6_short, &skey);
+		return mask ? (__u32)*mask : 0;
+	}
+	switch (node->kind) {
+	case SL_SET6_SMALL:
+		return sl_range6_mask(node->e, SL_SET6_SMALL_N, hi, lo);
+	case SL_SET6_BIG:
+		bb = bpf_map_lookup_elem(&sl_set6_bg, &bkey);
+		return bb ? sl_range6_mask(bb->e, SL_SET6_BIG_N, hi, lo) : 0;
+	case SL_SET6_DENSE:
+		d = bpf_map_lookup_elem(&sl_set6_dn, &key);
+		if (!d)
+			return 0;
+		bkey.sub = SL_SET6_PAGE | (__u32)(d->bank & 1) << SL_SET6_BANK_SHIFT |
+			   (sl_dense6_page(d, hi, lo) & (SL_SET6_PAGES - 1));
+		bb = bpf_map_lookup_elem(&sl_set6_bg, &bkey);
+		return bb ? sl_range6_mask(bb->e, SL_SET6_BIG_N, hi, lo) : 0;
+	case SL_SET6_TRIE: {
+		struct sl_set6_key tkey = { .prefixlen = 128 };
+		__u64 h = bpf_cpu_to_be64(hi);
+		__u32 t = bpf_htonl(top), l = bpf_htonl(lo);
+
+		__builtin_memcpy(tkey.addr, &t, 4);
+		__builtin_memcpy(tkey.addr + 4, &h, 8);
+		__builtin_memcpy(tkey.addr + 12, &l, 4);
+		mask = bpf_map_lookup_elem(&sl_set6, &tkey);
+		return mask ? (__u32)*mask : 0;
+	}
+	default:
+		return 0;
+	}
+}
+
+static __always_inline __u32 sl_set6_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)
+{
+	__u32 top, lo;
+	__u64 hi;
+
+	__builtin_memcpy(&top, addr, 4);
+	__builtin_memcpy(&hi, addr + 4, 8);
+	__builtin_memcpy(&lo, addr + 12, 4);
+	return sl_setcls_class(gen, dim,
+			       sl_set6_mask(bpf_ntohl(top), bpf_be64_to_cpu(hi), bpf_ntohl(lo)),
+			       absent);
 }
 
 /* The class in a flat per-generation array at base + slot, or absent. */

@@ -53,6 +53,7 @@ import { loadFilterBank } from './filter-bank.js';
 import { NAME_BYTES, decodeName, encodeName, openNameTable } from './name-table.js';
 import type { Rule } from './model.js';
 import { SET4_PINS } from './set4-blocks.js';
+import { SET6_PINS } from './set6-blocks.js';
 
 /** Where a pipeline runs. */
 export type Hook = 'xdp' | 'tc-ingress' | 'tc-egress';
@@ -91,7 +92,7 @@ const SYNC_BATCH = 4096;
 const PERCPU_COUNTER_BYTES = Math.ceil(SIZE.ruleCounter / 8) * 8 * possibleCpus();
 
 /** Maps of pipeline.bpf.c that live beside the object (pinned per attachment) or per instance. */
-const SHARED = new Set<string>([...SET4_PINS, 'sl_set6']);
+const SHARED = new Set<string>([...SET4_PINS, ...SET6_PINS, 'sl_set6']);
 /**
  * The kernel adds BPF_F_RDONLY_PROG to every devmap it creates, and libbpf 1.1 then refuses to reuse
  * a pinned one ("parameter mismatch"); the definition cannot carry the flag either (the kernel

@@ -5,6 +5,8 @@
 // /24 of set B, the /24's value must be A|B: each entry's value is the OR of the "own" masks of all
 // its ancestors and itself. IPv4 is held as ranges per /16 (set4-blocks.ts), which ranges()
 // computes from the same values; the IPv4 changes ("trie batches") say which /16s to rewrite.
+// IPv6 keeps the trie and adds ranges per /32 (set6-blocks.ts, from eachRanges6), which the
+// trie's own changes say which to rewrite.
 //
 // Representation: one sorted array of keys with two parallel arrays, own mask and kernel value. Keys
 // sort as (address, length), which puts a prefix right before everything inside it, so
@@ -29,6 +31,32 @@ export interface TrieBatch {
   updates: number;
   deleteKeys: Buffer;
   deletes: number;
+}
+
+/** FamilyIndex.ranges6: the ranges of one IPv6 /32. */
+export interface Ranges6 {
+  hi1: Uint32Array;
+  hi2: Uint32Array;
+  lo: Uint32Array;
+  masks: Uint32Array;
+  n: number;
+  long: boolean;
+}
+
+const ONES = 0xffffffff;
+const ZERO96 = '0'.repeat(24);
+const HEX32 = (top: number): string => top.toString(16).padStart(8, '0');
+
+/** The u32 written as 8 hex digits at `at` of `k` (no substring: this runs per key per sweep). */
+function hexWord(k: string, at: number): number {
+  let v = 0;
+  for (let c = at; c < at + 8; c++) v = v * 16 + hexDigit(k.charCodeAt(c));
+  return v;
+}
+
+/** A u32 word's low `bits` bits set (0 to 32 of them). */
+function ones(bits: number): number {
+  return bits >= 32 ? ONES : bits <= 0 ? 0 : 2 ** bits - 1;
 }
 
 /** Addresses in an IPv4 prefix, by length. */
@@ -142,6 +170,25 @@ export class FamilyIndex {
   readonly #maskCount = new Map<number, number>();
   /** Prefix lengths with a non-zero own mask, with counts, for the ancestor walk. */
   readonly #lengths = new Map<number, number>();
+
+  /** What #sweep6 returns, kept across calls. */
+  #ranges6: Ranges6 = {
+    hi1: new Uint32Array(64),
+    hi2: new Uint32Array(64),
+    lo: new Uint32Array(64),
+    masks: new Uint32Array(64),
+    n: 1,
+    long: false,
+  };
+
+  /** #sweep6's stack of enclosing prefixes, kept across calls. */
+  readonly #stack6 = {
+    e1: new Uint32Array(130),
+    e2: new Uint32Array(130),
+    e3: new Uint32Array(130),
+    inside: new Uint8Array(130),
+    vals: new Uint32Array(130),
+  };
 
   /** IPv4 held as ranges: the /16s whose entries changed since clearTouched(), not kernel keys. */
   readonly #touched: Uint8Array | undefined;
@@ -263,6 +310,213 @@ export class FamilyIndex {
       }
     }
     return { starts, masks, n };
+  }
+
+  /**
+   * IPv6: the masks over the /32 `top` as ranges of its low 96 bits (set6-blocks.ts): range i
+   * starts at hi[i] * 2^32 + lo[i] (hi as two u32 words, hi1 the upper) and holds masks[i] up to
+   * the next start or the /32's end; neighbours differ. `long`: a prefix longer than /32 with a
+   * value lies inside (else the /32 needs no block: the short trie answers for it).
+   */
+  ranges6(top: number): Ranges6 {
+    let out: Ranges6 | undefined;
+    this.eachRanges6([top], (_, r) => (out = { ...r }));
+    return out!;
+  }
+
+  /**
+   * ranges6 of each /32 in `tops` (ascending), in one pass over the keys: the prefixes of /31
+   * and shorter around each /32 come from a stack kept along the way, and each /32's keys from a
+   * cursor, so a rewrite of every /32 costs one sweep, not a search per /32. The ranges passed
+   * to `visit` are valid only during the call.
+   */
+  eachRanges6(tops: ArrayLike<number>, visit: (top: number, r: Ranges6) => void): void {
+    if (this.family !== 6) throw new Error('FamilyIndex.eachRanges6: IPv6 only');
+    const keys = this.#keys as string[];
+    const value = this.#value;
+    const n = this.#n;
+    // The prefixes of /31 and shorter with a value, in key order: first /32, past-last /32.
+    const sStart: number[] = [];
+    const sEnd: number[] = [];
+    const sVal: number[] = [];
+    if ([...this.#lengths.keys()].some((len) => len < 32)) {
+      for (let i = 0; i < n; i++) {
+        if (value[i] === 0) continue;
+        const len = V6.lenOf(keys[i]);
+        if (len >= 32) continue;
+        const start = parseInt(keys[i].slice(0, 8), 16);
+        sStart.push(start);
+        sEnd.push(start + 2 ** (32 - len));
+        sVal.push(value[i]);
+      }
+    }
+    const stackEnd: number[] = [];
+    const stackVal: number[] = [];
+    let s = 0;
+    let i = 0;
+    for (let t = 0; t < tops.length; t++) {
+      const top = tops[t];
+      // The deepest of them that holds the /32 and starts before it: its value already ORs
+      // every prefix around it. Those starting with the /32 come in its sweep.
+      while (s < sStart.length && sStart[s] < top) {
+        while (stackEnd.length > 0 && stackEnd[stackEnd.length - 1] <= sStart[s]) {
+          stackEnd.pop();
+          stackVal.pop();
+        }
+        stackEnd.push(sEnd[s]);
+        stackVal.push(sVal[s++]);
+      }
+      while (stackEnd.length > 0 && stackEnd[stackEnd.length - 1] <= top) {
+        stackEnd.pop();
+        stackVal.pop();
+      }
+      const base = stackVal.length > 0 ? stackVal[stackVal.length - 1] : 0;
+      // the /32's keys: from the first at or after its start, while they begin with it
+      const hex = HEX32(top);
+      const from = hex + ZERO96 + '00';
+      // most often the cursor is there already (the /32s of a rewrite follow one another)
+      if (i < n && keys[i] < from) {
+        let hi = n;
+        while (i < hi) {
+          const mid = (i + hi) >>> 1;
+          if (keys[mid] < from) i = mid + 1;
+          else hi = mid;
+        }
+      }
+      let last = i;
+      while (last < n && keys[last].startsWith(hex)) last++;
+      visit(top, this.#sweep6(i, last, base));
+      i = last;
+    }
+  }
+
+  /**
+   * The ranges of one /32 from its keys [first, last) and the mask around it (`base`), in
+   * arrays kept for the next call: valid until then.
+   */
+  #sweep6(first: number, last: number, base: number): Ranges6 {
+    const keys = this.#keys as string[];
+    const value = this.#value;
+    const cap = 2 * (last - first) + 1;
+    let out = this.#ranges6;
+    if (out.masks.length < cap) {
+      const size = Math.max(cap, 2 * out.masks.length);
+      out = this.#ranges6 = {
+        hi1: new Uint32Array(size),
+        hi2: new Uint32Array(size),
+        lo: new Uint32Array(size),
+        masks: new Uint32Array(size),
+        n: 1,
+        long: false,
+      };
+    }
+    out.n = 1;
+    out.long = false;
+    const { hi1, hi2, lo, masks } = out;
+    hi1[0] = 0;
+    hi2[0] = 0;
+    lo[0] = 0;
+    masks[0] = base;
+    // The stack of enclosing prefixes: last address (words), whether it ends inside the /32.
+    const { e1, e2, e3, inside, vals } = this.#stack6;
+    let depth = 0;
+    let n = 1;
+    let i = first;
+    while (i < last && value[i] === 0) i++;
+    for (;;) {
+      let k1 = 0;
+      let k2 = 0;
+      let k3 = 0;
+      let len = -1;
+      if (i < last) {
+        const k = keys[i];
+        k1 = hexWord(k, 8);
+        k2 = hexWord(k, 16);
+        k3 = hexWord(k, 24);
+        len = V6.lenOf(k);
+      }
+      let a1: number;
+      let a2: number;
+      let a3: number;
+      let mask: number;
+      const d = depth - 1;
+      if (
+        depth > 0 &&
+        inside[d] &&
+        (len < 0 || e1[d] < k1 || (e1[d] === k1 && (e2[d] < k2 || (e2[d] === k2 && e3[d] < k3))))
+      ) {
+        // the prefix ends: the range after it starts at its last address + 1
+        a3 = (e3[d] + 1) >>> 0;
+        a2 = a3 === 0 ? (e2[d] + 1) >>> 0 : e2[d];
+        a1 = a3 === 0 && a2 === 0 ? e1[d] + 1 : e1[d];
+        depth--;
+        mask = depth > 0 ? vals[depth - 1] : base;
+      } else if (len >= 0) {
+        a1 = k1;
+        a2 = k2;
+        a3 = k3;
+        mask = value[i];
+        if (len > 32) out.long = true;
+        const host = 128 - len;
+        e1[depth] = (k1 | ones(host - 64)) >>> 0;
+        e2[depth] = (k2 | ones(host - 32)) >>> 0;
+        e3[depth] = (k3 | ones(host)) >>> 0;
+        // a prefix that reaches the /32's end (or holds it) never ends inside it
+        inside[depth] =
+          len > 32 && !(e1[depth] === ONES && e2[depth] === ONES && e3[depth] === ONES) ? 1 : 0;
+        vals[depth++] = mask;
+        do i++;
+        while (i < last && value[i] === 0);
+      } else break;
+      const p = n - 1;
+      if (hi1[p] === a1 && hi2[p] === a2 && lo[p] === a3) {
+        masks[p] = mask;
+        if (n > 1 && masks[p - 1] === mask) n--;
+      } else if (masks[p] !== mask) {
+        hi1[n] = a1;
+        hi2[n] = a2;
+        lo[n] = a3;
+        masks[n++] = mask;
+      }
+    }
+    out.n = n;
+    return out;
+  }
+
+  /** IPv6: the /32s holding a prefix longer than /32 with a value (each needs a block). */
+  longTops(): number[] {
+    if (this.family !== 6) throw new Error('FamilyIndex.longTops: IPv6 only');
+    const keys = this.#keys as string[];
+    const tops: number[] = [];
+    let last = 'g';
+    for (let i = 0; i < this.#n; i++) {
+      const k = keys[i];
+      if (k.startsWith(last) || this.#value[i] === 0 || V6.lenOf(k) <= 32) continue;
+      last = k.slice(0, 8);
+      tops.push(parseInt(last, 16));
+    }
+    return tops;
+  }
+
+  /** IPv6: the prefixes of /32 and shorter with a value, as the short trie's keys and values. */
+  shortEntries(): { keys: Buffer; values: Buffer; count: number } {
+    if (this.family !== 6) throw new Error('FamilyIndex.shortEntries: IPv6 only');
+    const keys = this.#keys as string[];
+    const picked: number[] = [];
+    for (let i = 0; i < this.#n; i++) {
+      if (this.#value[i] !== 0 && V6.lenOf(keys[i]) <= 32) picked.push(i);
+    }
+    const out = {
+      keys: Buffer.alloc(8 * picked.length),
+      values: Buffer.alloc(8 * picked.length),
+      count: picked.length,
+    };
+    picked.forEach((i, k) => {
+      out.keys.writeUInt32LE(V6.lenOf(keys[i]), 8 * k);
+      out.keys.write(keys[i].slice(0, 8), 8 * k + 4, 'hex');
+      out.values.writeUInt32LE(this.#value[i], 8 * k);
+    });
+    return out;
   }
 
   /**

@@ -1,4 +1,4 @@
-// The shared prefix-set maps (IPv4 ranges, the IPv6 trie): created once per instance, pinned,
+// The shared prefix-set maps (IPv4 ranges; IPv6 ranges beside the tries): created once per instance, pinned,
 // adopted on restart.
 import { join } from 'node:path';
 
@@ -9,6 +9,7 @@ import { decodeName, encodeName, openNameTable, openOrCreateMap } from './name-t
 import { FamilyIndex, formatKey, type TrieBatch } from './prefix-index.js';
 import type { PrefixKeys } from './prefix-keys.js';
 import { Set4Blocks, SET4_PINS, type Set4Writes } from './set4-blocks.js';
+import { Set6Blocks, SET6_PINS, type Set6Writes } from './set6-blocks.js';
 import { settled } from './settled.js';
 
 /** Capacity of the IPv6 trie (max_entries; LPM tries allocate per entry, so this is only a cap). */
@@ -58,9 +59,17 @@ export class SetStore {
   #v4Synced = true;
   #v4KernelMasks = new Set<number>();
   #v4Unknown = false;
+  /**
+   * True while the IPv6 blocks and short trie may not hold what the whole trie does (read back,
+   * or a write failed): the next flush rewrites every /32 from the index.
+   */
+  #v6All = false;
+  /** IPv6 blocks created here for sets an earlier build named: only the whole trie holds them. */
+  #v6Unknown = false;
 
   private constructor(
     readonly set4: Set4Blocks,
+    readonly set6Blocks: Set6Blocks,
     readonly set6: BpfMap,
     readonly names: BpfMap,
     /** Per set bit, the fingerprint of the text last loaded whole; '' while unknown. */
@@ -69,11 +78,19 @@ export class SetStore {
   ) {}
 
   /** Paths of the pins this store owns, relative to the instance directory. */
-  static readonly pins = [...SET4_PINS, 'sl_set6', 'sl_set_names', 'sl_set_fp', 'sl_set_masks'];
+  static readonly pins = [
+    ...SET4_PINS,
+    ...SET6_PINS,
+    'sl_set6',
+    'sl_set_names',
+    'sl_set_fp',
+    'sl_set_masks',
+  ];
 
   /** Opens the pinned maps under `dir`, or creates and pins them; reads back what they hold. */
   static async open(dir: string): Promise<SetStore> {
     const set4 = await Set4Blocks.open(dir);
+    const set6Blocks = await Set6Blocks.open(dir);
     // An earlier build's IPv4 trie: its pipelines keep it while they run; nothing writes it now.
     if (isPinned(join(dir, LEGACY_SET4))) unpin(join(dir, LEGACY_SET4));
     const set6 = openOrCreateMap(join(dir, 'sl_set6'), {
@@ -93,7 +110,7 @@ export class SetStore {
       maxEntries: 1,
       name: 'sl_set_masks',
     });
-    const store = new SetStore(set4, set6, names, fingerprints, maskTable);
+    const store = new SetStore(set4, set6Blocks, set6, names, fingerprints, maskTable);
     for (let bit = 0; bit < SL_MAX_SETS; bit++) {
       const name = decodeName(names.lookup(u32(bit)));
       if (name) store.#bits.set(name, bit);
@@ -103,6 +120,7 @@ export class SetStore {
     // Ranges created here for sets an earlier build named: what they hold is unknown, so no
     // recorded state may stand for it (the first apply loads every set).
     store.#v4Unknown = set4.created && store.#bits.size > 0;
+    store.#v6Unknown = set6Blocks.created && store.#bits.size > 0;
     // With no sets named there is nothing worth deferring: read back now (the tries are empty,
     // or hold leftovers of a crash that the next load must sweep).
     if (!store.#adopted) await store.load();
@@ -120,7 +138,7 @@ export class SetStore {
    * Null when anything is unknown (a load was interrupted, or a set was changed incrementally).
    */
   pinnedState(): PinnedSetState | null {
-    if (this.#v4Unknown) return null;
+    if (this.#v4Unknown || this.#v6Unknown) return null;
     const fingerprints = new Map<string, string>();
     for (const [name, bit] of this.#bits) {
       const fp = decodeName(this.fingerprints.lookup(u32(bit)));
@@ -272,17 +290,41 @@ export class SetStore {
 
   /**
    * Writes planned changes to the kernel: the IPv4 ranges of every /16 the changes touched (all of
-   * them after an adoption), and the IPv6 trie, side by side. Returns how many prefix entries
-   * changed.
+   * them after an adoption), and the IPv6 tries and the ranges of every /32 they touched, side by
+   * side. Returns how many prefix entries changed.
    */
   async flush(pending: PendingWrites): Promise<number> {
-    const write = async (map: BpfMap, batches: readonly TrieBatch[]): Promise<number> => {
+    // The tries' inserts run on a worker while this thread works out the ranges of both
+    // families; the /32s are written once both tries hold what their blocks may send a lookup to.
+    const all6 = this.#v6All && this.#loaded;
+    const tries6 = (async (): Promise<number> => {
       let n = 0;
-      for (const batch of batches) n += await writeTrie(map, batch);
+      for (const batch of pending.v6) {
+        n += await writeTrie(this.set6, batch);
+        if (!all6) await this.set6Blocks.writeShort(batch);
+      }
+      if (all6) await this.set6Blocks.rewriteShort(this.v6);
       return n;
-    };
-    // The IPv6 trie's inserts run on a worker while this thread works out the IPv4 ranges.
-    const v6 = write(this.set6, pending.v6);
+    })();
+    let blocks6: Set6Writes;
+    try {
+      blocks6 = this.set6Blocks.plan(this.v6, all6 ? 'all' : this.set6Blocks.dirtyOf(pending.v6));
+    } catch (error) {
+      this.#v6All = true;
+      await settled([tries6]).catch(() => undefined);
+      throw error;
+    }
+    if (all6) this.#v6All = false;
+    const v6 = tries6
+      .then(async (n) => {
+        await this.set6Blocks.write(blocks6);
+        return n;
+      })
+      .catch((error: unknown) => {
+        // what the kernel holds is no longer what the index planned: every /32 next time
+        this.#v6All = true;
+        throw error;
+      });
     let ranges: Set4Writes | undefined;
     try {
       if (this.#v4Synced) {
@@ -302,6 +344,7 @@ export class SetStore {
       throw error;
     }
     if (ranges) this.#v4Unknown = false;
+    if (all6) this.#v6Unknown = false;
     const v4Write = ranges
       ? this.set4.write(ranges).catch((error: unknown) => {
           // what the kernel holds is no longer what the index planned: every /16 next time
@@ -319,6 +362,7 @@ export class SetStore {
   /** Closes the map handles (the pins stay). */
   close(): void {
     this.set4.close();
+    this.set6Blocks.close();
     this.set6.close();
     this.names.close();
     this.fingerprints.close();
@@ -330,6 +374,8 @@ export class SetStore {
     // ranges cannot give their prefixes back: the next flush rewrites them from the index.
     const batch = await this.set6.lookupBatch();
     this.v6.seedValues(batch);
+    // the blocks and the short trie follow from the whole trie: rewritten from it at the next flush
+    this.#v6All = true;
     if (batch.count > 0) this.#adopted = true;
     if (!this.#v4Synced) {
       this.#v4KernelMasks = await this.set4.heldMasks();

@@ -8,7 +8,8 @@
  *
  *  - shared by every attachment of one sluice instance (pinned once, reused by
  *    libbpf at load): sl_set4_dir, sl_set4_sm, sl_set4_bg, sl_set4_dn (IPv4) and
- *    sl_set6 (IPv6) — prefix-set membership;
+ *    sl_set6_dir, sl_set6_bg, sl_set6_dn, sl_set6_short, sl_set6 (IPv6) — prefix-set
+ *    membership;
  *  - classification tables, two generations side by side: the program reads
  *    sl_ctl[0].gen once per packet and uses only that generation's half of every
  *    table, so the loader writes the other half and then flips one u32;
@@ -30,8 +31,8 @@
  *                            a /0 entry per gen, dim and family always exists);
  *                            IPv4 asks sl_pfx4_cover first (struct below)
  *   SL_DIM_SSET, SL_DIM_DSET the shared set maps give the mask of the sets holding
- *                            the address (IPv4: the range blocks below; IPv6:
- *                            sl_set6, LPM); sl_setcls (hash; gen, dim, mask)
+ *                            the address (the range blocks below, IPv4 and
+ *                            IPv6); sl_setcls (hash; gen, dim, mask)
  *                            gives the class; mask 0 or no entry → absent
  *   SL_DIM_PROTO             sl_proto[gen * 512 + proto]; 256 = not IP
  *   SL_DIM_SPORT, SL_DIM_DPORT sl_ports[(gen * 2 + (dim == DPORT)) * 65536 + port]
@@ -51,7 +52,8 @@
  * counted before the tail call, so a packet is counted once.
  *
  * Map names (pipeline.bpf.c defines them; all BTF-defined, 15 characters at most):
- *   shared      sl_set4_dir sl_set4_sm sl_set4_bg sl_set4_dn sl_set6
+ *   shared      sl_set4_dir sl_set4_sm sl_set4_bg sl_set4_dn sl_set6_dir sl_set6_bg
+ *               sl_set6_dn sl_set6_short sl_set6
  *   per gen     sl_gen sl_pfx4 sl_pfx4_cover sl_pfx6 sl_setcls sl_proto sl_ports sl_icmp sl_vlan
  *               sl_flags sl_vecs sl_rules (see the index formulas above)
  *   control     sl_ctl[1], sl_limiters[SL_MAX_LIMITERS], sl_tx (devmap, SL_MAX_REDIRECTS),
@@ -301,6 +303,73 @@ struct sl_set4_dense {
 	__u16 pages; /* 1 to SL_SET4_PAGES */
 	__u16 bank; /* 0 or 1 */
 	__u16 first[SL_SET4_PAGES];
+};
+
+/*
+ * IPv6 set membership (controller/dataplane/set6-blocks.ts writes it), the IPv4 design cut at
+ * /32: within a /32, the sets an address is in change only at a few addresses, so a /32 that
+ * holds a prefix longer than /32 is a sorted list of (start, mask) ranges, start being the
+ * address's low 96 bits. Prefixes of /32 and shorter are few whatever the set's size (a /32 is
+ * a whole provider) and live in a trie of 32-bit keys, sl_set6_short; a block's ranges include
+ * them too, so one of the two answers, never both.
+ *
+ *   sl_set6_dir[addr >> 96]  (hash, struct sl_set6_node) the /32's representation, absent when
+ *                            it holds no prefix longer than /32 (then sl_set6_short answers):
+ *     SL_SET6_SMALL  at most SL_SET6_SMALL_N ranges, in the node itself;
+ *     SL_SET6_BIG    at most SL_SET6_BIG_N ranges: sl_set6_bg[{addr >> 96, 0}];
+ *     SL_SET6_DENSE  more: sl_set6_dn[addr >> 96] lists the first start of each page of
+ *                    SL_SET6_BIG_N ranges, the page is sl_set6_bg[{addr >> 96, SL_SET6_PAGE |
+ *                    bank << SL_SET6_BANK_SHIFT | page}]; a rewrite fills the other bank;
+ *     SL_SET6_TRIE   more than the pages hold: the /32 is looked up in sl_set6, the trie of
+ *                    every prefix (kept whole beside the ranges; adoption reads it back).
+ *   A block's unused entries repeat its last range, so the search probes a fixed count.
+ *
+ * Writes are ordered as for IPv4: pages and big blocks before the node that names them, and
+ * deleted only after nothing names them.
+ */
+#define SL_SET6_SMALL 1
+#define SL_SET6_BIG 2
+#define SL_SET6_DENSE 3
+#define SL_SET6_TRIE 4
+#define SL_SET6_SMALL_N 4
+#define SL_SET6_BIG_N 64
+#define SL_SET6_PAGES 256 /* pages of a dense /32: 16,384 ranges */
+#define SL_SET6_PAGE (1U << 16) /* sub-key flag of a dense /32's page */
+#define SL_SET6_BANK_SHIFT 17
+
+/* A range's start (address bits 32..127, host order) and the mask of the sets holding it. */
+struct sl_set6_entry {
+	__u64 hi; /* address bits 32..95 */
+	__u32 lo; /* address bits 96..127 */
+	__u32 mask;
+};
+
+struct sl_set6_node {
+	__u32 kind;
+	__u32 pad;
+	struct sl_set6_entry e[SL_SET6_SMALL_N]; /* SL_SET6_SMALL only */
+};
+
+struct sl_set6_bkey {
+	__u32 top; /* address bits 0..31, host order */
+	__u32 sub; /* 0: the BIG block; else SL_SET6_PAGE | bank << SL_SET6_BANK_SHIFT | page */
+};
+
+struct sl_set6_big {
+	struct sl_set6_entry e[SL_SET6_BIG_N];
+};
+
+/* sl_set6_dn value: the first start of each page (mask unused); unused ones repeat the last */
+struct sl_set6_dense {
+	__u16 pages; /* 1 to SL_SET6_PAGES */
+	__u16 bank; /* 0 or 1 */
+	__u32 pad;
+	struct sl_set6_entry first[SL_SET6_PAGES];
+};
+
+struct sl_set6_short_key {
+	__u32 prefixlen; /* 0 to 32 */
+	__u8 addr[4];
 };
 
 struct sl_set6_key {

@@ -160,4 +160,58 @@ describe('prefix-set membership', () => {
       }
     }
   });
+
+  it('cuts each IPv6 /32 into ranges of one membership each, with the short prefixes around it, as brute force sees it', () => {
+    const rng = new Prng(12);
+    const index = new FamilyIndex(6);
+    const lists: { net: bigint; len: number; bit: number }[] = [];
+    const tops = [0x20010db8, 0x20010db9, 0x2001ffff, 0x3fff0000];
+    const r128 = (): bigint => {
+      let x = 0n;
+      for (let i = 0; i < 4; i++) x = (x << 32n) | BigInt(rng.next() >>> 0);
+      return x;
+    };
+    for (let bit = 0; bit < 3; bit++) {
+      const prefixes: PrefixBytes[] = [];
+      for (let i = 0; i < 40; i++) {
+        const len = [0, 12, 16, 31, 32, 33, 48, 64, 100, 127, 128][rng.int(11)];
+        const top = BigInt(tops[rng.int(tops.length)]);
+        const hostMask = (1n << BigInt(128 - len)) - 1n;
+        const net =
+          ((top << 96n) | (r128() & ((1n << 96n) - 1n))) & ~hostMask & ((1n << 128n) - 1n);
+        lists.push({ net, len, bit });
+        const addr = Uint8Array.from(Buffer.from(net.toString(16).padStart(32, '0'), 'hex'));
+        prefixes.push({ family: 6, addr, len });
+      }
+      index.change(prefixes, bit, true);
+    }
+    const brute6 = (a: bigint): number => {
+      let mask = 0;
+      for (const p of lists) {
+        if (a >> BigInt(128 - p.len) === p.net >> BigInt(128 - p.len)) mask |= 1 << p.bit;
+      }
+      return mask >>> 0;
+    };
+    const seen: number[] = [];
+    index.eachRanges6(
+      [...tops, 0x20020000].sort((a, b) => a - b),
+      (top, r) => {
+        seen.push(top);
+        const base = BigInt(top) << 96n;
+        const end = base + (1n << 96n);
+        const startOf = (i: number): bigint =>
+          base | (BigInt(r.hi1[i]) << 64n) | (BigInt(r.hi2[i]) << 32n) | BigInt(r.lo[i]);
+        expect(startOf(0)).toBe(base);
+        for (let i = 0; i < r.n; i++) {
+          const next = i + 1 < r.n ? startOf(i + 1) : end;
+          expect(next).toBeGreaterThan(startOf(i));
+          if (i > 0) expect(r.masks[i]).not.toBe(r.masks[i - 1]);
+          for (const a of [startOf(i), next - 1n]) expect(r.masks[i]).toBe(brute6(a));
+        }
+        const long = lists.some((p) => p.len > 32 && p.net >> 96n === BigInt(top));
+        expect(r.long).toBe(long);
+      },
+    );
+    expect(seen).toEqual([...tops, 0x20020000].sort((a, b) => a - b));
+  });
 });
