@@ -313,20 +313,12 @@ export class FamilyIndex {
   }
 
   /**
-   * IPv6: the masks over the /32 `top` as ranges of its low 96 bits (set6-blocks.ts): range i
-   * starts at hi[i] * 2^32 + lo[i] (hi as two u32 words, hi1 the upper) and holds masks[i] up to
-   * the next start or the /32's end; neighbours differ. `long`: a prefix longer than /32 with a
-   * value lies inside (else the /32 needs no block: the short trie answers for it).
-   */
-  ranges6(top: number): Ranges6 {
-    let out: Ranges6 | undefined;
-    this.eachRanges6([top], (_, r) => (out = { ...r }));
-    return out!;
-  }
-
-  /**
-   * ranges6 of each /32 in `tops` (ascending), in one pass over the keys: the prefixes of /31
-   * and shorter around each /32 come from a stack kept along the way, and each /32's keys from a
+   * IPv6: the masks over each /32 of `tops` (ascending) as ranges of its low 96 bits
+   * (set6-blocks.ts), passed to `visit`: range i starts at hi[i] * 2^32 + lo[i] (hi as two u32
+   * words, hi1 the upper) and holds masks[i] up to the next start or the /32's end; neighbours
+   * differ. `long`: a prefix longer than /32 with a value lies inside (else the /32 needs no
+   * block: the short trie answers for it). One pass over the keys: the prefixes of /31 and
+   * shorter around each /32 come from a stack kept along the way, and each /32's keys from a
    * cursor, so a rewrite of every /32 costs one sweep, not a search per /32. The ranges passed
    * to `visit` are valid only during the call.
    */

@@ -90,7 +90,7 @@ export class SetStore {
   /** Opens the pinned maps under `dir`, or creates and pins them; reads back what they hold. */
   static async open(dir: string): Promise<SetStore> {
     const set4 = await Set4Blocks.open(dir);
-    const set6Blocks = await Set6Blocks.open(dir);
+    const set6Blocks = Set6Blocks.open(dir);
     // An earlier build's IPv4 trie: its pipelines keep it while they run; nothing writes it now.
     if (isPinned(join(dir, LEGACY_SET4))) unpin(join(dir, LEGACY_SET4));
     const set6 = openOrCreateMap(join(dir, 'sl_set6'), {
@@ -372,9 +372,14 @@ export class SetStore {
   async #readBack(): Promise<void> {
     // Values are what the kernel holds; own masks come with the next planReplaceAll(). The IPv4
     // ranges cannot give their prefixes back: the next flush rewrites them from the index.
-    const batch = await this.set6.lookupBatch();
+    // The IPv6 blocks follow from the whole trie: read back beside it only for what to replace,
+    // and rewritten with the short trie from it at the next flush.
+    let batch!: Awaited<ReturnType<BpfMap['lookupBatch']>>;
+    await settled([
+      this.set6.lookupBatch().then((b) => void (batch = b)),
+      this.set6Blocks.readBack(),
+    ]);
     this.v6.seedValues(batch);
-    // the blocks and the short trie follow from the whole trie: rewritten from it at the next flush
     this.#v6All = true;
     if (batch.count > 0) this.#adopted = true;
     if (!this.#v4Synced) {

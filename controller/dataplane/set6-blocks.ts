@@ -35,11 +35,11 @@ const DENSE_BYTES = 8 + ENTRY * PAGES;
 const DIR_ENTRIES = 2 * 1_048_576;
 const BIG_ENTRIES = 262_144;
 const DENSE_ENTRIES = 8192;
-export const SET6_BLOCK_CAPACITY = DIR_ENTRIES / 2;
-export const SET6_BIG_CAPACITY = BIG_ENTRIES / 2;
+const SET6_BLOCK_CAPACITY = DIR_ENTRIES / 2;
+const SET6_BIG_CAPACITY = BIG_ENTRIES / 2;
 const DENSE_CAPACITY = DENSE_ENTRIES / 2;
 /** The most ranges a /32 holds in pages; past it the /32 is looked up in the whole trie. */
-export const SET6_RANGES_PER_BLOCK = PAGES * BIG_N;
+const SET6_RANGES_PER_BLOCK = PAGES * BIG_N;
 const BATCH = 16384;
 /** A prefix of /32 or shorter is held in sl_set6_short. */
 const SHORT_MAX = 32;
@@ -135,8 +135,11 @@ export class Set6Blocks {
     readonly created: boolean,
   ) {}
 
-  /** Opens the pinned maps under `dir`, or creates and pins them; reads back what they hold. */
-  static async open(dir: string): Promise<Set6Blocks> {
+  /**
+   * Opens the pinned maps under `dir`, or creates and pins them. What they hold is read back by
+   * readBack(), when the sets are loaded: a restart that trusts the pins needs none of it.
+   */
+  static open(dir: string): Set6Blocks {
     const created = !SET6_PINS.every((name) => isPinned(join(dir, name)));
     const hash = (name: string, keySize: number, valueSize: number, maxEntries: number): BpfMap =>
       openOrCreateMap(join(dir, name), {
@@ -147,7 +150,7 @@ export class Set6Blocks {
         flags: NO_PREALLOC,
         name,
       });
-    const blocks = new Set6Blocks(
+    return new Set6Blocks(
       hash('sl_set6_dir', 4, NODE_BYTES, DIR_ENTRIES),
       hash('sl_set6_bg', 8, BIG_BYTES, BIG_ENTRIES),
       hash('sl_set6_dn', 4, DENSE_BYTES, DENSE_ENTRIES),
@@ -161,13 +164,6 @@ export class Set6Blocks {
       }),
       created,
     );
-    await blocks.#readBack();
-    return blocks;
-  }
-
-  /** The representation of /32 `top` as recorded. */
-  kindOf(top: number): number {
-    return this.#kinds.get(top) ?? SET6_NONE;
   }
 
   /**
@@ -337,7 +333,7 @@ export class Set6Blocks {
         ),
       ]);
     } catch (error) {
-      await this.#readBack().catch(() => undefined);
+      await this.readBack().catch(() => undefined);
       throw error;
     }
     return (
@@ -373,27 +369,25 @@ export class Set6Blocks {
 
   /** Applies the changes of the whole trie's `batch` to sl_set6_short (its short prefixes). */
   async writeShort(batch: TrieBatch): Promise<number> {
+    /** The short prefixes' 8-byte keys (prefixlen, first 4 address bytes), and their values. */
     const pick = (keys: Buffer, count: number, values?: Buffer) => {
-      const outKeys: Buffer[] = [];
-      const outValues: Buffer[] = [];
+      const picked = { keys: [] as Buffer[], values: [] as Buffer[] };
       for (let k = 0; k < count; k++) {
         if (keys.readUInt32LE(20 * k) > SHORT_MAX) continue;
-        outKeys.push(keys.subarray(20 * k, 20 * k + 8));
-        if (values) outValues.push(values.subarray(8 * k, 8 * k + 8));
+        picked.keys.push(keys.subarray(20 * k, 20 * k + 8));
+        if (values) picked.values.push(values.subarray(8 * k, 8 * k + 8));
       }
-      return {
-        keys: Buffer.concat(outKeys),
-        values: Buffer.concat(outValues),
-        count: outKeys.length,
-      };
+      return picked;
     };
     const up = pick(batch.updateKeys, batch.updates, batch.updateValues);
-    if (up.count > 0) await this.short.updateBatch(up.keys, up.values, { count: up.count });
-    const down = pick(batch.deleteKeys, batch.deletes);
-    const stale: Buffer[] = [];
-    for (let k = 0; k < down.count; k++) stale.push(down.keys.subarray(8 * k, 8 * k + 8));
-    await batchDelete(this.short, stale);
-    return up.count + down.count;
+    if (up.keys.length > 0) {
+      await this.short.updateBatch(Buffer.concat(up.keys), Buffer.concat(up.values), {
+        count: up.keys.length,
+      });
+    }
+    const down = pick(batch.deleteKeys, batch.deletes).keys;
+    await batchDelete(this.short, down);
+    return up.keys.length + down.length;
   }
 
   /** Closes the map handles (the pins stay). */
@@ -401,7 +395,8 @@ export class Set6Blocks {
     for (const map of [this.dir, this.big, this.denseMap, this.short]) map.close();
   }
 
-  async #readBack(): Promise<void> {
+  /** Reads back each /32's representation and the dense nodes (before the first plan). */
+  async readBack(): Promise<void> {
     this.#kinds = new Map();
     this.#dense = new Map();
     const dir = await this.dir.lookupBatch();
