@@ -141,13 +141,16 @@
  *                         per-CPU counters; program -> user space (counters.ts)
  *
  * Code shaped by the verifier:
- *  - Parsing (sl_parse_xdp, sl_parse_tc) and classification (sl_classify) are global
- *    functions (sl_fast, the array-only first step, is inlined: one branch per array
- *    dimension on unknown scalars, then one rule lookup, adds few states). The verifier
- *    checks a global function once, on its own, and its caller sees only unknown scalars
- *    in what it returns; inlined, every parse outcome (family, L4 kind, fragment, ...)
- *    would be a separate path through the classifier, and every classifier path a
- *    separate path through the rest. The three frames that are live at
+ *  - Classification (sl_classify) and the TC parse (sl_parse_tc) are global functions
+ *    (sl_fast, the array-only first step, is inlined: one branch per array dimension on
+ *    unknown scalars, then one rule lookup, adds few states). The verifier checks a global
+ *    function once, on its own, and its caller sees only unknown scalars in what it
+ *    returns; inlined, every parse outcome (family, L4 kind, fragment, ...) would be a
+ *    separate path through the classifier, and every classifier path a separate path
+ *    through the rest. The XDP parse is inlined all the same (sl_ctx_parse): with the
+ *    classifier behind a call its outcomes add few states (the load takes no longer), and
+ *    a call costs 6-9 ns where returns are mitigated; inlining sl_classify as well is
+ *    refused (past a million instructions). The three frames that are live at
  *    once (sl_run, sl_classify, the walk callback) share the 512-byte stack, so the
  *    rate limiter and the forwarder are separate (static, non-inlined) functions whose
  *    stack is not part of sl_run's frame.
@@ -339,6 +342,17 @@ struct {
 	__type(key, struct sl_setcls_key);
 	__type(value, __u32);
 } sl_setcls SEC(".maps");
+
+/* The same for a mask of one set, the common case, as an array: an inlined load where
+ * sl_setcls is a hash lookup (a call and a hash, some 20 ns). Key (gen * 2 + dim -
+ * SL_DIM_SSET) * SL_MAX_SETS + the set's bit, value class + 1; 0 (never written): ask
+ * sl_setcls. Written with sl_setcls by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * 2 * SL_MAX_SETS);
+	__type(key, __u32);
+	__type(value, __u32);
+} sl_setcls1 SEC(".maps");
 
 /* Rule-position bit vectors: key gen * SL_MAX_CLASSES + class, value struct sl_vec.
  * Written by the loader, read by the classifier. */
@@ -605,14 +619,7 @@ static __always_inline int sl_ctx_verdict(__u32 verdict, const int hook)
 	return verdict == SL_VERDICT_DROP ? XDP_DROP : XDP_PASS;
 }
 
-/* ---- parsing: global functions, each verified once on its own (see the header) ---- */
-
-__noinline int sl_parse_xdp(struct xdp_md *ctx, struct sl_pkt *pkt)
-{
-	if (!pkt)
-		return -1;
-	return sl_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, 0, 0, pkt);
-}
+/* ---- parsing: inlined at XDP, a global function at TC (see the header) ---- */
 
 __noinline int sl_parse_tc(struct __sk_buff *skb, struct sl_pkt *pkt)
 {
@@ -625,14 +632,18 @@ __noinline int sl_parse_tc(struct __sk_buff *skb, struct sl_pkt *pkt)
 /*
  * Parses the frame into *pkt (zeroed here). At TC, a frame that looks truncated but has
  * more bytes outside the linear data is pulled (up to SL_TC_PULL_MAX) and parsed again.
+ * At XDP the parse is inlined (header, "Code shaped by the verifier").
  */
 static __always_inline int sl_ctx_parse(void *ctx, const int hook, struct sl_pkt *pkt)
 {
 	int rc;
 
 	__builtin_memset(pkt, 0, sizeof(*pkt));
-	if (hook == SL_HOOK_XDP)
-		return sl_parse_xdp(ctx, pkt);
+	if (hook == SL_HOOK_XDP) {
+		struct xdp_md *xdp = ctx;
+
+		return sl_parse((void *)(long)xdp->data, (void *)(long)xdp->data_end, 0, 0, pkt);
+	}
 	rc = sl_parse_tc(ctx, pkt);
 	if (rc < 0 && pkt->status == SL_PARSE_TRUNCATED) {
 		struct __sk_buff *skb = ctx;
@@ -997,16 +1008,11 @@ static __always_inline __u32 sl_array_class(void *map, __u32 index, __u32 absent
  * so that the trie key is not in sl_classify's frame. `a` is the address as it lies in the
  * packet, loaded into a u32.
  */
-static __noinline __u32 sl_pfx4_class_of(__u32 gen, __u32 dim, __u32 a, __u32 absent)
+static __noinline __u32 sl_pfx4_trie_class(__u32 gen, __u32 dim, __u32 a, __u32 absent)
 {
-	__u32 hi = (a & 0xff) << 8 | ((a >> 8) & 0xff), slot = (gen & 1) * 2 + (dim & 1);
-	const struct sl_pfx4_cover *cover = bpf_map_lookup_elem(&sl_pfx4_cover, &slot);
 	struct sl_pfx4_key key;
 	__u32 *cls;
 
-	if (cover && cover->valid &&
-	    !((cover->bits[(hi >> 6) & (SL_PFX4_COVER_WORDS - 1)] >> (hi & 63)) & 1))
-		return cover->zero_cls;
 	__builtin_memset(&key, 0, sizeof(key));
 	key.prefixlen = 16 + 32;
 	key.gen = gen;
@@ -1018,10 +1024,14 @@ static __noinline __u32 sl_pfx4_class_of(__u32 gen, __u32 dim, __u32 a, __u32 ab
 
 static __always_inline __u32 sl_pfx4_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)
 {
-	__u32 a;
+	__u32 hi = (__u32)addr[0] << 8 | addr[1], slot = (gen & 1) * 2 + (dim & 1), a;
+	const struct sl_pfx4_cover *cover = bpf_map_lookup_elem(&sl_pfx4_cover, &slot);
 
+	if (cover && cover->valid &&
+	    !((cover->bits[(hi >> 6) & (SL_PFX4_COVER_WORDS - 1)] >> (hi & 63)) & 1))
+		return cover->zero_cls;
 	__builtin_memcpy(&a, addr, 4);
-	return sl_pfx4_class_of(gen, dim, a, absent);
+	return sl_pfx4_trie_class(gen, dim, a, absent);
 }
 
 static __always_inline __u32 sl_pfx6_class(__u32 gen, __u32 dim, const __u8 *addr, __u32 absent)
@@ -1046,6 +1056,14 @@ static __always_inline __u32 sl_setcls_class(__u32 gen, __u32 dim, __u64 mask, _
 
 	if (!mask)
 		return absent;
+	if (!(mask & (mask - 1))) {
+		__u32 one = ((gen & 1) * 2 + ((dim - SL_DIM_SSET) & 1)) * SL_MAX_SETS +
+			    (sl_ctz(mask) & (SL_MAX_SETS - 1));
+
+		cls = bpf_map_lookup_elem(&sl_setcls1, &one);
+		if (cls && *cls)
+			return *cls - 1;
+	}
 	__builtin_memset(&key, 0, sizeof(key));
 	key.gen = gen;
 	key.dim = dim;

@@ -238,6 +238,29 @@ export function encodeSetclsKey(gen: Gen, dim: number, mask: bigint): Buffer {
   return b;
 }
 
+/**
+ * One generation's half of sl_setcls1: for SSET then DSET, the class + 1 of each one-set mask,
+ * the class sl_setcls gives it (absent when it has no entry).
+ */
+export function encodeSetcls1(t: {
+  setcls: readonly { dim: number; mask: bigint; cls: number }[];
+  absent: readonly number[];
+}): Uint32Array {
+  const out = new Uint32Array(2 * SL_MAX_SETS);
+  for (const dim of [SL_DIM.SSET, SL_DIM.DSET]) {
+    out.fill(
+      t.absent[dim] + 1,
+      (dim - SL_DIM.SSET) * SL_MAX_SETS,
+      (dim - SL_DIM.SSET + 1) * SL_MAX_SETS,
+    );
+  }
+  for (const e of t.setcls) {
+    const bit = e.mask > 0n && (e.mask & (e.mask - 1n)) === 0n ? e.mask.toString(2).length - 1 : -1;
+    if (bit >= 0 && bit < SL_MAX_SETS) out[(e.dim - SL_DIM.SSET) * SL_MAX_SETS + bit] = e.cls + 1;
+  }
+  return out;
+}
+
 /** A u64 mask value (sl_set6). */
 export function encodeMask(mask: bigint): Buffer {
   const b = Buffer.alloc(8);
@@ -256,6 +279,8 @@ export const index = {
     (gen * 2 + (v6 ? 1 : 0)) * SL_ICMP_SLOTS + slot,
   vlan: (gen: Gen, slot: number): number => gen * SL_VLAN_SLOTS + slot,
   flags: (gen: Gen, slot: number): number => gen * SL_FLAGS_SLOTS + slot,
+  /** `slot` of encodeSetcls1's array. */
+  setcls1: (gen: Gen, slot: number): number => gen * 2 * SL_MAX_SETS + slot,
 };
 
 /** Sum of a per-CPU value's u64 fields at `offsets`, over CPUs. */

@@ -43,6 +43,7 @@ import {
   encodePfxKey,
   encodeRule,
   encodeSetclsKey,
+  encodeSetcls1,
   index,
   u32,
   type Gen,
@@ -111,6 +112,8 @@ interface Shadow {
   /** The sl_pfx4_cover values, SRC and DST. */
   covers: [Buffer, Buffer];
   setcls: Map<string, number>;
+  /** The generation's half of sl_setcls1. */
+  setcls1: Uint32Array;
   arrays: Record<ArrayName, Uint32Array>;
 }
 
@@ -637,6 +640,17 @@ export class Attachment {
     for (const [key, cls] of setcls) {
       if (oldSetcls.get(key) !== cls) this.maps.sl_setcls.update(Buffer.from(key, 'hex'), u32(cls));
     }
+    // The one-set masks again as an array (sl_setcls1), written whole when nothing is known of
+    // what the generation held: after a restart, or when a new build added the map.
+    const setcls1 = encodeSetcls1(t);
+    const oldSetcls1 = old?.setcls1 ?? (zeroed ? new Uint32Array(setcls1.length) : undefined);
+    const one = changedIndexes(setcls1, oldSetcls1);
+    await this.#batch(
+      this.maps.sl_setcls1,
+      one.map((i) => index.setcls1(gen, i)),
+      Buffer.from(Uint32Array.from(one, (i) => setcls1[i]).buffer),
+      4,
+    );
 
     const arrays: Record<ArrayName, Uint32Array> = {
       proto: t.proto,
@@ -678,6 +692,7 @@ export class Attachment {
       pfx,
       covers: heldCovers,
       setcls,
+      setcls1,
       arrays: shadowArrays,
     };
   }

@@ -33,7 +33,9 @@
  *   SL_DIM_SSET, SL_DIM_DSET the shared set maps give the mask of the sets holding
  *                            the address (the range blocks below, IPv4 and
  *                            IPv6); sl_setcls (hash; gen, dim, mask)
- *                            gives the class; mask 0 or no entry → absent
+ *                            gives the class; mask 0 or no entry → absent.
+ *                            A one-set mask asks sl_setcls1 first (array;
+ *                            index in pipeline.bpf.c), which repeats sl_setcls
  *   SL_DIM_PROTO             sl_proto[gen * 512 + proto]; 256 = not IP
  *   SL_DIM_SPORT, SL_DIM_DPORT sl_ports[(gen * 2 + (dim == DPORT)) * 65536 + port]
  *   SL_DIM_ICMP              sl_icmp[(gen * 2 + is_icmpv6) * 65536 + type * 256 + code]
@@ -54,8 +56,8 @@
  * Map names (pipeline.bpf.c defines them; all BTF-defined, 15 characters at most):
  *   shared      sl_set4_dir sl_set4_sm sl_set4_bg sl_set4_dn sl_set6_dir sl_set6_bg
  *               sl_set6_dn sl_set6_short sl_set6
- *   per gen     sl_gen sl_pfx4 sl_pfx4_cover sl_pfx6 sl_setcls sl_proto sl_ports sl_icmp sl_vlan
- *               sl_flags sl_vecs sl_rules (see the index formulas above)
+ *   per gen     sl_gen sl_pfx4 sl_pfx4_cover sl_pfx6 sl_setcls sl_setcls1 sl_proto sl_ports
+ *               sl_icmp sl_vlan sl_flags sl_vecs sl_rules (see the index formulas above)
  *   control     sl_ctl[1], sl_limiters[SL_MAX_LIMITERS], sl_tx (devmap, SL_MAX_REDIRECTS),
  *               sl_progs (prog array, SL_PROG_SLOTS), sl_stamp[2] (u32 per generation: a value
  *               never given before, written with each write of that generation, before the
