@@ -1100,9 +1100,9 @@ static __always_inline __u32 sl_dense_page(const struct sl_set4_dense *d, __u32 
 }
 
 /* The mask of the sets holding IPv4 address a (host order; pipeline.h, "IPv4 set
- * membership"). A call of its own: inlined, its key and spills would grow sl_classify's
- * frame past the verifier's 512 bytes for the chain through the bpf_loop callback. */
-static __noinline __u32 sl_set4_mask(__u32 a)
+ * membership"). Inlined: its one stack key fits sl_classify's frame beside the walk, and a
+ * call would cost more than the rest of a small /16's lookup. */
+static __always_inline __u32 sl_set4_mask(__u32 a)
 {
 	__u32 hi = a >> 16, off = a & 0xffff;
 	const struct sl_set4_small *sb;
