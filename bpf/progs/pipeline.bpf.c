@@ -1003,10 +1003,11 @@ static __always_inline __u32 sl_array_class(void *map, __u32 index, __u32 absent
 
 /*
  * SRC / DST, IPv4: longest prefix of {gen, dim, address}, where sl_pfx4_cover says a prefix
- * other than the /0 may hold the address; elsewhere the /0's class, without walking the trie
- * (most traffic is outside the few /16s that rules name). A call of its own, as sl_set4_mask,
- * so that the trie key is not in sl_classify's frame. `a` is the address as it lies in the
- * packet, loaded into a u32.
+ * other than the /0 may hold the address; elsewhere (sl_pfx4_class) the /0's class, without
+ * walking the trie (most traffic is outside the few /16s that rules name). The trie lookup is
+ * a call of its own, so that its key is not in sl_classify's frame; the cover test is
+ * inlined, so that most addresses cost no call. `a` is the address as it lies in the packet,
+ * loaded into a u32.
  */
 static __noinline __u32 sl_pfx4_trie_class(__u32 gen, __u32 dim, __u32 a, __u32 absent)
 {
