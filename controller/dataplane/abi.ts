@@ -255,8 +255,9 @@ export function encodeSetcls1(t: {
     );
   }
   for (const e of t.setcls) {
-    const bit = e.mask > 0n && (e.mask & (e.mask - 1n)) === 0n ? e.mask.toString(2).length - 1 : -1;
-    if (bit >= 0 && bit < SL_MAX_SETS) out[(e.dim - SL_DIM.SSET) * SL_MAX_SETS + bit] = e.cls + 1;
+    const bit = e.mask.toString(2).length - 1; // the highest: the only one of a one-set mask
+    if (bit < SL_MAX_SETS && e.mask === 1n << BigInt(bit))
+      out[(e.dim - SL_DIM.SSET) * SL_MAX_SETS + bit] = e.cls + 1;
   }
   return out;
 }

@@ -112,12 +112,10 @@ interface Shadow {
   /** The sl_pfx4_cover values, SRC and DST. */
   covers: [Buffer, Buffer];
   setcls: Map<string, number>;
-  /** The generation's half of sl_setcls1. */
-  setcls1: Uint32Array;
   arrays: Record<ArrayName, Uint32Array>;
 }
 
-type ArrayName = 'proto' | 'sport' | 'dport' | 'icmp4' | 'icmp6' | 'vlan' | 'flags';
+type ArrayName = 'proto' | 'sport' | 'dport' | 'icmp4' | 'icmp6' | 'vlan' | 'flags' | 'setcls1';
 
 /**
  * A pipeline attached to one device and hook. Created by Attachment.create or adopted from its pin
@@ -640,17 +638,6 @@ export class Attachment {
     for (const [key, cls] of setcls) {
       if (oldSetcls.get(key) !== cls) this.maps.sl_setcls.update(Buffer.from(key, 'hex'), u32(cls));
     }
-    // The one-set masks again as an array (sl_setcls1), written whole when nothing is known of
-    // what the generation held: after a restart, or when a new build added the map.
-    const setcls1 = encodeSetcls1(t);
-    const oldSetcls1 = old?.setcls1 ?? (zeroed ? new Uint32Array(setcls1.length) : undefined);
-    const one = changedIndexes(setcls1, oldSetcls1);
-    await this.#batch(
-      this.maps.sl_setcls1,
-      one.map((i) => index.setcls1(gen, i)),
-      Buffer.from(Uint32Array.from(one, (i) => setcls1[i]).buffer),
-      4,
-    );
 
     const arrays: Record<ArrayName, Uint32Array> = {
       proto: t.proto,
@@ -660,6 +647,9 @@ export class Attachment {
       icmp6: t.icmp[1],
       vlan: t.vlan,
       flags: t.flags,
+      // the one-set masks of sl_setcls again, as an array (written whole when no shadow says
+      // what the generation holds: after a restart, or when a new build added the map)
+      setcls1: encodeSetcls1(t),
     };
     const where: Record<ArrayName, [BpfMap, (i: number) => number]> = {
       proto: [this.maps.sl_proto, (i) => index.proto(gen, i)],
@@ -669,6 +659,7 @@ export class Attachment {
       icmp6: [this.maps.sl_icmp, (i) => index.icmp(gen, true, i)],
       vlan: [this.maps.sl_vlan, (i) => index.vlan(gen, i)],
       flags: [this.maps.sl_flags, (i) => index.flags(gen, i)],
+      setcls1: [this.maps.sl_setcls1, (i) => index.setcls1(gen, i)],
     };
     const shadowArrays = {} as Record<ArrayName, Uint32Array>;
     for (const name of Object.keys(arrays) as ArrayName[]) {
@@ -692,7 +683,6 @@ export class Attachment {
       pfx,
       covers: heldCovers,
       setcls,
-      setcls1,
       arrays: shadowArrays,
     };
   }
