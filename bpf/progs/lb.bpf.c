@@ -116,9 +116,12 @@
  * after forwarding, last: a store in the middle of the path held up the loads after it,
  * some 3 ns a packet (bench lb-cost).
  *
- * Fast path (lb_xdp4): an untagged IPv4 frame without options or fragmentation, carrying TCP
- * or UDP, is checked by a few loads and balanced in one function; everything else takes the
- * general path (lb_parse_xdp, lb_select, lb_forward). The fast path copies no parse: it reads
+ * Fast path (lb_xdp4, inlined in lb_xdp): an untagged IPv4 frame without options or
+ * fragmentation, carrying TCP or UDP, is checked by a few loads and balanced without a call of
+ * a function of ours (each costs 6-9 ns where returns go through a retpoline or the SRSO
+ * thunk); everything else goes by tail call (lb_progs[LB_PROG_GENERAL], a direct jump once
+ * the JIT patches it) to the general path, the program lb_xdp_general (lb_parse_xdp,
+ * lb_select, lb_forward). The fast path copies no parse: it reads
  * each field from the packet where it is used, since a copy is held on the stack across every
  * helper call (a store and a load each time, 5-10 ns a packet in bench lb-cost). Both paths
  * share the service lookup (lb_find_service) and the flow table and Maglev (lb_choose); the
@@ -136,9 +139,10 @@
  *  - Parsing, selection (service and backend) and forwarding are global functions on the
  *    general path: each is checked once, and the caller sees only scalars back, so the parse's
  *    outcomes do not multiply the paths through selection and forwarding (the same plan as
- *    pipeline.bpf.c). The fast path has one parse outcome, so it inlines what it uses; it is a
- *    global function of its own (lb_xdp4) so that its stack is not added to the general
- *    path's against the 512 bytes a chain of calls may use.
+ *    pipeline.bpf.c). The fast path has one parse outcome, so it inlines what it uses. The
+ *    general path is a program of its own, reached by tail call, so that the fast path's frame
+ *    (some 300 bytes) and the general path's chain of calls are not added up against the 512
+ *    bytes a chain may use (576 as one program).
  *  - Offsets from the parse (l3_off, l4_off) are unknown to the global functions: each is
  *    bounded (LB_MAX_L3_OFF, LB_MAX_L4_OFF) before it addresses the packet, and every
  *    access is preceded by a check of the pointer it uses (the verifier rejects a negative
@@ -340,6 +344,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lb_events);
 } lb_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_now);
+} lb_now SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -859,8 +870,27 @@ static __always_inline int lb_pick(const union lb_fkey *k, __u8 family, const st
  */
 static __always_inline __u64 lb_clock(__u64 *now)
 {
-	if (!*now)
+	struct lb_now *c;
+	__u32 zero = 0;
+	__u64 jiffies;
+
+	if (*now)
+		return *now;
+	/* the clock is a helper call (6-9 ns where returns go through a retpoline or the SRSO
+	 * thunk, bench lb-cost); bpf_jiffies64 is a load the verifier inlines, and the coarse
+	 * clock moves only on a tick, so it is read once per jiffy per CPU. It can lag a tick
+	 * where the tick bumps jiffies before the clock: timestamps are compared in seconds. */
+	c = bpf_map_lookup_elem(&lb_now, &zero);
+	jiffies = bpf_jiffies64();
+	if (!c) { /* never: a per-CPU array always has key 0 */
 		*now = bpf_ktime_get_coarse_ns();
+		return *now;
+	}
+	if (c->jiffies != jiffies) {
+		c->coarse_ns = bpf_ktime_get_coarse_ns();
+		c->jiffies = jiffies;
+	}
+	*now = c->coarse_ns;
 	return *now;
 }
 
@@ -1867,10 +1897,8 @@ static __always_inline int lb_forward4(struct xdp_md *ctx, struct iphdr *ip, __u
  * or UDP with 20 bytes past the IP header; anything else returns LB_SLOW before any count or
  * write. Selection reads the packet where it needs a field instead of a parse copied up front:
  * the packet stays in cache, and a copy would be held on the stack across every helper call.
- * A function of its own so that its stack and the general path's (its calls included) are not
- * added up against the verifier's 512 bytes.
  */
-__noinline int lb_xdp4(struct xdp_md *ctx)
+static __always_inline int lb_xdp4(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -1924,8 +1952,9 @@ __noinline int lb_xdp4(struct xdp_md *ctx)
 	return rc;
 }
 
+/* The general path (header): every packet lb_xdp4 leaves, reached from lb_xdp by tail call. */
 SEC("xdp")
-int lb_xdp(struct xdp_md *ctx)
+int lb_xdp_general(struct xdp_md *ctx)
 {
 	__u64 len = ctx->data_end - ctx->data;
 	struct lb_events *ev;
@@ -1935,9 +1964,6 @@ int lb_xdp(struct xdp_md *ctx)
 			    * before -2) */
 	int rc;
 
-	rc = lb_xdp4(ctx);
-	if (rc != LB_SLOW)
-		return rc;
 	__builtin_memset(&lp, 0, sizeof(lp));
 	if (lb_parse_xdp(ctx, &lp) < 0)
 		return XDP_PASS;
@@ -1954,6 +1980,28 @@ int lb_xdp(struct xdp_md *ctx)
 	rc = lb_forward(ctx, &lp, &sel, ev);
 	lb_count_packet(ev, sel.flow_event, sel.svc, sel.backend, len, sel.new_flow, rc);
 	return rc;
+}
+
+/* lb_progs[LB_PROG_GENERAL] is lb_xdp_general, set by libbpf as the object loads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32)); /* no BTF types: the kernel refuses them on a PROG_ARRAY */
+	__array(values, int(struct xdp_md *));
+} lb_progs SEC(".maps") = {
+	.values = { [LB_PROG_GENERAL] = (void *)&lb_xdp_general },
+};
+
+SEC("xdp")
+int lb_xdp(struct xdp_md *ctx)
+{
+	int rc = lb_xdp4(ctx);
+
+	if (rc != LB_SLOW)
+		return rc;
+	bpf_tail_call_static(ctx, &lb_progs, LB_PROG_GENERAL);
+	/* not reached while the object's maps are held (an fd or a pin keeps the slot) */
+	return XDP_PASS;
 }
 
 /* ---- the reverse NAT path (TC) ---- */

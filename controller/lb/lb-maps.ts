@@ -379,6 +379,10 @@ const LB_MAP_NAMES = [
   'lb_be_stats',
   'lb_events',
   'lb_fib_stats',
+  // lb_xdp's tail call into its general path: held (and pinned) here because the kernel empties
+  // a program array when its last fd or pin goes, and lb_xdp would then pass what it cannot
+  // take on its fast path.
+  'lb_progs',
 ] as const;
 type LbMapName = (typeof LB_MAP_NAMES)[number];
 

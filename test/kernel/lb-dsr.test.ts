@@ -473,6 +473,42 @@ await describeKernel('the load balancer in DSR mode', () => {
     });
   });
 
+  describe('the two paths', () => {
+    // lb_xdp balances a plain IPv4 TCP/UDP packet itself and tail-calls lb_xdp_general, through
+    // lb_progs, for everything else (bpf/progs/lb.bpf.c, "Fast path").
+    it('reaches its general path through lb_progs, which the load filled with lb_xdp_general', async () => {
+      const progs = lb.object.map('lb_progs');
+      const general = lb.object.program('lb_xdp_general');
+      try {
+        const slot = new Uint8Array(4);
+        const id = progs.lookup(slot)?.readUInt32LE(0);
+        expect(id).toBe(general.info().id);
+        const ipv6 = frame({ src: '2001:db8:9::77', dst: VIP6, sport: 41001, dport: 443 });
+        const tagged = frame({ src: '192.0.2.100', dst: VIP4, sport: 30001, vlans: [100] });
+        const plain = frame({ src: '192.0.2.100', dst: VIP4, sport: 30001 });
+        const retvals = async (): Promise<number[]> =>
+          Promise.all([ipv6, tagged, plain].map(async (f) => (await lb.lab.run(lb.xdp, f)).retval));
+        expect(await retvals()).toEqual([XDP_TX, XDP_TX, XDP_TX]);
+        // Without the slot only the fast path's packet is balanced; the others pass untouched.
+        progs.delete(slot);
+        try {
+          const untouched = await lb.lab.run(lb.xdp, ipv6);
+          expect({ retval: untouched.retval, data: hex(untouched.data) }).toEqual({
+            retval: XDP_PASS,
+            data: hex(ipv6),
+          });
+          expect(await retvals()).toEqual([XDP_PASS, XDP_PASS, XDP_TX]);
+        } finally {
+          progs.setFd(slot, general);
+        }
+        expect(await retvals()).toEqual([XDP_TX, XDP_TX, XDP_TX]);
+      } finally {
+        general.close();
+        progs.close();
+      }
+    });
+  });
+
   describe('counters', () => {
     it('counts packets, bytes and new flows per service and per backend', async () => {
       lb.maps.setService({ vip: '203.0.113.80', port: 80, proto: 'tcp' }, service(60));

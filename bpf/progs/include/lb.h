@@ -45,6 +45,12 @@
  *   lb_fib_stats   PERCPU_ARRAY[LB_FIB_REASONS]  u64 by bpf_fib_lookup's return code
  *                  (BPF_FIB_LKUP_RET_*; 0 counts negative returns, i.e. bad arguments);
  *                  all four: programs -> user space, summed over CPUs.
+ *   lb_now         PERCPU_ARRAY[1]  struct lb_now: lb_xdp's clock cache (lb.bpf.c, lb_clock);
+ *                  programs only, not pinned.
+ *   lb_progs       PROG_ARRAY[1]  LB_PROG_GENERAL -> lb_xdp_general, the general path lb_xdp
+ *                  tail-calls (filled by libbpf at load from the object's own initializer,
+ *                  pinned with the other maps, so an older lb_xdp behind the same pins reaches
+ *                  the newest build's general path, which reads the same maps).
  *
  * Maps of lb_decap.bpf.c:
  *   lb_decap_dst   HASH  struct lb_addr_key -> u32 (unused, 0): the local addresses whose
@@ -277,6 +283,15 @@ enum lb_event {
 	LB_EV_OTHER_DEVICE = 19, /* only services (LB_SVC_DEVICES) that do not apply on the ingress
 				  * device matched: passed, not counted in lb_svc_stats */
 	LB_EVENTS = 20,
+};
+
+/* lb_progs keys */
+#define LB_PROG_GENERAL 0
+
+/* lb_now[0], per CPU: the coarse clock read at a jiffy */
+struct lb_now {
+	__u64 jiffies;
+	__u64 coarse_ns;
 };
 
 /* lb_events[0] (160 bytes), per CPU */
