@@ -727,7 +727,7 @@ export async function benchLbCost(
       ),
       {
         title:
-          "instructions after the verifier (xlated): lb_xdp, the fast path every row takes (plain IPv4 TCP/UDP, every mode); IPv6, VLAN tags, IPv4 options, fragments and SCTP are in lb_xdp_general, which it tail-calls and no row reaches",
+          'instructions after the verifier (xlated): lb_xdp, the fast path every row takes (plain IPv4 TCP/UDP, every mode); IPv6, VLAN tags, IPv4 options, fragments and SCTP are in lb_xdp_general, which it tail-calls and no row reaches',
         unit: 'insns',
         peer: 'C lb_min',
         rows: result.sizes.map((s) => ({ workload: s.label, sluice: s.sluice, peer: s.peer })),

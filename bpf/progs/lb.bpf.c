@@ -37,8 +37,10 @@
  *     ports, proto; 'src-port': dst, dport, proto). Maglev: slot = (hash * M) >> 32 (the u32
  *     hash scaled into [0, M) by a 64-bit multiply: as even as hash % M, without the
  *     division, which costs more than the rest of the pick), backend =
- *     lb_maglev[svc.id][slot], M the inner map's max_entries (read through CO-RE from struct
- *     bpf_map; BPF_F_INNER_MAP lets the inner arrays differ in size, Linux >= 5.10).
+ *     lb_maglev_d[svc.id][slot] with M = LB_MAGLEV_DEFAULT when the service's table is there,
+ *     else lb_maglev[svc.id][slot], M the inner map's max_entries (read through CO-RE from
+ *     struct bpf_map; BPF_F_INNER_MAP lets the inner arrays differ in size, Linux >= 5.10,
+ *     and costs a call per lookup, which lb_maglev_d's fixed size saves).
  *  4. Flow table of the family (lb_flows4 or lb_flows6; lb_flows4_pc or lb_flows6_pc with
  *     LB_CFG_NO_COMMON_LRU), key the flow key:
  *     - hit, backend still LB_BE_ACTIVE, not timed out, and not (a TCP SYN with the backend
@@ -258,6 +260,22 @@ struct {
 	__type(key, __u32);
 	__array(values, struct lb_table);
 } lb_maglev SEC(".maps");
+
+/* Tables of the default size: the template's size is every inner array's, so the verifier
+ * inlines their lookup (include/lb.h). */
+struct lb_table_d {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_MAGLEV_DEFAULT);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __u32);
+	__array(values, struct lb_table_d);
+} lb_maglev_d SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -834,20 +852,29 @@ static __always_inline int lb_pick(const union lb_fkey *k, __u8 family, const st
 	struct bpf_map___lb *table;
 	struct lb_backend *be;
 	__u32 id = svc->id, hash, slot, *backend;
+	void *table_d;
 
-	table = bpf_map_lookup_elem(&lb_maglev, &id);
-	if (!table) {
-		lb_event(ev, LB_EV_NO_TABLE);
-		return -1;
+	/* a table of the default size first: its lookup is inlined (include/lb.h, lb_maglev_d) */
+	table_d = bpf_map_lookup_elem(&lb_maglev_d, &id);
+	if (table_d) {
+		hash = lb_flow_hash(k, family, svc);
+		slot = ((__u64)hash * LB_MAGLEV_DEFAULT) >> 32;
+		backend = bpf_map_lookup_elem(table_d, &slot);
+	} else {
+		table = bpf_map_lookup_elem(&lb_maglev, &id);
+		if (!table) {
+			lb_event(ev, LB_EV_NO_TABLE);
+			return -1;
+		}
+		hash = lb_flow_hash(k, family, svc);
+		slot = table->max_entries;
+		if (!slot) {
+			lb_event(ev, LB_EV_NO_TABLE);
+			return -1;
+		}
+		slot = ((__u64)hash * slot) >> 32;
+		backend = bpf_map_lookup_elem(table, &slot);
 	}
-	hash = lb_flow_hash(k, family, svc);
-	slot = table->max_entries;
-	if (!slot) {
-		lb_event(ev, LB_EV_NO_TABLE);
-		return -1;
-	}
-	slot = ((__u64)hash * slot) >> 32;
-	backend = bpf_map_lookup_elem(table, &slot);
 	if (!backend) {
 		lb_event(ev, LB_EV_NO_TABLE);
 		return -1;

@@ -11,6 +11,8 @@ export const LB_MAX_SERVICES = 4096;
 export const LB_MAX_BACKENDS = 65536;
 /** LB_MAGLEV_MAX: the largest Maglev table (a prime). */
 export const LB_MAGLEV_MAX = 1048573;
+/** LB_MAGLEV_DEFAULT: the table size kept in lb_maglev_d, whose lookup the verifier inlines. */
+export const LB_MAGLEV_DEFAULT = 65537;
 /** LB_FLOWS_DEFAULT, LB_NAT_DEFAULT: entries of each flow table and of the NAT table unless set at load. */
 export const LB_FLOWS_DEFAULT = 65536;
 export const LB_NAT_DEFAULT = 65536;

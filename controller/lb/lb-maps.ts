@@ -41,6 +41,7 @@ import {
   LB_FLOWS_DEFAULT,
   LB_FWD,
   LB_HASH,
+  LB_MAGLEV_DEFAULT,
   LB_MAGLEV_MAX,
   LB_MAX_BACKENDS,
   LB_MAX_SERVICES,
@@ -366,6 +367,7 @@ const LB_MAP_NAMES = [
   'lb_services6',
   'lb_svc_devs',
   'lb_maglev',
+  'lb_maglev_d',
   'lb_backends',
   'lb_flows4',
   'lb_flows6',
@@ -639,10 +641,13 @@ export class LbMaps {
 
   /**
    * Installs `table` (slot -> backend id) as service `serviceId`'s Maglev table: a new inner
-   * array (BPF_F_INNER_MAP) of table.length entries filled by one batch update, then one swap
-   * of the outer slot. Throws LbMapInvalidError when the size is not a prime up to
-   * LB_MAGLEV_MAX or an id is out of range, LbMapAccessError when the kernel refuses (nothing
-   * swapped). Needs Linux >= 5.10 (inner arrays of differing sizes).
+   * array of table.length entries filled by one batch update, then one swap of the outer slot.
+   * A table of LB_MAGLEV_DEFAULT entries goes to lb_maglev_d (a fixed size, so packets look it
+   * up without a call), any other to lb_maglev (BPF_F_INNER_MAP); lb_xdp asks lb_maglev_d
+   * first, so a table moving between them is written before the other slot is emptied and
+   * every packet sees the old table or the new one. Throws LbMapInvalidError when the size is
+   * not a prime up to LB_MAGLEV_MAX or an id is out of range, LbMapAccessError when the kernel
+   * refuses (nothing swapped). Needs Linux >= 5.10 (inner arrays of differing sizes).
    */
   async setMaglevTable(serviceId: number, table: Uint32Array): Promise<void> {
     checkInt('service id', serviceId, 0, LB_MAX_SERVICES - 1);
@@ -662,13 +667,17 @@ export class LbMaps {
         );
       }
     }
-    const inner = access('lb_maglev', `create the table of service ${serviceId}`, () =>
+    const fixed = m === LB_MAGLEV_DEFAULT;
+    const [into, other] = fixed
+      ? (['lb_maglev_d', 'lb_maglev'] as const)
+      : (['lb_maglev', 'lb_maglev_d'] as const);
+    const inner = access(into, `create the table of service ${serviceId}`, () =>
       createMap({
         type: 'array',
         keySize: 4,
         valueSize: 4,
         maxEntries: m,
-        flags: MAP_FLAGS.INNER_MAP,
+        flags: fixed ? 0 : MAP_FLAGS.INNER_MAP,
         name: `lb_tbl_${serviceId}`,
       }),
     );
@@ -676,31 +685,39 @@ export class LbMaps {
       const keys = new Uint32Array(m);
       for (let i = 0; i < m; i++) keys[i] = i;
       const values = Uint32Array.from(table);
-      await accessAsync('lb_maglev', `fill the table of service ${serviceId}`, () =>
+      await accessAsync(into, `fill the table of service ${serviceId}`, () =>
         inner.updateBatch(
           new Uint8Array(keys.buffer, 0, keys.byteLength),
           new Uint8Array(values.buffer, 0, values.byteLength),
         ),
       );
-      access('lb_maglev', `swap the table of service ${serviceId}`, () =>
-        this.#maps.lb_maglev.setFd(u32Key(serviceId), inner),
+      access(into, `swap the table of service ${serviceId}`, () =>
+        this.#maps[into].setFd(u32Key(serviceId), inner),
       );
     } finally {
       inner.close();
     }
+    access(other, `remove the previous table of service ${serviceId}`, () =>
+      this.#maps[other].delete(u32Key(serviceId)),
+    );
   }
 
   /** Service `serviceId`'s installed Maglev table, read back from the kernel; null when none. */
   async readMaglevTable(serviceId: number): Promise<Uint32Array | null> {
     checkInt('service id', serviceId, 0, LB_MAX_SERVICES - 1);
-    const raw = this.#maps.lb_maglev.lookup(u32Key(serviceId));
-    if (!raw) return null;
-    const inner = access('lb_maglev', `open the table of service ${serviceId}`, () =>
+    // lb_maglev_d first, as packets ask
+    const from = (['lb_maglev_d', 'lb_maglev'] as const).find(
+      (name) => this.#maps[name].lookup(u32Key(serviceId)) !== null,
+    );
+    if (!from) return null;
+    const raw = this.#maps[from].lookup(u32Key(serviceId));
+    if (!raw) return null; // removed meanwhile
+    const inner = access(from, `open the table of service ${serviceId}`, () =>
       getMapById(raw.readUInt32LE(0)),
     );
     try {
       const { keys, values, count } = await accessAsync(
-        'lb_maglev',
+        from,
         `read the table of service ${serviceId}`,
         () => inner.lookupBatch(),
       );
@@ -722,9 +739,16 @@ export class LbMaps {
   /** Removes service `serviceId`'s table (its packets then pass: LB_EV_NO_TABLE); false if none. */
   deleteMaglevTable(serviceId: number): boolean {
     checkInt('service id', serviceId, 0, LB_MAX_SERVICES - 1);
-    return access('lb_maglev', `delete the table of service ${serviceId}`, () =>
-      this.#maps.lb_maglev.delete(u32Key(serviceId)),
-    );
+    let deleted = false;
+    for (const name of ['lb_maglev_d', 'lb_maglev'] as const) {
+      if (
+        access(name, `delete the table of service ${serviceId}`, () =>
+          this.#maps[name].delete(u32Key(serviceId)),
+        )
+      )
+        deleted = true;
+    }
+    return deleted;
   }
 
   /**

@@ -401,6 +401,38 @@ await describeKernel('the load balancer in DSR mode', () => {
       expect(await to(3)).toBe('192.0.2.12');
     });
 
+    it('picks slot (hash * 65537) >> 32 of a default-size table, reads each table back and removes it', async () => {
+      // Tables of 65537 slots live in lb_maglev_d, whose lookup is inlined; others in lb_maglev.
+      lb.maps.setService(
+        { vip: '203.0.113.62', port: 80, proto: 'tcp' },
+        service(42, { seed: 99 }),
+      );
+      const big = Uint32Array.from({ length: 65537 }, (_, i) => [1, 2, 3][i % 3]!);
+      const small = Uint32Array.from({ length: 7 }, (_, i) => [3, 2, 1][i % 3]!);
+      let sport = 4100;
+      for (const table of [big, small, big]) {
+        await lb.maps.setMaglevTable(42, table);
+        expect(await lb.maps.readMaglevTable(42)).toEqual(table);
+        // new flows (ports not seen before) each, so no flow-table entry decides
+        const flows = Array.from({ length: 6 }, () => ({
+          src: '192.0.2.100',
+          dst: '203.0.113.62',
+          sport: sport++,
+          dport: 80,
+        }));
+        const want = flows.map(
+          (f) => BACKENDS[table[slotOf(flowHash(f, '5tuple', 99), table.length)]!]!,
+        );
+        expect(new Set(want).size).toBeGreaterThan(1);
+        const got = [];
+        for (const f of flows) got.push((await send(f)).backend);
+        expect(got).toEqual(want);
+      }
+      expect(lb.maps.deleteMaglevTable(42)).toBe(true);
+      expect(await lb.maps.readMaglevTable(42)).toBeNull();
+      expect(lb.maps.deleteMaglevTable(42)).toBe(false);
+    });
+
     it('takes a table of the largest size, 1048573 slots', async () => {
       lb.maps.setService(
         { vip: '203.0.113.61', port: 80, proto: 'tcp' },

@@ -22,6 +22,12 @@
  *                  u32 backend ids; the inner map's max_entries is the table size M (a prime
  *                  up to LB_MAGLEV_MAX), read by the program from the map itself, so one
  *                  outer-slot swap changes table and size together. User space -> lb_xdp.
+ *   lb_maglev_d    ARRAY_OF_MAPS  u32 service id -> inner ARRAY of LB_MAGLEV_DEFAULT u32
+ *                  backend ids, without BPF_F_INNER_MAP: a table of the default size, whose
+ *                  lookup the verifier inlines (the one in lb_maglev is a call). A service's
+ *                  table is in one of the two: lb_xdp asks lb_maglev_d first, so user space
+ *                  moving a table between them writes the new slot before deleting the old.
+ *                  User space -> lb_xdp.
  *   lb_backends    ARRAY  u32 backend id -> struct lb_backend; user space -> lb_xdp.
  *   lb_flows4      LRU_HASH  struct lb_flow4_key -> struct lb_flow: IPv4 flows (one LRU list
  *                  for all CPUs); lb_xdp -> lb_xdp, user space reads (dry runs) and may delete.
@@ -66,6 +72,7 @@
 #define LB_MAX_SERVICES 4096 /* service ids 0 .. 4095 */
 #define LB_MAX_BACKENDS 65536 /* backend ids 0 .. 65535 */
 #define LB_MAGLEV_MAX 1048573 /* the largest table size (a prime) */
+#define LB_MAGLEV_DEFAULT 65537 /* the default table size: lb_maglev_d's inner arrays */
 #define LB_FLOWS_DEFAULT 65536 /* entries of each flow table unless the loader sets them */
 #define LB_NAT_DEFAULT 65536 /* entries of each NAT table unless the loader sets them */
 #define LB_FIB_REASONS 16
