@@ -319,8 +319,12 @@ export function loadLbObject(options: LbLoadOptions = {}): BpfObject {
   try {
     for (const name of ['lb_flows4', 'lb_flows6'])
       object.setMaxEntries(name, flowTable === 'shared' ? flows : 1);
+    // The kernel rounds a per-CPU LRU's size up to a multiple of the possible CPUs; asked for
+    // that size, the map's pin matches its definition at the next load and is reused (a size
+    // it rounds differs from the pin's, and libbpf refuses the pin).
+    const cpus = possibleCpus();
     for (const name of ['lb_flows4_pc', 'lb_flows6_pc'])
-      object.setMaxEntries(name, flowTable === 'per-cpu' ? flows : 1);
+      object.setMaxEntries(name, Math.ceil((flowTable === 'per-cpu' ? flows : 1) / cpus) * cpus);
     object.setMaxEntries('lb_nat4', nat);
     object.setMaxEntries('lb_nat6', nat);
     if (options.pinDir !== undefined) {

@@ -184,8 +184,21 @@ await describeKernel('load-balanced services through the controller', () => {
   it('keeps ids, table and counters across a restart, and hooks NAT reversal in for a NAT service', async () => {
     const c = controller!;
     const before = (await c.lbServices())[0];
+    // the maps are adopted, not made anew: the flow tables (every flow's backend) survive too
+    const mapIds = (): number[] =>
+      ['lb_flows4', 'lb_flows4_pc', 'lb_maglev', 'lb_maglev_d', 'lb_progs'].map((name) => {
+        const pinned = openPinned(join(pinDir, 'lb', name));
+        if (pinned.kind !== 'map') throw new Error(`${name} is not a map`);
+        try {
+          return pinned.map.info().id;
+        } finally {
+          pinned.map.close();
+        }
+      });
+    const idsBefore = mapIds();
     await c.close();
     const again = await open();
+    expect(mapIds()).toEqual(idsBefore);
     const after = (await again.lbServices())[0];
     expect(after.backends.map((b) => b.tableShare)).toEqual(
       before.backends.map((b) => b.tableShare),

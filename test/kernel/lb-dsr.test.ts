@@ -1,7 +1,10 @@
 // lb_xdp (bpf/progs/lb.bpf.c) in L2 DSR mode: service lookup, the flow hash against an independent jhash2, Maglev tables in a map-in-map, the FIB's next hop, fragments and counters, under BPF_PROG_TEST_RUN inside a throw-away namespace.
 import { describe, expect, it } from 'vitest';
 
-import type { LbService } from '../../controller/lb/lb-maps.js';
+import { rmSync } from 'node:fs';
+
+import { mkdirBpffs, unpin } from '../../bpf/index.js';
+import { LbMaps, loadLbObject, type LbService } from '../../controller/lb/lb-maps.js';
 import { mac } from '../helpers/packets/build.js';
 import {
   ACK,
@@ -537,6 +540,64 @@ await describeKernel('the load balancer in DSR mode', () => {
       } finally {
         general.close();
         progs.close();
+      }
+    });
+  });
+
+  describe('pins of an earlier build', () => {
+    it('adds lb_progs and lb_maglev_d beside pins that lack them, keeps the tables there, and moves one when it is rewritten', async () => {
+      const dir = `/sys/fs/bpf/sluice-test-lbpins-${process.pid}-${Date.now()}`;
+      mkdirBpffs(dir);
+      try {
+        // a first load fills the pins: one service with a 13-slot table (held in lb_maglev)
+        const first = loadLbObject({ pinDir: dir });
+        const firstMaps = LbMaps.open(first);
+        try {
+          for (const [id, address] of Object.entries(BACKENDS))
+            firstMaps.setBackend(Number(id), { address });
+          firstMaps.setService({ vip: '203.0.113.63', port: 80, proto: 'tcp' }, service(43));
+          await firstMaps.setMaglevTable(
+            43,
+            Uint32Array.from({ length: 13 }, () => 2),
+          );
+        } finally {
+          firstMaps.close();
+          first.close();
+        }
+        // an earlier build pinned neither map
+        unpin(`${dir}/lb_progs`);
+        unpin(`${dir}/lb_maglev_d`);
+        const again = loadLbObject({ pinDir: dir });
+        const maps = LbMaps.open(again);
+        const xdp = again.program('lb_xdp');
+        try {
+          const to = async (src: string, sport: number): Promise<number> =>
+            (await lb.lab.run(xdp, frame({ src, dst: '203.0.113.63', sport }))).retval;
+          expect(await maps.readMaglevTable(43)).toEqual(Uint32Array.from({ length: 13 }, () => 2));
+          // the fast path, and the general path through the new lb_progs (a VLAN tag)
+          expect(await to('192.0.2.100', 5000)).toBe(XDP_TX);
+          const tagged = await lb.lab.run(
+            xdp,
+            frame({ src: '192.0.2.100', dst: '203.0.113.63', sport: 5001, vlans: [7] }),
+          );
+          expect(tagged.retval).toBe(XDP_TX);
+          await maps.setMaglevTable(
+            43,
+            Uint32Array.from({ length: 65537 }, () => 3),
+          );
+          const moved = await lb.lab.run(
+            xdp,
+            frame({ src: '192.0.2.100', dst: '203.0.113.63', sport: 5002 }),
+          );
+          expect(hex(moved.data.subarray(0, 6))).toBe(hex(mac(NEIGHBOURS['192.0.2.13']!)));
+          expect((await maps.readMaglevTable(43))?.length).toBe(65537);
+        } finally {
+          xdp.close();
+          maps.close();
+          again.close();
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
       }
     });
   });
