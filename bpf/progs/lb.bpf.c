@@ -906,7 +906,8 @@ static __always_inline __u64 lb_clock(__u64 *now)
 	/* the clock is a helper call (6-9 ns where returns go through a retpoline or the SRSO
 	 * thunk, bench lb-cost); bpf_jiffies64 is a load the verifier inlines, and the coarse
 	 * clock moves only on a tick, so it is read once per jiffy per CPU. It can lag a tick
-	 * where the tick bumps jiffies before the clock: timestamps are compared in seconds. */
+	 * where the tick bumps jiffies before the clock: flow timestamps are compared in seconds,
+	 * and the insert bucket refills at the clock's tick resolution either way. */
 	c = bpf_map_lookup_elem(&lb_now, &zero);
 	jiffies = bpf_jiffies64();
 	if (!c) { /* never: a per-CPU array always has key 0 */

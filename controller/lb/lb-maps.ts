@@ -710,15 +710,15 @@ export class LbMaps {
   async readMaglevTable(serviceId: number): Promise<Uint32Array | null> {
     checkInt('service id', serviceId, 0, LB_MAX_SERVICES - 1);
     // lb_maglev_d first, as packets ask
-    const from = (['lb_maglev_d', 'lb_maglev'] as const).find(
-      (name) => this.#maps[name].lookup(u32Key(serviceId)) !== null,
-    );
-    if (!from) return null;
-    const raw = this.#maps[from].lookup(u32Key(serviceId));
-    if (!raw) return null; // removed meanwhile
-    const inner = access(from, `open the table of service ${serviceId}`, () =>
-      getMapById(raw.readUInt32LE(0)),
-    );
+    let from: 'lb_maglev_d' | 'lb_maglev' = 'lb_maglev_d';
+    let raw = this.#maps[from].lookup(u32Key(serviceId));
+    if (!raw) {
+      from = 'lb_maglev';
+      raw = this.#maps[from].lookup(u32Key(serviceId));
+    }
+    if (!raw) return null;
+    const id = raw.readUInt32LE(0);
+    const inner = access(from, `open the table of service ${serviceId}`, () => getMapById(id));
     try {
       const { keys, values, count } = await accessAsync(
         from,
