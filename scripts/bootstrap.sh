@@ -17,10 +17,11 @@ say() { printf 'bootstrap: %s\n' "$*" >&2; }
 #   xdp-filter, xdp-loader: xdp-tools                 tcpdump: tcpdump  (its -d listings are the oracle)
 #   iperf3: iperf3            bpftool: bpftool
 #   openssl: openssl (a self-signed certificate for the HTTPS health-check tests)
+#   curl: curl (the daemon tests' requests to its TCP listener inside a lab namespace)
 packages=(
   clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 libpcap-dev
   iproute2 procps iputils-ping kmod ethtool netsniff-ng nftables iptables xdp-tools
-  tcpdump iperf3 bpftool openssl
+  tcpdump iperf3 bpftool openssl curl
 )
 
 # One dpkg-query for the whole list keeps the already-installed case quick.
