@@ -854,12 +854,16 @@ static __always_inline int lb_pick(const union lb_fkey *k, __u8 family, const st
 	__u32 id = svc->id, hash, slot, *backend;
 	void *table_d;
 
-	/* a table of the default size first: its lookup is inlined (include/lb.h, lb_maglev_d) */
+	/* a table of the default size first: its lookup is inlined (include/lb.h, lb_maglev_d).
+	 * The empty asm keeps clang from merging the two inner lookups into one call site that
+	 * two kinds of inner map reach: the verifier can inline neither then, and calls the
+	 * generic helper, an indirect call (see lb_flow_lookup). */
 	table_d = bpf_map_lookup_elem(&lb_maglev_d, &id);
 	if (table_d) {
 		hash = lb_flow_hash(k, family, svc);
 		slot = ((__u64)hash * LB_MAGLEV_DEFAULT) >> 32;
 		backend = bpf_map_lookup_elem(table_d, &slot);
+		asm volatile("" ::: "memory");
 	} else {
 		table = bpf_map_lookup_elem(&lb_maglev, &id);
 		if (!table) {

@@ -1,6 +1,7 @@
 // lb_xdp (bpf/progs/lb.bpf.c) in L2 DSR mode: service lookup, the flow hash against an independent jhash2, Maglev tables in a map-in-map, the FIB's next hop, fragments and counters, under BPF_PROG_TEST_RUN inside a throw-away namespace.
 import { describe, expect, it } from 'vitest';
 
+import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 
 import { mkdirBpffs, unpin } from '../../bpf/index.js';
@@ -540,6 +541,27 @@ await describeKernel('the load balancer in DSR mode', () => {
       } finally {
         general.close();
         progs.close();
+      }
+    });
+    it('calls no generic map helper: the verifier resolved every map at each call site', () => {
+      // A call site that two maps reach (clang merges look-alike calls) is neither inlined nor
+      // a direct call: it goes through bpf_map_lookup_elem's indirect call on every packet.
+      for (const name of ['lb_xdp', 'lb_xdp_general']) {
+        const program = lb.object.program(name);
+        try {
+          const xlated = execFileSync(
+            'bpftool',
+            ['prog', 'dump', 'xlated', 'id', String(program.info().id)],
+            { encoding: 'utf8' },
+          );
+          expect(xlated).toMatch(/call __htab_map_lookup_elem/);
+          expect({ name, generic: xlated.match(/call bpf_map_\w+_elem#/g) ?? [] }).toEqual({
+            name,
+            generic: [],
+          });
+        } finally {
+          program.close();
+        }
       }
     });
   });
