@@ -849,34 +849,32 @@ static __always_inline void lb_copy_backend(struct lb_sel *sel, const struct lb_
 static __always_inline int lb_pick(const union lb_fkey *k, __u8 family, const struct lb_svc *svc,
 				   struct lb_choice *ch, struct lb_events *ev)
 {
-	struct bpf_map___lb *table;
+	struct bpf_map___lb *table = NULL;
 	struct lb_backend *be;
-	__u32 id = svc->id, hash, slot, *backend;
+	__u32 id = svc->id, hash, slot, m, *backend;
 	void *table_d;
 
-	/* a table of the default size first: its lookup is inlined (include/lb.h, lb_maglev_d).
-	 * The empty asm keeps clang from merging the two inner lookups into one call site that
-	 * two kinds of inner map reach: the verifier can inline neither then, and calls the
-	 * generic helper, an indirect call (see lb_flow_lookup). */
+	/* a table of the default size first: its lookup is inlined (include/lb.h, lb_maglev_d) */
 	table_d = bpf_map_lookup_elem(&lb_maglev_d, &id);
 	if (table_d) {
-		hash = lb_flow_hash(k, family, svc);
-		slot = ((__u64)hash * LB_MAGLEV_DEFAULT) >> 32;
+		m = LB_MAGLEV_DEFAULT;
+	} else {
+		table = bpf_map_lookup_elem(&lb_maglev, &id);
+		m = table ? table->max_entries : 0;
+		if (!m) {
+			lb_event(ev, LB_EV_NO_TABLE);
+			return -1;
+		}
+	}
+	hash = lb_flow_hash(k, family, svc);
+	slot = ((__u64)hash * m) >> 32;
+	/* The empty asm keeps clang from merging the two inner lookups into one call site that
+	 * two kinds of inner map reach: the verifier can inline neither then, and calls the
+	 * generic helper, an indirect call (see lb_flow_lookup). */
+	if (table_d) {
 		backend = bpf_map_lookup_elem(table_d, &slot);
 		asm volatile("" ::: "memory");
 	} else {
-		table = bpf_map_lookup_elem(&lb_maglev, &id);
-		if (!table) {
-			lb_event(ev, LB_EV_NO_TABLE);
-			return -1;
-		}
-		hash = lb_flow_hash(k, family, svc);
-		slot = table->max_entries;
-		if (!slot) {
-			lb_event(ev, LB_EV_NO_TABLE);
-			return -1;
-		}
-		slot = ((__u64)hash * slot) >> 32;
 		backend = bpf_map_lookup_elem(table, &slot);
 	}
 	if (!backend) {

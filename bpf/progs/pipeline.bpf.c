@@ -1509,32 +1509,31 @@ static __always_inline int sl_memo_holds(const struct sl_memo_slot *slot, const 
 }
 
 /*
- * The outcome the memo holds for the packet's class tuple, into io->state and io->pos (and the
- * COUNT rules the walk counted, counted again when io->counting): 1 on a hit, else 0, or -1
- * when a class is out of range (no vector: the walk would find no candidate). Leaves the key,
- * the stamp of io->gen then the classes, in memo (zeroed by the caller).
+ * On a hit, the outcome the memo holds for the packet's class tuple, into io->state and io->pos
+ * (and the COUNT rules the walk counted, counted again when io->counting). A miss, or a class
+ * out of range, leaves io as it was: sl_classify then finds the same. memo: the key's room
+ * (zeroed by the caller).
  */
-static __always_inline int sl_memo_probe(struct sl_walk_io *io, __u64 *memo,
-					 const struct sl_gen_cfg *cfg, const struct sl_pkt *pkt)
+static __always_inline void sl_memo_probe(struct sl_walk_io *io, __u64 *memo,
+					  const struct sl_gen_cfg *cfg, const struct sl_pkt *pkt)
 {
 	__u32 gen = io->gen & 1, *stamp = bpf_map_lookup_elem(&sl_stamp, &gen);
 	struct sl_memo_slot *slot;
 
 	if (!stamp)
-		return -1;
+		return;
 	memo[0] = *stamp;
 	if (sl_classes(gen, cfg->dims & ((1U << SL_DIMS) - 1), memo, cfg, pkt) < 0)
-		return -1;
+		return;
 	/* a memoized walk tried no filter rule, so the filter mask, known or not, does not
 	 * change its outcome */
 	slot = sl_memo_slot_of(memo);
 	if (!sl_memo_holds(slot, memo))
-		return 0;
+		return;
 	if (io->counting)
 		sl_memo_count(slot, gen, io->len);
 	io->state = slot->state;
 	io->pos = slot->pos;
-	return 1;
 }
 
 /*

@@ -593,24 +593,17 @@ await describeKernel('the load balancer in DSR mode', () => {
         const maps = LbMaps.open(again);
         const xdp = again.program('lb_xdp');
         try {
-          const to = async (src: string, sport: number): Promise<number> =>
-            (await lb.lab.run(xdp, frame({ src, dst: '203.0.113.63', sport }))).retval;
+          const send = (sport: number, vlans: number[] = []) =>
+            lb.lab.run(xdp, frame({ src: '192.0.2.100', dst: '203.0.113.63', sport, vlans }));
           expect(await maps.readMaglevTable(43)).toEqual(Uint32Array.from({ length: 13 }, () => 2));
           // the fast path, and the general path through the new lb_progs (a VLAN tag)
-          expect(await to('192.0.2.100', 5000)).toBe(XDP_TX);
-          const tagged = await lb.lab.run(
-            xdp,
-            frame({ src: '192.0.2.100', dst: '203.0.113.63', sport: 5001, vlans: [7] }),
-          );
-          expect(tagged.retval).toBe(XDP_TX);
+          expect((await send(5000)).retval).toBe(XDP_TX);
+          expect((await send(5001, [7])).retval).toBe(XDP_TX);
           await maps.setMaglevTable(
             43,
             Uint32Array.from({ length: 65537 }, () => 3),
           );
-          const moved = await lb.lab.run(
-            xdp,
-            frame({ src: '192.0.2.100', dst: '203.0.113.63', sport: 5002 }),
-          );
+          const moved = await send(5002);
           expect(hex(moved.data.subarray(0, 6))).toBe(hex(mac(NEIGHBOURS['192.0.2.13']!)));
           expect((await maps.readMaglevTable(43))?.length).toBe(65537);
         } finally {
