@@ -2,24 +2,28 @@
 //
 // Layout (no clang, no BTF: raw instructions the addon loads with map relocations):
 //
-//   main:  r6 = ctx; r9 = 0
-//          for each filter i:  r1 = r6; call filter_i; if r0 == 0 skip; r9 |= 1 << i
-//          r0 = &sl_scratch[0]  (bpf_map_lookup_elem; a per-CPU array always has it)
-//          scratch.fmask = r9; scratch.gen = GEN; scratch.done = 1
-//          bpf_tail_call(ctx, sl_progs, SL_PROG_RESUME)
-//          return the fallback verdict (the tail call failed: resume_* is missing)
-//   filter_i: bpf/filter's eBPF of expression i with the `return` verdict (r0 = 1 match, 0 no match),
-//          as a bpf-to-bpf subprogram: it keeps its registers and its 72 bytes of stack in its own
-//          frame, so expressions never see each other's scratch memory. r6-r9 survive calls.
+//   r6 = ctx; r9 = 0
+//   for each filter i:  r1 = r6; <expression i inline, each `exit` turned into a jump past it>;
+//                       if r0 == 0 skip; r9 |= 1 << i
+//   r0 = &sl_scratch[0]  (bpf_map_lookup_elem; a per-CPU array always has it, and the verifier
+//                         inlines the lookup)
+//   scratch.fmask = r9; scratch.gen = GEN; scratch.done = 1
+//   bpf_tail_call(ctx, sl_progs, SL_PROG_RESUME)
+//   return the fallback verdict (the tail call failed: resume_* is missing)
 //
-// The kernel allows tail calls from a program with subprograms on x86-64 and arm64 (Linux >= 5.10)
-// as long as each frame stays under 256 bytes of stack; main uses 8, a filter 72.
+// Each expression is bpf/filter's eBPF with the `return` verdict (r0 = 1 match, 0 no match). It is
+// inlined rather than called as a bpf-to-bpf subprogram: on CPUs with return-thunk mitigations
+// (SRSO, retbleed) every call and return costs 6-9 ns, more than a typical expression. Inlining is
+// exact because an expression reads only what it wrote first: its registers (r0, r2-r5, r7, r8; r1
+// and, on TC's slow path, r6 hold ctx, which is what the bank keeps there) and its stack (r10 - 72 ..
+// r10 - 4; M[] words read before written are zeroed by the expression's own prologue). r9 is never
+// touched by an expression.
 import type { EbpfContext } from '../../bpf/filter/to-ebpf.js';
 import { cbpfToEbpf } from '../../bpf/filter/ebpf.js';
 import { compileFilter } from '../../bpf/filter/index.js';
 import {
   BPF_ADD,
-  BPF_CALL,
+  BPF_EXIT,
   BPF_JEQ,
   BPF_JMP,
   BPF_LSH,
@@ -37,6 +41,8 @@ import {
   decodeEbpf,
   encodeEbpf,
   exit,
+  gotol,
+  ja,
   jmpImm,
   ldImm64,
   mov64Imm,
@@ -59,7 +65,6 @@ import {
 const BPF_FUNC_map_lookup_elem = 1;
 const BPF_FUNC_tail_call = 12;
 const BPF_PSEUDO_MAP_FD = 1;
-const BPF_PSEUDO_CALL = 1;
 
 /** What the bank needs to be loaded next to a pipeline object. */
 export interface FilterBankSpec {
@@ -86,7 +91,7 @@ export function buildFilterBank(spec: FilterBankSpec): FilterBankCode {
   if (spec.expressions.length > SL_MAX_FILTERS) {
     throw new RangeError(`a filter bank holds at most ${SL_MAX_FILTERS} expressions`);
   }
-  const subprograms = spec.expressions.map((expression) =>
+  const expressions = spec.expressions.map((expression) =>
     decodeEbpf(
       cbpfToEbpf(compileFilter(expression), { context: spec.context, verdict: { kind: 'return' } })
         .insns,
@@ -94,11 +99,18 @@ export function buildFilterBank(spec: FilterBankSpec): FilterBankCode {
   );
 
   const main: EbpfInsn[] = [mov64Reg(R6, R1), mov64Imm(R9, 0)];
-  const calls: { at: number; target: number }[] = [];
-  subprograms.forEach((_, i) => {
+  expressions.forEach((insns, i) => {
     main.push(mov64Reg(R1, R6));
-    calls.push({ at: main.length, target: i });
-    main.push(call(0));
+    const base = main.length;
+    const after = base + insns.length;
+    insns.forEach((insn, at) => {
+      if (insn.code !== (BPF_JMP | BPF_EXIT)) {
+        main.push(insn);
+        return;
+      }
+      const off = after - (base + at + 1);
+      main.push(off <= 0x7fff ? ja(off) : gotol(off));
+    });
     // if r0 == 0 skip the three instructions that set bit i
     main.push(jmpImm(BPF_JEQ, R0, 0, 3));
     main.push(mov64Imm(R2, 1), alu64Imm(BPF_LSH, R2, i), alu64Reg(BPF_OR, R9, R2));
@@ -117,24 +129,7 @@ export function buildFilterBank(spec: FilterBankSpec): FilterBankCode {
   main.push(mov64Imm(R3, SL_PROG_RESUME));
   main.push(call(BPF_FUNC_tail_call));
   main.push(mov64Imm(R0, spec.fallback), exit());
-
-  // Subprograms follow main; a pseudo call's imm is the distance from the next instruction.
-  const starts: number[] = [];
-  let at = main.length;
-  for (const sub of subprograms) {
-    starts.push(at);
-    at += sub.length;
-  }
-  for (const { at: callAt, target } of calls) {
-    main[callAt] = {
-      code: BPF_JMP | BPF_CALL,
-      dst: 0,
-      src: BPF_PSEUDO_CALL,
-      off: 0,
-      imm: starts[target] - (callAt + 1),
-    };
-  }
-  return { insns: encodeEbpf([...main, ...subprograms.flat()]), scratchAt, progsAt };
+  return { insns: encodeEbpf(main), scratchAt, progsAt };
 }
 
 /**
