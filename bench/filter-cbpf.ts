@@ -2,12 +2,7 @@
 import { compileFilter } from '../bpf/filter/index.js';
 import { getJudgedCorpus } from '../test/helpers/differential.js';
 import type { BenchTable } from './table.js';
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
+import { median } from './stats.js';
 
 /** Instruction counts of our optimizer against libpcap's (the same count `tcpdump -d` prints), over the corpus. */
 export async function benchFilterCbpf(): Promise<{ tables: BenchTable[]; notes: string[] }> {

@@ -22,6 +22,7 @@ import { Lab, type Endpoint } from '../netns-lab/lab.js';
 import { flood, readDeviceStats, type FloodResult } from '../netns-lab/traffic.js';
 import { PrivateShell } from './private-shell.js';
 import { alignColumns, formatTable, type BenchTable } from './table.js';
+import { median } from './stats.js';
 
 // 11, not fewer: a flood's softirq figure is tick-sampled (some 150-200 ticks of 4 ms in a
 // window), so sampling alone puts one flood's figure some ±7 % off; three runs of 5 floods each
@@ -379,12 +380,6 @@ export async function runLabDropBench(options: { reps?: number } = {}): Promise<
     shell?.close();
     await lab.destroy();
   }
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 function range(values: number[], digits: number): string {

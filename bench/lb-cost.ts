@@ -27,6 +27,11 @@
 // not hold, every subject's output frame once
 // (checksums, MACs, addresses).
 //
+// Loads: the same code reads up to ±15 % apart from one load of the objects to the next (the
+// JIT places each image anew; both sides move, not together), more than best-of-rounds within a
+// load removes. So the child runs `loads` times, each loading both balancers and the floor
+// afresh, and every figure shown is the median over the loads of that load's best of `rounds`.
+//
 // The parent builds the lab (one namespace `sl<hex>n`: a veth pair, 192.0.2.1/24 with
 // permanent neighbours 192.0.2.11-13, forwarding on) and runs measure() in a child inside it:
 // a test run's ingress device is looked up in the caller's namespace and bpf_fib_lookup
@@ -52,6 +57,8 @@ import { Lab } from '../netns-lab/lab.js';
 import { ipv4 } from '../test/helpers/packets/build.js';
 import { ACK, SYN, XDP_TX, checkChecksums, frame } from '../test/helpers/lb-frames.js';
 import { formatTable, type BenchTable } from './table.js';
+import { median } from './stats.js';
+import { INSIDE, runInside } from './inside.js';
 
 const cDir = fileURLToPath(new URL('./c/', import.meta.url));
 
@@ -601,9 +608,9 @@ export interface LbCostOptions {
   rounds?: number;
   /** Test runs of one iteration per trial, for the IPIP rows and the cross-check. */
   singles?: number;
+  /** Fresh loads of both balancers, each timed `rounds` times; figures are medians over them. */
+  loads?: number;
 }
-
-const INSIDE = '--inside';
 
 /**
  * Builds the lab namespace, runs the measurement in a child process inside it, removes the lab.
@@ -612,7 +619,7 @@ const INSIDE = '--inside';
  */
 export async function runLbCostBench(
   options: LbCostOptions = {},
-): Promise<{ result: InsideResult; config: InsideConfig }> {
+): Promise<{ result: InsideResult; perLoad: InsideResult[]; config: InsideConfig }> {
   const lbObject = options.lbObject ?? bpfObjectPath('lb');
   if (!existsSync(lbObject))
     throw new Error(
@@ -626,10 +633,12 @@ export async function runLbCostBench(
     lbObject,
     cObject,
     reframeObject,
-    repeat: options.repeat || 1_000_000,
-    rounds: options.rounds || 7,
-    singles: options.singles || 5_000,
+    // 500,000 iterations, not 1,000,000: five loads of them keep the whole run to minutes
+    repeat: options.repeat || 500_000,
+    rounds: options.rounds || 5,
+    singles: options.singles || 2_000,
   };
+  const loads = options.loads || 5;
   try {
     const ns = await lab.addNamespace('n');
     const sh = (argv: string[]): Promise<string> => lab.exec(ns, argv);
@@ -653,29 +662,49 @@ export async function runLbCostBench(
         'permanent',
       ]);
     }
-    const out = await lab.exec(
-      ns,
-      [
-        process.execPath,
-        ...process.execArgv,
-        fileURLToPath(import.meta.url),
-        INSIDE,
-        JSON.stringify(config),
-      ],
-      { timeoutMs: 1_200_000 },
-    );
-    return { result: JSON.parse(out.trim().split('\n').pop()!) as InsideResult, config };
+    const perLoad: InsideResult[] = [];
+    for (let load = 0; load < loads; load++) {
+      perLoad.push(await runInside<InsideResult>(lab, ns, import.meta.url, config, 1_200_000));
+    }
+    return { result: medianOfLoads(perLoad), perLoad, config };
   } finally {
     await lab.destroy();
   }
+}
+
+/** Every figure of every row the median over the loads; sizes from the first, notes of all. */
+function medianOfLoads(loads: InsideResult[]): InsideResult {
+  const figure = (pick: (r: InsideResult) => Figure): Figure => ({
+    wall: median(loads.map((r) => pick(r).wall)),
+    kernel: median(loads.map((r) => pick(r).kernel)),
+  });
+  const rows = (which: 'rows' | 'singles'): Row[] =>
+    loads[0][which].map((row, i) => ({
+      ...row,
+      sluice: figure((r) => r[which][i].sluice),
+      peer: figure((r) => r[which][i].peer),
+      floor: figure((r) => r[which][i].floor),
+    }));
+  return {
+    rows: rows('rows'),
+    singles: rows('singles'),
+    sizes: loads[0].sizes,
+    notes: loads.flatMap((r, i) => r.notes.map((note) => `load ${i + 1}, ${note}`)),
+  };
 }
 
 /** The `npm run bench` section. */
 export async function benchLbCost(
   options: LbCostOptions = {},
 ): Promise<{ tables: BenchTable[]; notes: string[] }> {
-  const { result, config } = await runLbCostBench(options);
+  const { result, perLoad, config } = await runLbCostBench(options);
   const { repeat, rounds, singles } = config;
+  const loads = perLoad.length;
+  const netRatio = (r: InsideResult, i: number): number => {
+    const row = r.rows[i];
+    const f = (x: Figure): number => (row.method === 'single' ? x.kernel : x.wall);
+    return (f(row.sluice) - f(row.floor)) / (f(row.peer) - f(row.floor));
+  };
   const name = (row: Row): string =>
     `${MODE_NAMES[row.mode]}, ${KIND_NAMES[row.kind]}${row.method === 'reframed' ? ' †' : ''}`;
   const shown = (row: Row, f: Figure): number => (row.method === 'single' ? f.kernel : f.wall);
@@ -702,7 +731,7 @@ export async function benchLbCost(
   return {
     tables: [
       table(
-        `load balancer per-packet cost, IPv4 TCP, BPF_PROG_TEST_RUN (${FRAME_BYTES}-byte frame, repeat ${repeat.toLocaleString('en')}, wall time, best of ${rounds} alternating; † through the frame restorer)`,
+        `load balancer per-packet cost, IPv4 TCP, BPF_PROG_TEST_RUN (${FRAME_BYTES}-byte frame, repeat ${repeat.toLocaleString('en')}, wall time, best of ${rounds} alternating in each of ${loads} loads, median over the loads; † through the frame restorer)`,
         result.rows,
         shown,
         false,
@@ -714,13 +743,13 @@ export async function benchLbCost(
         true,
       ),
       table(
-        "cross-check: the kernel's own per-run figure from the same runs (whole ns, truncated; leaves out time the run yielded the CPU), best of each",
+        "cross-check: the kernel's own per-run figure from the same runs (whole ns, truncated; leaves out time the run yielded the CPU), best of each load, median over the loads",
         result.rows,
         (_, f) => f.kernel,
         false,
       ),
       table(
-        `cross-check: every row one iteration per test run, the kernel's figure averaged over ${singles.toLocaleString('en')} runs, best of ${rounds} (whole ns, truncated; includes a ktime read and the run's cold start)`,
+        `cross-check: every row one iteration per test run, the kernel's figure averaged over ${singles.toLocaleString('en')} runs, best of ${rounds}, median over the loads (whole ns, truncated; includes a ktime read and the run's cold start)`,
         result.singles,
         (_, f) => f.kernel,
         false,
@@ -734,6 +763,12 @@ export async function benchLbCost(
       },
     ],
     notes: [
+      `loads: the child ran ${loads} times, each loading lb.o, the C programs and the floor afresh; each figure above is the median over the loads of that load's best of ${rounds}. The net-of-floor ratio of each load, row by row: ${result.rows
+        .map(
+          (row, i) =>
+            `${MODE_NAMES[row.mode]} ${row.kind} ${perLoad.map((r) => netRatio(r, i).toFixed(2)).join('/')}`,
+        )
+        .join('; ')}`,
       `ns/pkt: wall time of one BPF_PROG_TEST_RUN of ${repeat.toLocaleString('en')} iterations over one ${FRAME_BYTES}-byte IPv4 TCP frame (client ${CLIENT}), divided; lb_xdp, the C program and the floor (\`r0 = XDP_TX; exit\`) alternate, the first rotating each round, best of ${rounds}. Every test run has the lab's veth as its ingress device, inside a throw-away namespace with forwarding on and permanent neighbours for the backends 192.0.2.11-13, so bpf_fib_lookup succeeds and every packet leaves by XDP_TX`,
       `† IPIP: the outer header added by one iteration would make the next one pass the packet, so each program of these rows (the floor too) is entered through bench/c/reframe.bpf.c, which strips the 20 bytes the frame grew by, writes the original ${FRAME_BYTES} bytes back and tail-calls it (about a nanosecond and a half of the gross figures; none of the net). Checked: every run's last verdict XDP_TX, and the frame after 1,000 reframed iterations is the one a single run sends. The one-iteration cross-check table times every row, IPIP included, without the restorer`,
       'DSR: the frame is balanced alike every iteration (only the MACs change). NAT: three services at VIPs 192.0.2.11-13, each balancing over the other two, so each iteration NATs the previous output to the next VIP (the checksums stay valid); the hit row then hits one of at most three flow entries and an existing reverse-NAT entry every time',
@@ -751,9 +786,9 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     const result = await measure(JSON.parse(process.argv[3]) as InsideConfig);
     process.stdout.write(JSON.stringify(result) + '\n');
   } else {
-    // node --import tsx bench/lb-cost.ts [repeat] [rounds] [singles]: smaller runs while developing
-    const [repeat, rounds, singles] = process.argv.slice(2).map(Number);
-    const { tables, notes } = await benchLbCost({ repeat, rounds, singles });
+    // node --import tsx bench/lb-cost.ts [repeat] [rounds] [singles] [loads]: smaller runs while developing
+    const [repeat, rounds, singles, loads] = process.argv.slice(2).map(Number);
+    const { tables, notes } = await benchLbCost({ repeat, rounds, singles, loads });
     for (const t of tables) console.log(formatTable(t));
     for (const note of notes) console.log(`- ${note}`);
   }

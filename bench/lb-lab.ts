@@ -56,6 +56,7 @@ import { run } from '../netns-lab/exec.js';
 import type { LbTrafficLab } from '../test/lab/lb-traffic-lab.js';
 import { NetnsScript, writeAnswer } from '../test/helpers/netns-script.js';
 import { formatTable, type BenchTable } from './table.js';
+import { median } from './stats.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 
@@ -394,12 +395,6 @@ interface Contender {
   setup(): Promise<void>;
   teardown(): Promise<void>;
   samples: Record<Workload, Sample[]>;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 // ---------------------------------------------------------------------------------------------

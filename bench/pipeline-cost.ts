@@ -16,7 +16,7 @@
 // anyway, and Lab.destroy() the namespace.
 import { rmSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 
 import {
   loadObject,
@@ -43,6 +43,7 @@ import {
 } from '../test/helpers/packets/build.js';
 import { Prng } from '../test/helpers/packets/prng.js';
 import { formatTable, type BenchTable } from './table.js';
+import { INSIDE, runInside } from './inside.js';
 
 const XDP_DROP = 1;
 const XDP_PASS = 2;
@@ -411,7 +412,6 @@ interface InsideResult {
   notes: string[];
 }
 
-const INSIDE = '--inside';
 const REDIRECT_CHUNK = 254;
 
 /**
@@ -760,18 +760,7 @@ export async function runPipelineCostBench(
       await lab.exec(ns, ['ip', 'link', 'set', b, 'up']);
       config.devices.push(a);
     }
-    const out = await lab.exec(
-      ns,
-      [
-        process.execPath,
-        ...process.execArgv,
-        fileURLToPath(import.meta.url),
-        INSIDE,
-        JSON.stringify(config),
-      ],
-      { timeoutMs: 600_000 },
-    );
-    result = JSON.parse(out.trim().split('\n').pop()!) as InsideResult;
+    result = await runInside<InsideResult>(lab, ns, import.meta.url, config, 600_000);
   } finally {
     await lab.destroy();
   }
