@@ -1,7 +1,7 @@
 // Lab topologies in network namespaces: uniquely named per run, always torn down.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { run, type RunOptions } from './exec.js';
+import { LabCommandError, run, type RunOptions } from './exec.js';
 import { buildRouter, type RouterOptions, type RouterTopology } from './router.js';
 
 /** One end of a veth pair, inside a lab namespace. */
@@ -41,7 +41,13 @@ export class Lab {
   /** Creates a namespace `<id><suffix>` with loopback up. */
   async addNamespace(suffix: string): Promise<string> {
     const name = this.id + suffix;
-    await run(['ip', 'netns', 'add', name]);
+    // Made synchronously and recorded in the same turn, so a SIGINT or SIGTERM handler (which
+    // removes the recorded namespaces) can never run between the two: with `ip netns add` run
+    // asynchronously, an interrupt while it ran found nothing to remove and the namespace
+    // outlived the run.
+    const argv = ['ip', 'netns', 'add', name];
+    const made = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: 10_000 });
+    if (made.status !== 0) throw new LabCommandError(argv, made.stderr || String(made.error ?? ''));
     this.namespaces.push(name);
     await run(['ip', 'link', 'set', 'lo', 'up'], { netns: name });
     return name;
