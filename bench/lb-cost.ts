@@ -700,14 +700,13 @@ export async function benchLbCost(
   const { result, perLoad, config } = await runLbCostBench(options);
   const { repeat, rounds, singles } = config;
   const loads = perLoad.length;
-  const netRatio = (r: InsideResult, i: number): number => {
-    const row = r.rows[i];
-    const f = (x: Figure): number => (row.method === 'single' ? x.kernel : x.wall);
-    return (f(row.sluice) - f(row.floor)) / (f(row.peer) - f(row.floor));
-  };
   const name = (row: Row): string =>
     `${MODE_NAMES[row.mode]}, ${KIND_NAMES[row.kind]}${row.method === 'reframed' ? ' †' : ''}`;
   const shown = (row: Row, f: Figure): number => (row.method === 'single' ? f.kernel : f.wall);
+  const netRatio = ({ rows }: InsideResult, i: number): number => {
+    const net = (f: Figure): number => shown(rows[i], f) - shown(rows[i], rows[i].floor);
+    return net(rows[i].sluice) / net(rows[i].peer);
+  };
   const table = (
     title: string,
     rows: Row[],

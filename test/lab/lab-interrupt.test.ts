@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
 
+import { namespacesOf } from '../helpers/namespaces.js';
 import { describeKernel } from '../helpers/privileges.js';
 
 const LAB_MODULE = fileURLToPath(new URL('../../netns-lab/lab.ts', import.meta.url));
@@ -16,13 +17,6 @@ console.log(lab.id);
 for (let i = 0; i < 300; i++) await lab.addNamespace('i' + i);
 await lab.destroy();
 `;
-
-function namespacesOf(id: string): string[] {
-  return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-    .split('\n')
-    .map((line) => line.split(' ')[0])
-    .filter((name) => name.startsWith(id));
-}
 
 /** Starts a maker, lets it run `ms` after it printed its id, stops it with SIGTERM. */
 async function interruptAfter(ms: number): Promise<{ id: string; signal: string | null }> {

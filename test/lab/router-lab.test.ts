@@ -1,5 +1,4 @@
 // The router lab and its traffic drivers: ping, counted UDP, iperf3 and a trafgen flood through a forwarding namespace.
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -17,14 +16,8 @@ import {
   transferTcp,
   udpStream,
 } from '../../netns-lab/traffic.js';
+import { namespacesOf } from '../helpers/namespaces.js';
 import { describeKernel } from '../helpers/privileges.js';
-
-function namespaces(): string[] {
-  return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-    .split('\n')
-    .map((line) => line.split(' ')[0])
-    .filter(Boolean);
-}
 
 /** `r1 = ifindex; r2 = 0; r0 = bpf_redirect(r1, r2); exit`: every frame to one device's egress. */
 function redirectInsns(ifindex: number): Uint8Array {
@@ -207,11 +200,11 @@ await describeKernel('router lab: a client and two servers behind a forwarding n
     } finally {
       await other.destroy();
     }
-    expect(namespaces().filter((name) => name.startsWith(other.id))).toEqual([]);
+    expect(namespacesOf(other.id)).toEqual([]);
   });
 
   it('leaves no namespace behind once destroyed', async () => {
     await lab.destroy();
-    expect(namespaces().filter((name) => name.startsWith(lab.id))).toEqual([]);
+    expect(namespacesOf(lab.id)).toEqual([]);
   });
 });

@@ -1,12 +1,8 @@
 // The README's first command ends in `sluice selfcheck`: it must count what it sends and leave nothing behind.
-import { execFileSync } from 'node:child_process';
 import { expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
+import { namespacesOf } from '../helpers/namespaces.js';
 import { describeKernel } from '../helpers/privileges.js';
-
-function namespaces(): string[] {
-  return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter(Boolean);
-}
 
 await describeKernel('sluice selfcheck', () => {
   it('counts every ping it sends and removes the namespaces it made', async () => {
@@ -20,7 +16,7 @@ await describeKernel('sluice selfcheck', () => {
       counters: { pass: { packets: 10, bytes: 980 } },
     });
     const labId = String(result.netns).slice(0, -1);
-    expect(namespaces().filter((line) => line.startsWith(labId))).toEqual([]);
+    expect(namespacesOf(labId)).toEqual([]);
   });
 
   it('rejects a ping count that is not a whole number, as a usage error', async () => {
