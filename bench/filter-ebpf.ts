@@ -1,8 +1,7 @@
 // Benchmark: compiled filter expressions as XDP eBPF vs the same match hand-written in C (bench/c/filter_*.bpf.c),
 // per-packet cost from BPF_PROG_TEST_RUN (repeat 1,000,000) in the same run, as a ratio table.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 
 import { loadObject, loadProgram, type BpfProgram } from '../bpf/index.js';
 import type { CbpfInsn } from '../bpf/filter/cbpf.js';
@@ -21,6 +20,7 @@ import {
   udpHeader,
   vlanTag,
 } from '../test/helpers/packets/build.js';
+import { buildC } from './build-c.js';
 import { formatTable, type BenchTable } from './table.js';
 
 /** One workload: an expression, its hand-written C twin, and a packet that walks the filter's longest path. */
@@ -159,33 +159,6 @@ export function filterBenchCases(): FilterBenchCase[] {
   ];
 }
 
-const cDir = fileURLToPath(new URL('./c/', import.meta.url));
-
-/** Compiles bench/c/<file>.bpf.c into bench/c/build/<file>.o when missing or older than its sources. */
-function buildC(file: string): string {
-  const src = `${cDir}${file}.bpf.c`;
-  const obj = `${cDir}build/${file}.o`;
-  const newest = Math.max(statSync(src).mtimeMs, statSync(`${cDir}filter_common.h`).mtimeMs);
-  if (!existsSync(obj) || statSync(obj).mtimeMs < newest) {
-    mkdirSync(`${cDir}build`, { recursive: true });
-    execFileSync('clang', [
-      '-O2',
-      '-g',
-      '-target',
-      'bpf',
-      '-Wall',
-      '-Werror',
-      '-I/usr/include/x86_64-linux-gnu',
-      `-I${cDir}`,
-      '-c',
-      src,
-      '-o',
-      obj,
-    ]);
-  }
-  return obj;
-}
-
 /** libpcap's program for `expression` (tcpdump -ddd), used only when sluice's front end cannot compile it. */
 function libpcapProgram(expression: string): CbpfInsn[] {
   const text = execFileSync('tcpdump', ['-ddd', '-y', 'EN10MB', expression], { encoding: 'utf8' });
@@ -257,7 +230,7 @@ export async function runFilterEbpfBench(
   for (const c of filterBenchCases()) {
     const spec = compileOurs(c.expression, notes);
     const ours = loadProgram({ type: 'xdp', insns: spec.insns, name: 'bench_filter' });
-    const object = loadObject(buildC(c.file));
+    const object = loadObject(buildC(c.file, ['filter_common.h']));
     const theirs = object.program(c.program);
     object.close();
     sizes.push({

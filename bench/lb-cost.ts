@@ -1,4 +1,4 @@
-// Benchmark: the load balancer's per-packet cost (lb_xdp) in DSR, IPIP and NAT mode, on a flow-table hit, a miss and an insert, against a minimal hand-written C XDP balancer (bench/c/lb_min.bpf.c), from BPF_PROG_TEST_RUN in the same run.
+// Benchmark: the load balancer's per-packet cost (lb_xdp) in DSR, IPIP and NAT mode, on a flow-table hit, a miss and an insert, against a minimal hand-written C XDP balancer (bench/c/lb_min.bpf.c), from BPF_PROG_TEST_RUN in the same run; and, as context, against the same C with the bookkeeping the issue requires (lb_req_*).
 //
 // Method (the house one, bench/filter-ebpf.ts and bench/pipeline-cost.ts): wall time of one test
 // run of `repeat` iterations over one 64-byte TCP frame, divided; sluice, the C program and a
@@ -37,9 +37,9 @@
 // a test run's ingress device is looked up in the caller's namespace and bpf_fib_lookup
 // answers from that device's. Lab.destroy() removes the namespace, failures included.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 
 import {
   createMap,
@@ -56,11 +56,10 @@ import { buildMaglevTable } from '../controller/lb/maglev.js';
 import { Lab } from '../netns-lab/lab.js';
 import { ipv4 } from '../test/helpers/packets/build.js';
 import { ACK, SYN, XDP_TX, checkChecksums, frame } from '../test/helpers/lb-frames.js';
+import { buildC } from './build-c.js';
 import { formatTable, type BenchTable } from './table.js';
-import { median } from './stats.js';
+import { medianOverLoads, type Figure } from './stats.js';
 import { INSIDE, runInside } from './inside.js';
-
-const cDir = fileURLToPath(new URL('./c/', import.meta.url));
 
 const FRAME_BYTES = 64;
 /** The kernel's BPF_XDP attach type. */
@@ -157,29 +156,6 @@ function u32Key(n: number): Buffer {
   return k;
 }
 
-/** Compiles bench/c/<file>.bpf.c into bench/c/build/<file>.o when missing or older than it. */
-function buildC(file: string): string {
-  const src = `${cDir}${file}.bpf.c`;
-  const obj = `${cDir}build/${file}.o`;
-  if (!existsSync(obj) || statSync(obj).mtimeMs < statSync(src).mtimeMs) {
-    mkdirSync(`${cDir}build`, { recursive: true });
-    execFileSync('clang', [
-      '-O2',
-      '-g',
-      '-target',
-      'bpf',
-      '-Wall',
-      '-Werror',
-      '-I/usr/include/x86_64-linux-gnu',
-      '-c',
-      src,
-      '-o',
-      obj,
-    ]);
-  }
-  return obj;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Setting both balancers up with the same services, backends and tables
 
@@ -219,7 +195,13 @@ async function setUpSluice(
   }
 }
 
-/** lb_min.o loaded and filled with the same services, backends (states aside) and tables. */
+/** min_backend.flags of a down backend (bench/c/lb_min.bpf.c, REQ_BE_DOWN). */
+const REQ_BE_DOWN = 2;
+
+/**
+ * lb_min.o loaded and filled with the same services, backends and tables (lb_min_* ignore the
+ * backends' states, lb_req_* read them).
+ */
 async function setUpC(path: string): Promise<BpfObject> {
   const object = loadObject(path);
   const opened: BpfMap[] = [];
@@ -232,9 +214,11 @@ async function setUpC(path: string): Promise<BpfObject> {
     const services = open('min_services');
     const maglev = open('min_maglev');
     const backends = open('min_backends');
+    const reqServices = open('req_services');
     for (const b of BACKENDS) {
       const v = Buffer.alloc(8);
       v.set(ipv4(b.address), 0);
+      v.writeUInt16LE(b.down ? REQ_BE_DOWN : 0, 6); // read by lb_req_* only
       backends.update(u32Key(b.id), v);
     }
     for (const s of SERVICES) {
@@ -246,6 +230,10 @@ async function setUpC(path: string): Promise<BpfObject> {
       v.writeUInt32LE(s.id, 0);
       v.writeUInt32LE(1000 + s.id, 4);
       services.update(k, v);
+      // lb_req_*'s: the same id and seed; no device list, timeouts 0 (as sluice's services here)
+      const rv = Buffer.alloc(20);
+      rv.set(v, 0);
+      reqServices.update(k, rv);
       const inner = createMap({
         type: 'array',
         keySize: 4,
@@ -320,14 +308,6 @@ function checkOutput(label: string, mode: Mode, input: Uint8Array, out: Buffer, 
 
 // ---------------------------------------------------------------------------------------------
 // Timing
-
-/** ns per run by two clocks. */
-interface Figure {
-  /** Wall time of the call(s), divided by the runs: the house method (repeat rows only). */
-  wall: number;
-  /** The kernel's average per run (whole ns, truncated), left out: time the thread was preempted. */
-  kernel: number;
-}
 
 interface Subject {
   label: string;
@@ -404,6 +384,8 @@ interface Row {
   sluice: Figure;
   peer: Figure;
   floor: Figure;
+  /** C's lb_req_*: lb_min with the bookkeeping the issue requires. */
+  req: Figure;
 }
 
 interface InsideResult {
@@ -469,6 +451,8 @@ async function measure(config: InsideConfig): Promise<InsideResult> {
     closers.push(() => floor.close());
     const cFlows = cObject.map('min_flows');
     closers.push(() => cFlows.close());
+    const reqFlows = cObject.map('req_flows');
+    closers.push(() => reqFlows.close());
 
     const subjectsOf = (mode: Mode, kind: Kind): Subject[] => {
       const suffix = kind === 'hit' ? '' : kind === 'miss' ? '_ni' : '_re';
@@ -482,6 +466,7 @@ async function measure(config: InsideConfig): Promise<InsideResult> {
         },
         { label: `C ${mode} ${kind}`, prog: program(cObject, `lb_min_${mode}${suffix}`) },
         { label: `floor ${mode} ${kind}`, prog: floor },
+        { label: `C req ${mode} ${kind}`, prog: program(cObject, `lb_req_${mode}${suffix}`) },
       ];
     };
     const mapsOf = (kind: Kind): LbMaps => (kind === 'miss' ? capped.maps : open.maps);
@@ -545,7 +530,7 @@ async function measure(config: InsideConfig): Promise<InsideResult> {
       const maps = mapsOf(kind);
       const before = maps.events() as Record<string, number>;
       const timer = method === 'single' ? singleTimer(singles) : repeatTimer(repeat);
-      const [sluice, peer, floorFigure] = await bestOf(subjects, data, ctx, rounds, timer);
+      const [sluice, peer, floorFigure, req] = await bestOf(subjects, data, ctx, rounds, timer);
       const after = maps.events() as Record<string, number>;
       const runs = rounds * (method === 'single' ? singles : repeat);
       for (const name of EXPECTED_EVENTS[kind]) {
@@ -560,7 +545,7 @@ async function measure(config: InsideConfig): Promise<InsideResult> {
             `bench lb-cost: sluice ${mode} ${kind}: lb_events ${name} counted ${n - before[name]}, expected none`,
           );
       }
-      return { mode, kind, method, sluice, peer, floor: floorFigure };
+      return { mode, kind, method, sluice, peer, floor: floorFigure, req };
     };
 
     const rows: Row[] = [];
@@ -573,13 +558,20 @@ async function measure(config: InsideConfig): Promise<InsideResult> {
 
     // C's miss programs never insert: no entry may carry the miss rows' client port; the hit and
     // insert rows' flows must have entries.
-    const ports = new Set([...cFlows.keys()].map((key) => key.readUInt16BE(8)));
-    if (ports.has(ROW_FRAMES.miss.sport) || !ports.has(ROW_FRAMES.hit.sport))
-      throw new Error(
-        `bench lb-cost: C's flow table holds entries of client ports ${[...ports].join(', ')}: expected ${ROW_FRAMES.hit.sport} and ${ROW_FRAMES.insert.sport}, not ${ROW_FRAMES.miss.sport}`,
-      );
-    if (!ports.has(ROW_FRAMES.insert.sport))
-      throw new Error(`bench lb-cost: C's flow table holds no entry of the insert rows' flow`);
+    for (const [name, flows] of [
+      ['lb_min', cFlows],
+      ['lb_req', reqFlows],
+    ] as const) {
+      const ports = new Set([...flows.keys()].map((key) => key.readUInt16BE(8)));
+      if (ports.has(ROW_FRAMES.miss.sport) || !ports.has(ROW_FRAMES.hit.sport))
+        throw new Error(
+          `bench lb-cost: ${name}'s flow table holds entries of client ports ${[...ports].join(', ')}: expected ${ROW_FRAMES.hit.sport} and ${ROW_FRAMES.insert.sport}, not ${ROW_FRAMES.miss.sport}`,
+        );
+      if (!ports.has(ROW_FRAMES.insert.sport))
+        throw new Error(
+          `bench lb-cost: ${name}'s flow table holds no entry of the insert rows' flow`,
+        );
+    }
 
     const sluiceInsns = program(open.object, 'lb_xdp').info().xlatedLen / 8;
     const sizes = modes.flatMap((mode) =>
@@ -674,20 +666,9 @@ export async function runLbCostBench(
 
 /** Every figure of every row the median over the loads; sizes from the first, notes of all. */
 function medianOfLoads(loads: InsideResult[]): InsideResult {
-  const figure = (pick: (r: InsideResult) => Figure): Figure => ({
-    wall: median(loads.map((r) => pick(r).wall)),
-    kernel: median(loads.map((r) => pick(r).kernel)),
-  });
-  const rows = (which: 'rows' | 'singles'): Row[] =>
-    loads[0][which].map((row, i) => ({
-      ...row,
-      sluice: figure((r) => r[which][i].sluice),
-      peer: figure((r) => r[which][i].peer),
-      floor: figure((r) => r[which][i].floor),
-    }));
   return {
-    rows: rows('rows'),
-    singles: rows('singles'),
+    rows: medianOverLoads(loads.map((r) => r.rows)),
+    singles: medianOverLoads(loads.map((r) => r.singles)),
     sizes: loads[0].sizes,
     notes: loads.flatMap((r, i) => r.notes.map((note) => `load ${i + 1}, ${note}`)),
   };
@@ -727,6 +708,22 @@ export async function benchLbCost(
       };
     }),
   });
+  /** Two programs of each repeat row, by the kernel's figure net of the row's floor. */
+  const netKernelTable = (
+    title: string,
+    [subject, a]: [string, (row: Row) => Figure],
+    [peer, b]: [string, (row: Row) => Figure],
+  ): BenchTable => ({
+    title,
+    unit: 'ns/pkt',
+    subject,
+    peer,
+    rows: result.rows.map((row) => ({
+      workload: name(row),
+      sluice: a(row).kernel - row.floor.kernel,
+      peer: b(row).kernel - row.floor.kernel,
+    })),
+  });
   return {
     tables: [
       table(
@@ -753,6 +750,16 @@ export async function benchLbCost(
         (_, f) => f.kernel,
         false,
       ),
+      netKernelTable(
+        'context, not the target: against C that also does the bookkeeping issue 9 requires of sluice (lb_req_*, §), net of the floor, kernel figure',
+        ['sluice', (row) => row.sluice],
+        ['C lb_req', (row) => row.req],
+      ),
+      netKernelTable(
+        "what that bookkeeping costs by itself: C lb_req_* against C lb_min_* (the target's peer), net of the floor, kernel figure; the target leaves sluice 10 %",
+        ['C lb_req', (row) => row.req],
+        ['C lb_min', (row) => row.peer],
+      ),
       {
         title:
           'instructions after the verifier (xlated): lb_xdp, the fast path every row takes (plain IPv4 TCP/UDP, every mode); IPv6, VLAN tags, IPv4 options, fragments and SCTP are in lb_xdp_general, which it tail-calls and no row reaches',
@@ -768,13 +775,14 @@ export async function benchLbCost(
             `${MODE_NAMES[row.mode]} ${row.kind} ${perLoad.map((r) => netRatio(r, i).toFixed(2)).join('/')}`,
         )
         .join('; ')}`,
-      `ns/pkt: wall time of one BPF_PROG_TEST_RUN of ${repeat.toLocaleString('en')} iterations over one ${FRAME_BYTES}-byte IPv4 TCP frame (client ${CLIENT}), divided; lb_xdp, the C program and the floor (\`r0 = XDP_TX; exit\`) alternate, the first rotating each round, best of ${rounds}. Every test run has the lab's veth as its ingress device, inside a throw-away namespace with forwarding on and permanent neighbours for the backends 192.0.2.11-13, so bpf_fib_lookup succeeds and every packet leaves by XDP_TX`,
+      `ns/pkt: wall time of one BPF_PROG_TEST_RUN of ${repeat.toLocaleString('en')} iterations over one ${FRAME_BYTES}-byte IPv4 TCP frame (client ${CLIENT}), divided; lb_xdp, the C program, the floor (\`r0 = XDP_TX; exit\`) and C lb_req (§) alternate, the first rotating each round, best of ${rounds}. Every test run has the lab's veth as its ingress device, inside a throw-away namespace with forwarding on and permanent neighbours for the backends 192.0.2.11-13, so bpf_fib_lookup succeeds and every packet leaves by XDP_TX`,
       `† IPIP: the outer header added by one iteration would make the next one pass the packet, so each program of these rows (the floor too) is entered through bench/c/reframe.bpf.c, which strips the 20 bytes the frame grew by, writes the original ${FRAME_BYTES} bytes back and tail-calls it (about a nanosecond and a half of the gross figures; none of the net). Checked: every run's last verdict XDP_TX, and the frame after 1,000 reframed iterations is the one a single run sends. The one-iteration cross-check table times every row, IPIP included, without the restorer`,
       'DSR: the frame is balanced alike every iteration (only the MACs change). NAT: three services at VIPs 192.0.2.11-13, each balancing over the other two, so each iteration NATs the previous output to the next VIP (the checksums stay valid); the hit row then hits one of at most three flow entries and an existing reverse-NAT entry every time',
       `flow-table rows. hit: an ACK of a flow whose entry exists. miss: a SYN of a flow never inserted, through a second lb_xdp whose lb_config has an insert cap of 0 (rate 0, burst 0: every packet misses, Maglev selects, the bucket refuses, nothing is written; counted insertCap) and through C's lb_min_*_ni, which looks up and never inserts. ‡ insert: a SYN every iteration on a service whose backends are marked down: lb_xdp's entry exists but a SYN leaves a down backend, so Maglev selects again and the entry is rewritten (an LRU update: a node popped from the free list, linked, the old one freed; a first insert does the same without the free); C's lb_min_*_re ignores its hit and does the same update`,
       `both balancers: the same services, backends and Maglev tables (buildMaglevTable, M = ${TABLE_SIZE}, 1-3 backends each); lb_xdp from bpf/progs/lb.o through loadLbObject/LbMaps (shared LRU flow table of 65,536 entries, IPIP outer source ${IPIP_SOURCE}), 5-tuple hash mode`,
       "C lb_min (bench/c/lb_min.bpf.c): parses Ethernet/IPv4 (no options, no fragments)/TCP or UDP; VIP in a HASH map; a 16-byte 5-tuple key in an LRU_HASH; on a miss jhash_3words(src, dst, ports) and the Maglev table through an ARRAY_OF_MAPS like sluice's, but with the table size a compile-time constant (inner maps without BPF_F_INNER_MAP: the verifier inlines the inner lookup, and the modulo is by a constant); backend in an ARRAY; bpf_fib_lookup and the MAC rewrite; XDP_TX. No counters, no VLAN, no IPv6, no timeouts or backend states, no insert cap",
-      "checked against the runs made: lb_xdp's lb_events (flowHit, or flowMiss and insertCap, or flowStale, and tx: each equal to the runs, no other event), C's flow table (entries for the hit and insert rows' flows, none for the miss rows'), every subject's first output frame (MACs from the FIB, valid checksums, addresses)",
+      "§ C lb_req (bench/c/lb_min.bpf.c, lb_req_*): lb_min's work plus, done the cheapest way a hand-written program can, what issue 9 requires of sluice on every packet: the events sluice counts (flow hit, miss, stale, non-SYN miss, insert refused or failed, closing, XDP_TX, redirect) and the coarse clock cached per jiffy, in one per-CPU value; per-service and per-backend packets, bytes and new flows; the service's device list (a flag test here, none set); backend states (removed, down: no new SYN); entry timeouts per service (TCP, UDP; 0 here, as sluice's) and after FIN/RST, the entry refreshed at most once a second; the per-CPU insert cap (off, as for sluice's hit and insert rows; the miss rows' programs never insert and count the refusal). Timed in the same alternation as the other three programs, its first output frame checked like theirs. Its ratio to lb_min is what the required work costs before any design of sluice's: where it nears or passes 1.10, so must sluice",
+      "checked against the runs made: lb_xdp's lb_events (flowHit, or flowMiss and insertCap, or flowStale, and tx: each equal to the runs, no other event), C's flow tables (entries for the hit and insert rows' flows, none for the miss rows'), every subject's first output frame (MACs from the FIB, valid checksums, addresses)",
       ...result.notes,
     ],
   };

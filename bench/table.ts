@@ -12,6 +12,8 @@ export interface BenchTable {
   title: string;
   /** What the numbers are, e.g. "ns/elem" or "instructions". */
   unit: string;
+  /** The first program's column, when it is not sluice (a table of two peers). */
+  subject?: string;
   peer: string;
   rows: BenchRow[];
 }
@@ -24,11 +26,11 @@ function formatNumber(value: number): string {
   return value.toFixed(2);
 }
 
-/** Renders a table as aligned text with a ratio column (sluice / peer). */
+/** Renders a table as aligned text with a ratio column (subject, by default sluice, / peer). */
 export function formatTable(table: BenchTable): string {
   const header = [
     'workload',
-    `sluice (${table.unit})`,
+    `${table.subject ?? 'sluice'} (${table.unit})`,
     `${table.peer} (${table.unit})`,
     'ratio',
     'target',

@@ -187,6 +187,7 @@
 
 #include "include/pipeline.h"
 #include "include/parse.h"
+#include "include/log2.h"
 
 #define SL_HOOK_XDP 0
 #define SL_HOOK_TC 1
@@ -703,33 +704,6 @@ static __always_inline void sl_count_rule(__u32 stats, __u64 len)
 		 * precise one costs 10-50 ns a call, more than the rest of a hit */
 		c->last_ns = sl_coarse_ns();
 	}
-}
-
-static __always_inline __u32 sl_log2(__u64 v)
-{
-	__u32 r = 0;
-
-	if (v >> 32)
-		return 31;
-	if (v >> 16) {
-		v >>= 16;
-		r += 16;
-	}
-	if (v >> 8) {
-		v >>= 8;
-		r += 8;
-	}
-	if (v >> 4) {
-		v >>= 4;
-		r += 4;
-	}
-	if (v >> 2) {
-		v >>= 2;
-		r += 2;
-	}
-	if (v >> 1)
-		r += 1;
-	return r;
 }
 
 static __always_inline void sl_count_packet(__u32 verdict, __u64 len)
