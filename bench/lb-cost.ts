@@ -6,7 +6,8 @@
 // rotating each round; best of `rounds`. Not wall time: an XDP test run of more than one
 // iteration enters and leaves the kernel's XDP dispatcher, each after an RCU grace period, so
 // every call returns 16-40 ms late in whole scheduler ticks, 30-80 ns a packet here, changing
-// from call to call (pipeline-cost's header); wall time is a cross-check table. A test run does not restore the frame between iterations, so the frame must
+// from call to call (pipeline-cost's header); wall time is a cross-check table.
+// A test run does not restore the frame between iterations, so the frame must
 // come out of one iteration as a frame the next one balances alike:
 //  - DSR rewrites only the MACs: the frame is the same every iteration.
 //  - NAT rewrites the destination: the three NAT services' VIPs are 192.0.2.11-13 and each
