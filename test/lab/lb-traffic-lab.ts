@@ -105,6 +105,7 @@ export interface UdpFlowSeen {
 
 type Request =
   | { op: 'udp'; vip: string; port: number; sources: string[]; portBase: number; ports: number }
+  | { op: 'udpFlows'; vip: string; port: number; flows: [string, number][] }
   | { op: 'open'; tag: string; vip: string; port: number; sources: string[]; text: string }
   | { op: 'again'; tag: string; text: string }
   | { op: 'close'; tag: string }
@@ -140,6 +141,16 @@ export class LbClient {
       sources,
       portBase,
       ports,
+    });
+  }
+
+  /** One datagram for each of `flows` ([source, port] pairs): to send again what a round lost. */
+  udpFlows(vip: string, port: number, flows: [string, number][]) {
+    return this.#peer.request<{ sent: number; failed: number }>({
+      op: 'udpFlows',
+      vip,
+      port,
+      flows,
     });
   }
 
@@ -617,10 +628,11 @@ async function runClient(): Promise<void> {
   for await (const line of lines) {
     const r = JSON.parse(line) as Request & { id: number };
     try {
-      if (r.op === 'udp') {
-        const flows: [string, number][] = [];
-        for (const s of r.sources)
-          for (let p = 0; p < r.ports; p++) flows.push([s, r.portBase + p]);
+      if (r.op === 'udp' || r.op === 'udpFlows') {
+        const flows: [string, number][] = r.op === 'udpFlows' ? r.flows : [];
+        if (r.op === 'udp')
+          for (const s of r.sources)
+            for (let p = 0; p < r.ports; p++) flows.push([s, r.portBase + p]);
         const sent = await pool(flows, 32, ([s, p]) => sendDatagram(r.vip, r.port, s, p));
         const ok = sent.filter(Boolean).length;
         writeAnswer(r.id, { sent: ok, failed: sent.length - ok });

@@ -1,4 +1,5 @@
 // The load balancer with real traffic: lb_xdp attached natively in a balancer namespace spreads a client's flows over four backend namespaces (DSR, IPIP and GUE with lb_decap_xdp, NAT with lb_nat_tc), evenly and by weight, keeps established connections through a Maglev table swap, and moves few new flows when a backend goes.
+import { setTimeout } from 'node:timers/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import type { LbForwardMode, LbProto } from '../../controller/lb/lb-maps.js';
@@ -318,11 +319,27 @@ await describeKernel('the load balancer with real traffic through lb_xdp in nati
         );
         expect(sent).toEqual({ sent: UDP_FLOWS, failed: 0 });
         const at = new Map<string, number>();
-        for (const [k, flows] of await flowsSeen(svc.port)) {
-          for (const f of flows) at.set(`${f.src} ${f.sport}`, k);
+        const collect = async (): Promise<void> => {
+          // the last datagrams may still be on their way to a server's socket when the sender
+          // reports them sent; one left for the next round would arrive where the old table sent it
+          await setTimeout(200);
+          for (const [k, flows] of await flowsSeen(svc.port)) {
+            for (const f of flows) at.set(`${f.src} ${f.sport}`, k);
+          }
+        };
+        await collect();
+        // A veth ring or a server's socket buffer may drop a few datagrams on a loaded machine
+        // (a fresh one lost 1.1 % once). Each flow is one datagram placed by the table alone, so
+        // a lost flow is sent again, at most twice, and must then arrive where the table says.
+        for (let pass = 0; pass < 2 && at.size < UDP_FLOWS; pass++) {
+          const lost: [string, number][] = [];
+          for (const source of UDP_ADDRESSES)
+            for (let p = 0; p < UDP_PORTS_EACH; p++)
+              if (!at.has(`${source} ${UDP_PORT_BASE + p}`)) lost.push([source, UDP_PORT_BASE + p]);
+          await x.client.udpFlows(svc.vip, svc.port, lost);
+          await collect();
         }
-        // A few may be dropped on a loaded machine (see above).
-        expect(at.size).toBeGreaterThanOrEqual(UDP_FLOWS * 0.99);
+        expect(at.size).toBeGreaterThanOrEqual(UDP_FLOWS * 0.999);
         // Each flow arrived where user space says the table sends it.
         const mispredicted = [...at].filter(([key, k]) => {
           const [src, sport] = key.split(' ');
