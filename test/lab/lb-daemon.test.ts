@@ -12,6 +12,7 @@ import { describeKernel } from '../helpers/privileges.js';
 import { guard } from './daemon-lab.js';
 import {
   BASE_CONFIG,
+  LATE_REPLY_WITHIN_MS,
   LbTrafficLab,
   VIP4,
   VIP6,
@@ -42,6 +43,12 @@ await describeKernel('the load balancer driven by the daemon, with real traffic'
   const view = async (key: string): Promise<LbServiceView> => api('GET', svcPath(key));
   const lbStats = async (): Promise<LbStats> => (await api<{ lb: LbStats }>('GET', '/v1/stats')).lb;
   const serverOf = (r: TcpReply): string | undefined => r.reply?.split(' ')[0];
+  const eventsSince = (before: Record<string, number>, after: Record<string, number>) =>
+    Object.fromEntries(
+      Object.entries(after)
+        .map(([name, n]) => [name, n - (before[name] ?? 0)] as const)
+        .filter(([, n]) => n !== 0),
+    );
 
   beforeAll(async () => {
     x = await LbTrafficLab.create({ balancer: 'daemon' });
@@ -159,9 +166,16 @@ await describeKernel('the load balancer driven by the daemon, with real traffic'
 
     /** Every connection answers again, each from where it started. */
     const stillHome = async (step: string): Promise<void> => {
-      const replies = await x.client.again('sticky', step);
-      const moved = replies.filter((r, i) => r.error !== undefined || serverOf(r) !== home[i]);
-      expect({ step, moved: moved.length }).toEqual({ step, moved: 0 });
+      const before = (await lbStats()).events;
+      const replies = await x.client.again('sticky', step, LATE_REPLY_WITHIN_MS);
+      const moved = replies.flatMap((r, i) =>
+        r.error !== undefined || serverOf(r) !== home[i]
+          ? [`${r.local}:${r.localPort} ${home[i]} -> ${r.error ?? serverOf(r)}`]
+          : [],
+      );
+      // A failure names each connection and what the balancer counted meanwhile.
+      const events = moved.length > 0 ? eventsSince(before, (await lbStats()).events) : {};
+      expect({ step, moved, events }).toEqual({ step, moved: [], events: {} });
     };
     try {
       await api('POST', `${svcPath(key)}/backends`, { address: address4.b4 });
@@ -178,7 +192,7 @@ await describeKernel('the load balancer driven by the daemon, with real traffic'
 
       // After it, b1 is gone with its flows: its connections break, no other one moves.
       await new Promise((r) => setTimeout(r, 3500));
-      const after = await x.client.again('sticky', 'after-drain');
+      const after = await x.client.again('sticky', 'after-drain', LATE_REPLY_WITHIN_MS);
       const others = after.filter((_, i) => home[i] !== 'b1');
       const onB1 = after.filter((_, i) => home[i] === 'b1');
       const movedOthers = after.filter(

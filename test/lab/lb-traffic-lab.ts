@@ -64,6 +64,15 @@ export const BASE_CONFIG: LbConfig = {
 /** The TCP ports every server listens on, and the UDP ports it records datagrams on. */
 export const TCP_PORTS = [80, 81, 82, 83, 84, 8080];
 export const UDP_PORTS = [5001, 5002, 5003];
+/** How long a connection's reply may take unless a test says otherwise. */
+const REPLY_WITHIN_MS = 5000;
+/**
+ * For tests that follow established connections through changes: a reply late by TCP's
+ * retransmission backoff (a lost segment; 200 ms, then doubling) or by a process stalled on a
+ * loaded machine is still a reply from where the connection lives, and only where it comes from
+ * is under test. A reset or another server's answer still fails at once.
+ */
+export const LATE_REPLY_WITHIN_MS = 20_000;
 
 /** One backend namespace. */
 export interface LbBackendHost {
@@ -107,7 +116,7 @@ type Request =
   | { op: 'udp'; vip: string; port: number; sources: string[]; portBase: number; ports: number }
   | { op: 'udpFlows'; vip: string; port: number; flows: [string, number][] }
   | { op: 'open'; tag: string; vip: string; port: number; sources: string[]; text: string }
-  | { op: 'again'; tag: string; text: string }
+  | { op: 'again'; tag: string; text: string; replyWithinMs: number }
   | { op: 'close'; tag: string }
   | { op: 'flows'; port: number }
   | { op: 'stop'; port: number }
@@ -159,9 +168,12 @@ export class LbClient {
     return this.#peer.request<TcpReply[]>({ op: 'open', tag, vip, port, sources, text });
   }
 
-  /** Sends `text` on every connection of `tag` and reads each reply. */
-  again(tag: string, text: string) {
-    return this.#peer.request<TcpReply[]>({ op: 'again', tag, text });
+  /**
+   * Sends `text` on every connection of `tag` and reads each reply; one not read within
+   * `replyWithinMs` is an error.
+   */
+  again(tag: string, text: string, replyWithinMs = REPLY_WITHIN_MS) {
+    return this.#peer.request<TcpReply[]>({ op: 'again', tag, text, replyWithinMs });
   }
 
   /** Closes every connection of `tag`. */
@@ -578,11 +590,15 @@ async function pool<T, R>(items: T[], width: number, fn: (item: T) => Promise<R>
   return out;
 }
 
-async function exchange(conn: Conn, text: string): Promise<TcpReply> {
+async function exchange(
+  conn: Conn,
+  text: string,
+  replyWithinMs = REPLY_WITHIN_MS,
+): Promise<TcpReply> {
   const reply: TcpReply = { local: conn.local, localPort: conn.localPort };
   try {
     conn.socket.write(`${text}\n`);
-    reply.reply = await readLine(conn.socket, conn.buffered, 5000);
+    reply.reply = await readLine(conn.socket, conn.buffered, replyWithinMs);
   } catch (error: unknown) {
     reply.error = (error as Error).message;
   }
@@ -651,7 +667,10 @@ async function runClient(): Promise<void> {
         });
         writeAnswer(r.id, replies);
       } else if (r.op === 'again') {
-        writeAnswer(r.id, await pool(groups.get(r.tag) ?? [], 32, (c) => exchange(c, r.text)));
+        writeAnswer(
+          r.id,
+          await pool(groups.get(r.tag) ?? [], 32, (c) => exchange(c, r.text, r.replyWithinMs)),
+        );
       } else if (r.op === 'close') {
         const group = groups.get(r.tag) ?? [];
         groups.delete(r.tag);

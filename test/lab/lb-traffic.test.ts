@@ -13,6 +13,7 @@ import {
 import { describeKernel } from '../helpers/privileges.js';
 import {
   BASE_CONFIG,
+  LATE_REPLY_WITHIN_MS,
   LbTrafficLab,
   VIP4,
   VIP6,
@@ -265,7 +266,7 @@ await describeKernel('the load balancer with real traffic through lb_xdp in nati
     );
     expect(wouldMove.length).toBe(200);
 
-    const again = await x.client.again('sticky', 'again');
+    const again = await x.client.again('sticky', 'again', LATE_REPLY_WITHIN_MS);
     const after = x.maps.events();
     const broken = again.filter((r) => r.error !== undefined);
     const movedConns = again.filter(
